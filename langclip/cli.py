@@ -1,0 +1,34 @@
+"""The `langclip` command line: `langclip <command> --help` describes each command.
+
+Each command lives in the module that owns its work; that module defines
+``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
+command runs, so `langclip --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "convert": ("langclip.modeling.convert", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
+    "demo": ("langclip.training.demo", "Run the self-contained demo on generated data (what `make demo` runs)."),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="langclip", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if argv and argv[0] == name:
+            importlib.import_module(module_name).add_arguments(sub)
+    args = parser.parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    return module.main(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

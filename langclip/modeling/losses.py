@@ -1,0 +1,115 @@
+"""Contrastive losses on L2-normalised features, in OpenCLIP's local-loss form.
+
+Every function takes this process's features. When a `torch.distributed` process group
+with more than one member is initialised, features are all-gathered *with gradient*
+(`torch.distributed.nn.functional.all_gather`), each process scores its local rows
+against the global batch, and its labels are offset by ``rank * local_batch``. The mean
+of the per-process losses (what DDP's gradient averaging optimises) is then the loss of
+the global batch. Without a process group the functions run as a single process.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_features(features: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``features`` of every process along dim 0, keeping the autograd graph."""
+    _, world_size = _world()
+    if world_size == 1:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(features.contiguous()), dim=0)
+
+
+def _check_features(name: str, features: torch.Tensor, dims: int) -> None:
+    if features.dim() != dims:
+        raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(features.shape)}")
+    if not torch.isfinite(features).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _check_batch(image_features: torch.Tensor, text_features: torch.Tensor) -> None:
+    if image_features.shape[0] != text_features.shape[0]:
+        raise ValueError(
+            f"image and text batch sizes differ: {image_features.shape[0]} images, {text_features.shape[0]} texts"
+        )
+    if image_features.shape[-1] != text_features.shape[-1]:
+        raise ValueError(
+            f"image and text feature sizes differ: {image_features.shape[-1]} vs {text_features.shape[-1]}"
+        )
+
+
+def local_labels(local_batch: int, rank: int, device: torch.device | None = None) -> torch.Tensor:
+    """Positions of this process's positives in the global batch: ``rank * local_batch + arange(local_batch)``."""
+    return torch.arange(local_batch, device=device) + rank * local_batch
+
+
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """Symmetric InfoNCE of CLIP.
+
+    With normalised features x (images, local B x D), y (texts), global batches X, Y,
+    s = ``logit_scale`` (already exponentiated) and labels l_i = rank * B + i:
+
+        L = 1/2 [ CE(s * x @ Y^T, l) + CE(s * y @ X^T, l) ]
+
+    where CE is the mean cross-entropy over the B local rows.
+    """
+    _check_features("image_features", image_features, 2)
+    _check_features("text_features", text_features, 2)
+    _check_batch(image_features, text_features)
+    rank, _ = _world()
+    all_image = gather_features(image_features)
+    all_text = gather_features(text_features)
+    labels = local_labels(image_features.shape[0], rank, image_features.device)
+    logits_per_image = logit_scale * image_features @ all_text.T
+    logits_per_text = logit_scale * text_features @ all_image.T
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+def multi_positive_clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+) -> torch.Tensor:
+    """LaCLIP-MT loss with T = M + 1 texts per image.
+
+    ``text_features`` is (B, T, D); column 0 holds the text that aug_T sampled. With
+    y_j the j-th texts of the global batch (T, ... ) and the notation of `clip_loss`:
+
+        L_I* = 1/(M+1) * sum_{j=0..M} CE(s * x @ Y_j^T, l)     (negatives: j-th texts of other images)
+        L_T  = CE(s * y_0 @ X^T, l)                            (ordinary text->image loss on aug_T's text)
+        L    = (L_I* + L_T) / 2
+
+    The paper writes the normaliser of L_I* as 1/M over the M+1 terms j = 0..M; we
+    average, i.e. divide by M+1, so that L reduces to `clip_loss` when all texts agree.
+    """
+    _check_features("image_features", image_features, 2)
+    _check_features("text_features", text_features, 3)
+    _check_batch(image_features, text_features)
+    rank, _ = _world()
+    all_image = gather_features(image_features)
+    all_text = gather_features(text_features)
+    labels = local_labels(image_features.shape[0], rank, image_features.device)
+    # (T, B_local, B_global): image i against the j-th text of every image.
+    logits_per_image = logit_scale * torch.einsum("bd,ntd->tbn", image_features, all_text)
+    num_texts = text_features.shape[1]
+    loss_image = F.cross_entropy(
+        logits_per_image.reshape(-1, logits_per_image.shape[-1]), labels.repeat(num_texts)
+    )
+    logits_per_text = logit_scale * text_features[:, 0] @ all_image.T
+    loss_text = F.cross_entropy(logits_per_text, labels)
+    return (loss_image + loss_text) / 2

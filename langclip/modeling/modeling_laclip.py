@@ -1,0 +1,103 @@
+"""LaCLIP: CLIP trained on LLM-rewritten captions (Fan et al., NeurIPS 2023).
+
+The architecture is CLIP's; what changes is the text each image is paired with (aug_T,
+see `langclip.processing.text_augment`) and, for LaCLIP-MT, the loss over all of an
+image's texts.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import CLIPModel
+from transformers.models.clip.modeling_clip import CLIPOutput
+
+from .configuration_laclip import LaCLIPConfig
+from .losses import clip_loss, multi_positive_clip_loss
+
+
+def _normalize(features: torch.Tensor) -> torch.Tensor:
+    return features / features.norm(p=2, dim=-1, keepdim=True)
+
+
+class LaCLIPModel(CLIPModel):
+    """`CLIPModel` whose forward takes one text per image, (B, L), or T texts per image, (B, T, L).
+
+    With (B, T, L) inputs, column 0 holds the text that aug_T sampled. Without
+    `config.multi_positive` only column 0 is encoded and the ordinary CLIP loss is used;
+    with it, all T texts are encoded and the loss is `multi_positive_clip_loss`.
+    `logits_per_image`, `logits_per_text` and `text_embeds` always refer to column 0.
+    """
+
+    config_class = LaCLIPConfig
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
+        self.logit_scale.clamp_(0, self.config.logit_scale_max)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        return_loss: bool | None = None,
+        interpolate_pos_encoding: bool = False,
+        **kwargs,
+    ) -> CLIPOutput:
+        if input_ids is None or pixel_values is None:
+            raise ValueError("LaCLIPModel.forward needs both input_ids and pixel_values")
+        if input_ids.dim() not in (2, 3):
+            raise ValueError(
+                f"input_ids must be (batch, length) or (batch, texts, length), got shape {tuple(input_ids.shape)}"
+            )
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape {tuple(input_ids.shape)}"
+            )
+        if input_ids.shape[0] != pixel_values.shape[0]:
+            raise ValueError(
+                f"image and text batch sizes differ: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts"
+            )
+        multi_text = input_ids.dim() == 3
+        use_all_texts = multi_text and self.config.multi_positive
+        if multi_text and not use_all_texts:
+            input_ids = input_ids[:, 0]
+            attention_mask = attention_mask[:, 0] if attention_mask is not None else None
+        batch_size, num_texts = input_ids.shape[0], (input_ids.shape[1] if use_all_texts else 1)
+
+        vision_outputs = self.get_image_features(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        text_outputs = self.get_text_features(
+            input_ids=input_ids.reshape(-1, input_ids.shape[-1]),
+            attention_mask=attention_mask.reshape(-1, attention_mask.shape[-1]) if attention_mask is not None else None,
+            position_ids=position_ids,
+            **kwargs,
+        )
+        image_embeds = _normalize(vision_outputs.pooler_output)
+        all_text_embeds = _normalize(text_outputs.pooler_output)
+        if use_all_texts:
+            all_text_embeds = all_text_embeds.view(batch_size, num_texts, -1)
+            text_embeds = all_text_embeds[:, 0]
+        else:
+            text_embeds = all_text_embeds
+
+        logit_scale = self.logit_scale.exp()
+        logits_per_text = logit_scale * text_embeds @ image_embeds.T
+        loss = None
+        if return_loss:
+            if use_all_texts:
+                loss = multi_positive_clip_loss(image_embeds, all_text_embeds, logit_scale)
+            else:
+                loss = clip_loss(image_embeds, text_embeds, logit_scale)
+
+        return CLIPOutput(
+            loss=loss,
+            logits_per_image=logits_per_text.T,
+            logits_per_text=logits_per_text,
+            text_embeds=text_embeds,
+            image_embeds=image_embeds,
+            text_model_output=text_outputs,
+            vision_model_output=vision_outputs,
+        )

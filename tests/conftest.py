@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models and tokenizers built in the test, never downloaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from langclip import LaCLIPConfig
+from langclip.processing.tokenization import train_word_tokenizer
+
+WORDS = (
+    "a photo of the red green blue yellow circle square triangle star small large one two three "
+    "on left right top bottom picture image shape shapes drawing with and in"
+)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return train_word_tokenizer([WORDS], max_length=16)
+
+
+def tiny_laclip_config(tokenizer, **overrides) -> LaCLIPConfig:
+    """A 2-layer, 32-wide CLIP on 32 px images whose text tower matches ``tokenizer``."""
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    return LaCLIPConfig(text_config=text, vision_config=vision, projection_dim=16, **overrides)
+
+
+@pytest.fixture
+def tiny_config(tokenizer):
+    return tiny_laclip_config(tokenizer)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
