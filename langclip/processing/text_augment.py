@@ -34,21 +34,29 @@ class TextAugmenter:
     LaCLIP-MT: the aug_T draw first, then the other candidates in their original order
     (original, rewrite 1, ..., rewrite M). A row with fewer rewrites than `num_texts - 1`
     is padded with its caption, so every image has the same T.
+
+    With a ``key`` (e.g. ``(epoch, row_id)``) the draw depends only on (seed, key), so it
+    is the same on any number of processes or workers and after a resume; without one it
+    comes from the augmenter's own seeded stream.
     """
 
-    def __init__(self, seed: int | None = None):
+    def __init__(self, seed: int = 0):
+        self.seed = seed
         self.rng = random.Random(seed)
 
-    def sample(self, caption: str, rewrites: Sequence[str] | None = None) -> str:
-        candidates = candidate_texts(caption, rewrites)
-        return candidates[self.rng.randrange(len(candidates))]
+    def _rng(self, key) -> random.Random:
+        return self.rng if key is None else random.Random(f"{self.seed}:{key}")
 
-    def sample_all(self, caption: str, rewrites: Sequence[str] | None, num_texts: int) -> list[str]:
+    def sample(self, caption: str, rewrites: Sequence[str] | None = None, key=None) -> str:
+        candidates = candidate_texts(caption, rewrites)
+        return candidates[self._rng(key).randrange(len(candidates))]
+
+    def sample_all(self, caption: str, rewrites: Sequence[str] | None, num_texts: int, key=None) -> list[str]:
         candidates = candidate_texts(caption, rewrites)
         if len(candidates) > num_texts:
             raise ValueError(f"row has {len(candidates)} texts but num_texts={num_texts}")
         candidates += [caption] * (num_texts - len(candidates))
-        pick = self.rng.randrange(len(candidates))
+        pick = self._rng(key).randrange(len(candidates))
         return [candidates[pick]] + candidates[:pick] + candidates[pick + 1 :]
 
 
@@ -60,7 +68,8 @@ class ContrastiveCollator:
     - ``num_texts=T``: ``input_ids`` (B, T, L), column 0 the aug_T draw (LaCLIP-MT).
 
     Texts are tokenised with padding to the longest in the batch, truncated to
-    ``max_length`` (the text tower's context). ``pixel_values`` are stacked from the rows
+    ``max_length`` (the text tower's context). A row's aug_T draw is keyed by
+    (``epoch``, row ``id``) when the row has an ``id``: set ``collator.epoch`` each epoch. ``pixel_values`` are stacked from the rows
     (already transformed) or produced by ``image_transform(row["image"])``.
     """
 
@@ -83,6 +92,7 @@ class ContrastiveCollator:
         self.image_transform = image_transform
         self.caption_column = caption_column
         self.rewrites_column = rewrites_column
+        self.epoch = 0
 
     def texts_for(self, row: dict) -> list[str]:
         if self.caption_column not in row:
@@ -91,9 +101,10 @@ class ContrastiveCollator:
         rewrites = row.get(self.rewrites_column)
         if self.augmenter is None:
             return [candidate_texts(caption, None)[0]]
+        key = (self.epoch, row["id"]) if "id" in row else None
         if self.num_texts is None:
-            return [self.augmenter.sample(caption, rewrites)]
-        return self.augmenter.sample_all(caption, rewrites, self.num_texts)
+            return [self.augmenter.sample(caption, rewrites, key)]
+        return self.augmenter.sample_all(caption, rewrites, self.num_texts, key)
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
