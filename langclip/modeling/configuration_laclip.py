@@ -1,7 +1,5 @@
 """Configuration of LaCLIP: a `CLIPConfig` with the options of the LaCLIP paper."""
 
-from __future__ import annotations
-
 import math
 
 from huggingface_hub.dataclasses import strict

@@ -1,0 +1,212 @@
+"""Convert OpenCLIP-format checkpoints (LaCLIP's released LAION-400M models) to langclip folders.
+
+OpenCLIP layout: a ViT (`visual.*`: `conv1`, `class_embedding`, `positional_embedding`,
+`ln_pre`, `transformer.resblocks.N.{ln_1,attn,ln_2,mlp}`, `ln_post`, `proj`), a causal text
+transformer (`token_embedding`, `positional_embedding`, `transformer.resblocks.N.*`,
+`ln_final`, `text_projection`) and `logit_scale`. Attention q/k/v are fused in `in_proj_*`;
+`proj` and `text_projection` are applied as ``x @ W`` (so they are transposed here).
+
+    langclip convert --from open_clip laclip-laion400m-b32.pt out/laclip-b32
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+
+from .configuration_laclip import LaCLIPConfig
+from .modeling_laclip import LaCLIPModel
+
+_BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
+_BLOCK_NAMES = {
+    "ln_1": "layer_norm1",
+    "ln_2": "layer_norm2",
+    "attn.out_proj": "self_attn.out_proj",
+    "mlp.c_fc": "mlp.fc1",
+    "mlp.c_proj": "mlp.fc2",
+}
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a `.safetensors` file, or a `.pt`/`.bin` file with ``torch.load(weights_only=True)``.
+
+    A checkpoint dict holding ``state_dict`` is unwrapped and a DDP ``module.`` prefix dropped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict = load_file(path)
+    else:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ValueError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state_dict.items()}
+
+
+def _num_layers(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
+    layers = {int(m.group(2)) for k in state_dict if (m := _BLOCK.match(k)) and (m.group(1) or "") == prefix}
+    if not layers:
+        raise ValueError(f"no '{prefix}transformer.resblocks.N' weights found: is this an OpenCLIP ViT checkpoint?")
+    return max(layers) + 1
+
+
+def open_clip_config(
+    state_dict: dict[str, torch.Tensor],
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    quick_gelu: bool = False,
+) -> LaCLIPConfig:
+    """Infer the architecture from tensor shapes; heads default to width // 64 (OpenCLIP's rule)."""
+    required = ["visual.conv1.weight", "visual.positional_embedding", "visual.proj", "token_embedding.weight",
+                "positional_embedding", "text_projection", "visual.transformer.resblocks.0.mlp.c_fc.weight",
+                "transformer.resblocks.0.mlp.c_fc.weight"]
+    missing = [k for k in required if k not in state_dict]
+    if missing:
+        raise ValueError(f"not an OpenCLIP ViT state dict: missing {missing}")
+    vision_width, _, patch_size, _ = state_dict["visual.conv1.weight"].shape
+    grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    vocab_size, text_width = state_dict["token_embedding.weight"].shape
+    activation = "quick_gelu" if quick_gelu else "gelu"
+    vision_heads = vision_heads or vision_width // 64
+    text_heads = text_heads or text_width // 64
+    for name, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
+        if width % heads:
+            raise ValueError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
+    return LaCLIPConfig(
+        vision_config=dict(
+            hidden_size=vision_width,
+            intermediate_size=state_dict["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            num_hidden_layers=_num_layers(state_dict, "visual."),
+            num_attention_heads=vision_heads,
+            patch_size=patch_size,
+            image_size=grid * patch_size,
+            hidden_act=activation,
+            layer_norm_eps=1e-5,
+        ),
+        text_config=dict(
+            vocab_size=vocab_size,
+            hidden_size=text_width,
+            intermediate_size=state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+            num_hidden_layers=_num_layers(state_dict, ""),
+            num_attention_heads=text_heads,
+            max_position_embeddings=state_dict["positional_embedding"].shape[0],
+            hidden_act=activation,
+            layer_norm_eps=1e-5,
+            # OpenCLIP's BPE: <start_of_text> and <end_of_text> are the last two ids, padding is 0.
+            bos_token_id=vocab_size - 2,
+            eos_token_id=vocab_size - 1,
+            pad_token_id=0,
+        ),
+        projection_dim=state_dict["text_projection"].shape[1],
+    )
+
+
+def _convert_block_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    match = _BLOCK.match(key)
+    tower = "vision_model" if match.group(1) else "text_model"
+    prefix = f"{tower}.encoder.layers.{match.group(2)}."
+    name = match.group(3)
+    if name.startswith("attn.in_proj_"):
+        kind = name.rsplit("_", 1)[1]  # weight or bias
+        q, k, v = value.chunk(3, dim=0)
+        return {f"{prefix}self_attn.{p}_proj.{kind}": t for p, t in zip("qkv", (q, k, v))}
+    module, kind = name.rsplit(".", 1)
+    if module not in _BLOCK_NAMES:
+        raise ValueError(f"unexpected OpenCLIP block weight {key!r}")
+    return {f"{prefix}{_BLOCK_NAMES[module]}.{kind}": value}
+
+
+_DIRECT = {
+    "visual.class_embedding": "vision_model.embeddings.class_embedding",
+    "visual.conv1.weight": "vision_model.embeddings.patch_embedding.weight",
+    "visual.positional_embedding": "vision_model.embeddings.position_embedding.weight",
+    "visual.ln_pre.weight": "vision_model.pre_layrnorm.weight",
+    "visual.ln_pre.bias": "vision_model.pre_layrnorm.bias",
+    "visual.ln_post.weight": "vision_model.post_layernorm.weight",
+    "visual.ln_post.bias": "vision_model.post_layernorm.bias",
+    "token_embedding.weight": "text_model.embeddings.token_embedding.weight",
+    "positional_embedding": "text_model.embeddings.position_embedding.weight",
+    "ln_final.weight": "text_model.final_layer_norm.weight",
+    "ln_final.bias": "text_model.final_layer_norm.bias",
+    "logit_scale": "logit_scale",
+}
+_TRANSPOSED = {"visual.proj": "visual_projection.weight", "text_projection": "text_projection.weight"}
+_IGNORED = {"attn_mask"}  # OpenCLIP's causal mask buffer
+
+
+def convert_open_clip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename OpenCLIP weights to `CLIPModel` names, splitting fused q/k/v and transposing projections."""
+    converted = {}
+    for key, value in state_dict.items():
+        if key in _DIRECT:
+            converted[_DIRECT[key]] = value
+        elif key in _TRANSPOSED:
+            converted[_TRANSPOSED[key]] = value.T.contiguous()
+        elif _BLOCK.match(key):
+            converted.update(_convert_block_key(key, value))
+        elif key not in _IGNORED:
+            raise ValueError(f"unexpected OpenCLIP weight {key!r}")
+    return converted
+
+
+def convert_open_clip(
+    src: str | Path,
+    dst: str | Path | None = None,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    quick_gelu: bool = False,
+) -> LaCLIPModel:
+    """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given."""
+    state_dict = load_state_dict(src)
+    config = open_clip_config(state_dict, vision_heads, text_heads, quick_gelu)
+    model = LaCLIPModel(config)
+    converted = convert_open_clip_state_dict(state_dict)
+    missing, unexpected = model.load_state_dict(converted, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
+    if dst is not None:
+        model.save_pretrained(dst)
+        _save_image_processor(config, dst)
+    return model
+
+
+def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
+    """OpenAI/OpenCLIP preprocessing: resize shortest side, centre crop, OpenAI mean/std."""
+    from transformers import CLIPImageProcessor
+
+    size = config.vision_config.image_size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(dst)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source_format", choices=["open_clip"], required=True,
+                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models).")
+    parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
+    parser.add_argument("dst", help="Output folder for config.json, model.safetensors and the image processor.")
+    parser.add_argument("--vision-heads", type=int, default=None,
+                        help="Attention heads of the vision tower (default: width // 64).")
+    parser.add_argument("--text-heads", type=int, default=None,
+                        help="Attention heads of the text tower (default: width // 64).")
+    parser.add_argument("--quick-gelu", action="store_true",
+                        help="Use QuickGELU (OpenAI-trained weights) instead of exact GELU.")
+    parser.add_argument("--tokenizer", default=None,
+                        help="Tokenizer folder or Hub id to save beside the weights (e.g. openai/clip-vit-base-patch32).")
+
+
+def main(args: argparse.Namespace) -> int:
+    convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.dst)
+    print(f"saved {args.dst}")
+    return 0

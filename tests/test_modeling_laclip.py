@@ -1,0 +1,124 @@
+"""LaCLIPModel: the forward's text layouts, its losses, errors, and Hub-format checkpoints."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel, CLIPModel
+
+from langclip import LaCLIPConfig, LaCLIPModel
+from langclip.modeling.losses import clip_loss, multi_positive_clip_loss
+
+from conftest import tiny_laclip_config
+
+B, T, L = 3, 4, 7
+
+
+def _inputs(tokenizer, texts_per_image=None):
+    shape = (B, L) if texts_per_image is None else (B, texts_per_image, L)
+    ids = torch.randint(4, len(tokenizer), shape)
+    ids[..., 0], ids[..., -1] = tokenizer.bos_token_id, tokenizer.eos_token_id
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.randn(B, 3, 32, 32)}
+
+
+def _text_embeds(model, ids):
+    features = model.get_text_features(input_ids=ids).pooler_output
+    return features / features.norm(dim=-1, keepdim=True)
+
+
+def test_single_text_loss_equals_transformers_clip_loss(tiny_config, tokenizer):
+    model = LaCLIPModel(tiny_config).eval()
+    plain = CLIPModel(tiny_config).eval()
+    plain.load_state_dict(model.state_dict())
+    inputs = _inputs(tokenizer)
+    ours, theirs = model(**inputs, return_loss=True), plain(**inputs, return_loss=True)
+    torch.testing.assert_close(ours.loss, theirs.loss)
+    torch.testing.assert_close(ours.logits_per_image, theirs.logits_per_image)
+
+
+def test_multi_text_without_multi_positive_uses_column_zero(tiny_config, tokenizer):
+    model = LaCLIPModel(tiny_config).eval()
+    inputs = _inputs(tokenizer, T)
+    out = model(**inputs, return_loss=True)
+    first = {**inputs, "input_ids": inputs["input_ids"][:, 0], "attention_mask": inputs["attention_mask"][:, 0]}
+    torch.testing.assert_close(out.loss, model(**first, return_loss=True).loss)
+
+
+def test_multi_positive_loss_over_all_columns(tokenizer):
+    model = LaCLIPModel(tiny_laclip_config(tokenizer, multi_positive=True)).eval()
+    inputs = _inputs(tokenizer, T)
+    out = model(**inputs, return_loss=True)
+    image = model.get_image_features(pixel_values=inputs["pixel_values"]).pooler_output
+    image = image / image.norm(dim=-1, keepdim=True)
+    texts = torch.stack([_text_embeds(model, inputs["input_ids"][:, j]) for j in range(T)], dim=1)
+    expected = multi_positive_clip_loss(image.double(), texts.double(), model.logit_scale.exp().double())
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    torch.testing.assert_close(out.text_embeds, texts[:, 0])
+    assert out.loss.item() != pytest.approx(clip_loss(image, texts[:, 0], model.logit_scale.exp()).item(), rel=1e-3)
+
+
+def test_clamp_logit_scale(tiny_config):
+    model = LaCLIPModel(tiny_config)
+    assert model.logit_scale.item() == pytest.approx(2.6592)  # ln(1 / 0.07)
+    with torch.no_grad():
+        model.logit_scale.fill_(7.0)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.item() == pytest.approx(torch.log(torch.tensor(100.0)).item())
+    with torch.no_grad():
+        model.logit_scale.fill_(-1.0)
+    model.clamp_logit_scale_()
+    assert model.logit_scale.item() == 0.0
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda x: x.update(pixel_values=x["pixel_values"][:2]), "batch sizes differ: 2 images, 3 texts"),
+        (lambda x: x.update(input_ids=x["input_ids"][:, None, None]), r"input_ids must be \(batch, length\)"),
+        (lambda x: x.update(attention_mask=x["attention_mask"][:, :2]), "attention_mask shape"),
+    ],
+)
+def test_bad_input_is_named(tiny_config, tokenizer, change, message):
+    inputs = _inputs(tokenizer, T)
+    change(inputs)
+    with pytest.raises(ValueError, match=message):
+        LaCLIPModel(tiny_config)(**inputs, return_loss=True)
+
+
+def test_nan_features_are_reported(tiny_config, tokenizer):
+    inputs = _inputs(tokenizer)
+    inputs["pixel_values"][0] = float("nan")
+    with pytest.raises(ValueError, match="image_features contains NaN"):
+        LaCLIPModel(tiny_config)(**inputs, return_loss=True)
+
+
+def test_config_rejects_wrong_types():
+    with pytest.raises(Exception, match="multi_positive"):
+        LaCLIPConfig(multi_positive="yes")
+
+
+def test_save_load_round_trip_and_auto_classes(tmp_path, tokenizer):
+    model = LaCLIPModel(tiny_laclip_config(tokenizer, multi_positive=True)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file() and not list(tmp_path.glob("*.bin"))
+    assert AutoConfig.from_pretrained(tmp_path).model_type == "laclip"
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is LaCLIPModel and loaded.config.multi_positive
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_plain_clip_compatibility_both_ways(tmp_path, tiny_config, tokenizer):
+    model = LaCLIPModel(tiny_config).eval()
+    model.save_pretrained(tmp_path / "laclip")
+    plain, info = CLIPModel.from_pretrained(tmp_path / "laclip", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    inputs = _inputs(tokenizer)
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(**inputs).text_embeds, model(**inputs).text_embeds, rtol=0, atol=0)
+        torch.testing.assert_close(plain(**inputs).image_embeds, model(**inputs).image_embeds, rtol=0, atol=0)
+
+    plain.save_pretrained(tmp_path / "clip")  # e.g. an OpenAI or LAION CLIP checkpoint folder
+    from_clip, info = LaCLIPModel.from_pretrained(tmp_path / "clip", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(from_clip.config, LaCLIPConfig) and not from_clip.config.multi_positive
+    with torch.no_grad():
+        torch.testing.assert_close(from_clip.eval()(**inputs).logits_per_image, model(**inputs).logits_per_image)
