@@ -137,3 +137,27 @@ def test_multi_positive_bad_input_is_named():
         multi_positive_clip_loss(torch.randn(2, 3), torch.randn(2, 3), torch.tensor(1.0))
     with pytest.raises(ValueError, match="text_features contains NaN"):
         multi_positive_clip_loss(torch.randn(2, 3), torch.full((2, 2, 3), float("inf")), torch.tensor(1.0))
+
+
+def test_difference_loss_matches_hand_computation():
+    from langclip.modeling.losses import difference_loss
+
+    g = torch.Generator().manual_seed(13)
+    fa, fb, text = (torch.randn(4, 5, generator=g, dtype=torch.float64) * 3 for _ in range(3))
+    n = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    a = n(n(fa.numpy()) - n(fb.numpy()))
+    t = n(text.numpy())
+    labels = np.arange(4)
+    expected = (_ce(t @ a.T, labels) + _ce(a @ t.T, labels)) / 2  # tau = 1: no scale
+    assert difference_loss(fa, fb, text).item() == pytest.approx(expected, rel=1e-12)
+    assert torch.autograd.gradcheck(difference_loss, (fa.requires_grad_(), fb.requires_grad_(), text.requires_grad_()))
+
+
+def test_difference_loss_rejects_a_pair_of_an_image_with_itself():
+    from langclip.modeling.losses import difference_loss
+
+    fa = torch.randn(3, 4)
+    fb = torch.randn(3, 4)
+    fb[1] = fa[1] * 2  # same direction: the same image up to scale
+    with pytest.raises(ValueError, match=r"pairs \[1\] compare an image with itself"):
+        difference_loss(fa, fb, torch.randn(3, 4))

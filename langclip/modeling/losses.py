@@ -113,3 +113,33 @@ def multi_positive_clip_loss(
     logits_per_text = logit_scale * text_features[:, 0] @ all_image.T
     loss_text = F.cross_entropy(logits_per_text, labels)
     return (loss_image + loss_text) / 2
+
+
+def difference_loss(
+    image_features_a: torch.Tensor,
+    image_features_b: torch.Tensor,
+    difference_text_features: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """PC-CLIP's pairwise-difference loss (Sam et al., TMLR 2025).
+
+    With n(.) the L2 normalisation, a_k = n(n(f(x_a)) - n(f(x_b))) for each pair k and
+    t_k = n(g(d_k)) the embedding of "how x_a differs from x_b":
+
+        L = 1/2 [ CE(t @ A^T / tau, l) + CE(a @ T^T / tau, l) ],   tau = 1, fixed
+
+    i.e. `clip_loss` on (a, t) with the logit scale fixed to 1 / tau. Inputs need not be
+    normalised. A pair of identical embeddings has no difference direction and is an error.
+    """
+    _check_features("image_features_a", image_features_a, 2)
+    _check_features("image_features_b", image_features_b, 2)
+    if image_features_a.shape != image_features_b.shape:
+        raise ValueError(
+            f"pair feature shapes differ: {tuple(image_features_a.shape)} vs {tuple(image_features_b.shape)}"
+        )
+    delta = F.normalize(image_features_a, dim=-1) - F.normalize(image_features_b, dim=-1)
+    same = delta.norm(dim=-1) < 1e-6
+    if same.any():
+        raise ValueError(f"pairs {same.nonzero().flatten().tolist()} compare an image with itself (zero difference)")
+    scale = torch.tensor(1.0 / temperature, dtype=delta.dtype, device=delta.device)
+    return clip_loss(F.normalize(delta, dim=-1), F.normalize(difference_text_features, dim=-1), scale)
