@@ -92,3 +92,19 @@ def clean_difference(text: str, min_chars: int = MIN_CHARS) -> tuple[str | None,
     if len(text) < min_chars:
         return None, "too_short"
     return text, "ok"
+
+
+def check_difference_rows(rows, known_ids) -> None:
+    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, or an empty difference."""
+    known_ids = set(known_ids)
+    for index, row in enumerate(rows):
+        for column in ("id_a", "id_b", "difference"):
+            if column not in row:
+                raise ValueError(f"difference row {index} has no {column!r} column")
+        for column in ("id_a", "id_b"):
+            if row[column] not in known_ids:
+                raise ValueError(f"difference row {index}: {column}={row[column]!r} is not an id of the image dataset")
+        if row["id_a"] == row["id_b"]:
+            raise ValueError(f"difference row {index} pairs image {row['id_a']!r} with itself")
+        if not isinstance(row["difference"], str) or not row["difference"].strip():
+            raise ValueError(f"difference row {index} ({row['id_a']!r}, {row['id_b']!r}) has an empty difference text")
