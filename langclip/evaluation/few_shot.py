@@ -32,7 +32,7 @@ def few_shot_accuracy(
     episodes: int = 600,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean accuracy over ``episodes`` episodes and its 95% interval: ``{"accuracy", "ci95", "episodes"}``."""
+    """Mean accuracy over ``episodes`` episodes and the half-width of its 95% interval: ``{"accuracy", "ci95"}``."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if len(features) != len(labels):
         raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
@@ -61,4 +61,4 @@ def few_shot_accuracy(
         accuracies.append((predictions == episode_labels.repeat_interleave(n_query)).double().mean().item())
     accuracy = torch.tensor(accuracies, dtype=torch.float64)
     std = accuracy.std().item() if episodes > 1 else 0.0
-    return {"accuracy": accuracy.mean().item(), "ci95": 1.96 * std / math.sqrt(episodes), "episodes": episodes}
+    return {"accuracy": accuracy.mean().item(), "ci95": 1.96 * std / math.sqrt(episodes)}

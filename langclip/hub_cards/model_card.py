@@ -1,0 +1,243 @@
+"""Model cards for langclip checkpoints: YAML metadata with a `model-index` of eval results.
+
+An eval record is what `langclip eval` writes (one JSON object per run):
+
+    {"task": "zero-shot", "dataset": {"id": "imagenet-1k", "name": "ImageNet", "split": "validation"},
+     "metrics": {"top1": 0.48, "top5": 0.75}, ...}
+
+`model_card` turns the checkpoint's config, the records and the training setup into a
+`huggingface_hub.ModelCard`; `ModelCard.load` / `metadata_load` read it back, results included.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+# langclip eval task -> (model-index task type, task name)
+TASKS = {
+    "zero-shot": ("zero-shot-image-classification", "Zero-shot image classification"),
+    "retrieval": ("zero-shot-image-retrieval", "Zero-shot image-text retrieval"),
+    "few-shot": ("few-shot-image-classification", "Few-shot image classification"),
+    "linear-probe": ("image-classification", "Linear probe image classification"),
+}
+
+METHODS = {
+    "clip": ("CLIP", "Contrastive image-text pre-training on the original captions."),
+    "laclip": (
+        "LaCLIP",
+        "Every caption is rewritten several times by an LLM through in-context learning; each training "
+        "step pairs the image with a text drawn uniformly from the original caption and its rewrites.",
+    ),
+    "laclip-mt": (
+        "LaCLIP-MT",
+        "LaCLIP's rewritten captions with the multi-text loss: the image is contrasted against all of "
+        "its texts, each against the same-index texts of the other images.",
+    ),
+    "clips": (
+        "CLIPS",
+        "The text encoder sees a partial synthetic caption, and an autoregressive captioner conditioned "
+        "on the image and the web caption predicts the full synthetic caption.",
+    ),
+    "pc-clip": (
+        "PC-CLIP",
+        "CLIP fine-tuned so that differences of image embeddings align with LLM-written descriptions "
+        "of how two images differ.",
+    ),
+}
+
+CITATIONS = """\
+@inproceedings{fan2023laclip,
+  title={Improving CLIP Training with Language Rewrites},
+  author={Fan, Lijie and Krishnan, Dilip and Isola, Phillip and Katabi, Dina and Tian, Yonglong},
+  booktitle={Advances in Neural Information Processing Systems},
+  year={2023}
+}
+
+@article{liu2024clips,
+  title={CLIPS: An Enhanced CLIP Framework for Learning with Synthetic Captions},
+  author={Liu, Yanqing and Li, Xianhang and Wang, Zeyu and Zhao, Bingchen and Xie, Cihang},
+  journal={arXiv preprint arXiv:2411.16828},
+  year={2024}
+}
+
+@article{sam2025pcclip,
+  title={Finetuning CLIP to Reason about Pairwise Differences},
+  author={Sam, Dylan and Willmott, Devin and Semedo, Joao D. and Kolter, J. Zico},
+  journal={Transactions on Machine Learning Research},
+  year={2025}
+}"""
+
+INTENDED_USE = """\
+Research on vision-language models: zero-shot image classification, image-text retrieval and
+image / text embeddings for downstream probes. The model inherits the biases of its web-scale
+image-text data and of the language model that wrote its training captions; rewrites can add
+details that are not in the image. It is not evaluated for, and should not be used in,
+decisions about people (surveillance, face recognition, hiring) or any safety-critical setting.
+Zero-shot accuracy depends strongly on the class names and templates used."""
+
+
+def load_eval_records(paths: Iterable[str | Path]) -> list[dict]:
+    """Read eval records from JSON files (an object, or a list of objects, per file) and check them."""
+    records = []
+    for path in paths:
+        content = json.loads(Path(path).read_text(encoding="utf-8"))
+        for index, record in enumerate(content if isinstance(content, list) else [content]):
+            check_eval_record(record, where=f"{path}, record {index}")
+            records.append(record)
+    return records
+
+
+def check_eval_record(record: Mapping, where: str = "eval record") -> None:
+    """Raise a ValueError naming ``where`` unless ``record`` has a known task, a dataset id and split, and metrics."""
+    if record.get("task") not in TASKS:
+        raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, got {record.get('task')!r}")
+    dataset = record.get("dataset") or {}
+    for key in ("id", "split"):
+        if not dataset.get(key):
+            raise ValueError(f"{where}: dataset.{key} is missing")
+    if not record.get("metrics"):
+        raise ValueError(f"{where}: no metrics")
+
+
+def eval_results(records: Iterable[Mapping]) -> list[EvalResult]:
+    """One `EvalResult` (task, dataset, metric) per metric of every record."""
+    results = []
+    for record in records:
+        check_eval_record(record)
+        task_type, task_name = TASKS[record["task"]]
+        dataset = record["dataset"]
+        for metric, value in record["metrics"].items():
+            results.append(
+                EvalResult(
+                    task_type=task_type,
+                    task_name=task_name,
+                    dataset_type=dataset["id"],
+                    dataset_name=dataset.get("name") or dataset["id"],
+                    dataset_config=dataset.get("config"),
+                    dataset_split=dataset["split"],
+                    metric_type=metric,
+                    metric_name=f"{record['task']} {metric}",
+                    metric_value=value,
+                )
+            )
+    return results
+
+
+def merge_eval_results(existing: list[EvalResult] | None, new: Iterable[EvalResult]) -> list[EvalResult]:
+    """``existing`` with each result of ``new`` replacing the one for the same task, dataset and metric."""
+    merged = list(existing or [])
+    for result in new:
+        same = [i for i, old in enumerate(merged) if old.is_equal_except_value(result)]
+        if same:
+            merged[same[0]] = result
+        else:
+            merged.append(result)
+    return merged
+
+
+def infer_method(config: Mapping) -> str:
+    """The `METHODS` key for a checkpoint's config.json contents."""
+    model_type = config.get("model_type", "clip")
+    if model_type == "laclip":
+        return "laclip-mt" if config.get("multi_positive") else "laclip"
+    return model_type if model_type in METHODS else "clip"
+
+
+def _architecture(config: Mapping) -> dict[str, str]:
+    vision, text = config.get("vision_config", {}), config.get("text_config", {})
+    return {
+        "image tower": f"ViT, {vision.get('num_hidden_layers')} layers x {vision.get('hidden_size')} wide, "
+        f"patch {vision.get('patch_size')}, {vision.get('image_size')} px",
+        "text tower": f"{text.get('num_hidden_layers')} layers x {text.get('hidden_size')} wide, "
+        f"context {text.get('max_position_embeddings')}",
+        "embedding dim": str(config.get("projection_dim")),
+    }
+
+
+def _cell(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _table(header: tuple[str, ...], rows: Iterable[Iterable]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def model_card(
+    config: Mapping,
+    model_name: str,
+    eval_records: Iterable[Mapping] = (),
+    base_model: str | None = None,
+    datasets: Iterable[str] = (),
+    license: str = "apache-2.0",
+    training: Mapping | None = None,
+    method: str | None = None,
+) -> ModelCard:
+    """A model card for a checkpoint whose config.json holds ``config``.
+
+    ``training`` (e.g. the run's YAML config) is listed under "Training setup"; ``method``
+    defaults to `infer_method(config)`.
+    """
+    method = method or infer_method(config)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    method_name, method_text = METHODS[method]
+    results = eval_results(eval_records)
+    data = ModelCardData(
+        library_name="transformers",
+        license=license,
+        tags=["langclip", "clip", method, "zero-shot-image-classification"],
+        datasets=list(datasets) or None,
+        base_model=base_model,
+        pipeline_tag="zero-shot-image-classification",
+        model_name=model_name,
+        eval_results=results or None,
+    )
+    setup = {"method": method_name, **_architecture(config), **{k: _cell(v) for k, v in (training or {}).items()}}
+    if results:
+        evaluation = _table(
+            ("task", "dataset", "split", "metric", "value"),
+            ((r.task_name, r.dataset_name, r.dataset_split, r.metric_type, f"{r.metric_value:.4f}") for r in results),
+        )
+    else:
+        evaluation = "Not evaluated yet: `langclip eval ... --push-to-hub` adds results here."
+    body = f"""
+# {model_name}
+
+A {method_name} model trained with [langclip](https://github.com/langclip/langclip). {method_text}
+
+## Usage
+
+```python
+from transformers import AutoModel, AutoProcessor
+
+model = AutoModel.from_pretrained("{model_name}", trust_remote_code=True)  # or langclip.LaCLIPModel
+processor = AutoProcessor.from_pretrained("{model_name}")
+```
+
+The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads them too.
+
+## Training setup
+
+{_table(("setting", "value"), setup.items())}
+
+## Evaluation
+
+{evaluation}
+
+## Intended use and limitations
+
+{INTENDED_USE}
+
+## Citation
+
+```bibtex
+{CITATIONS}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
