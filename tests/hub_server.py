@@ -25,6 +25,7 @@ import yaml
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
 _TYPE = r"(?P<type>model|dataset|space)s"
+_RESOLVE = re.compile(r"^/(?:(?P<type>dataset|space)s/)?" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _ROUTES = [
     ("POST", re.compile(r"^/api/repos/create$"), "create_repo"),
     ("POST", re.compile(r"^/api/validate-yaml$"), "validate_yaml"),
@@ -32,8 +33,8 @@ _ROUTES = [
     ("POST", re.compile(rf"^/api/{_TYPE}/{_REPO}/commit/(?P<rev>[^/]+)$"), "commit"),
     ("POST", re.compile(rf"^/api/{_TYPE}/{_REPO}/branch/(?P<rev>[^/]+)$"), "create_branch"),
     ("GET", re.compile(rf"^/api/{_TYPE}/{_REPO}(?:/revision/(?P<rev>[^/]+))?$"), "repo_info"),
-    ("GET", re.compile(r"^/(?:(?P<type>dataset|space)s/)?" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
-    ("HEAD", re.compile(r"^/(?:(?P<type>dataset|space)s/)?" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
+    ("GET", _RESOLVE, "resolve"),
+    ("HEAD", _RESOLVE, "resolve"),
 ]
 
 
@@ -80,7 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
                     headers = {"X-Error-Message": error.message, **({"X-Error-Code": error.code} if error.code else {})}
                 break
         else:
-            status, headers, payload = 501, {}, json.dumps({"error": f"test hub does not serve {method} {path}"}).encode()
+            status, headers, payload = 501, {}, {"error": f"test hub does not serve {method} {path}"}
         if isinstance(payload, (dict, list)):
             payload, headers = json.dumps(payload).encode(), {"Content-Type": "application/json", **headers}
         self.send_response(status)
@@ -204,7 +205,8 @@ class HubServer(ThreadingHTTPServer):
         oid = hashlib.sha1(json.dumps([parent, lines[0]["value"], sorted(files)]).encode()).hexdigest()
         stored.branches[rev] = (oid, files)
         prefix = "" if type == "model" else f"{type}s/"
-        return 200, {}, {"commitUrl": f"{self.url}/{prefix}{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        url = f"{self.url}/{prefix}{repo}/commit/{oid}"
+        return 200, {}, {"commitUrl": url, "commitOid": oid, "pullRequestUrl": None}
 
     def repo_info(self, handler, body, type, repo, rev="main"):
         stored = self._repo(handler, type, repo)
@@ -218,5 +220,5 @@ class HubServer(ThreadingHTTPServer):
         if path not in files:
             raise HubError(404, "EntryNotFound", f"Entry not found: {path}")
         content = files[path]
-        headers = {"X-Repo-Commit": oid, "ETag": f'"{_git_blob_sha(content)}"', "Content-Type": "application/octet-stream"}
+        headers = {"X-Repo-Commit": oid, "ETag": f'"{_git_blob_sha(content)}"'}
         return 200, headers, content

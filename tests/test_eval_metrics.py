@@ -191,7 +191,8 @@ def test_linear_probe_chooses_c_on_validation():
     scores = {c: LogisticRegression(C=c, max_iter=1000).fit(*train).score(*validation) for c in cs}
     best = min(c for c in cs if scores[c] == max(scores.values()))
     assert result["C"] == best and result["validation_accuracy"] == scores[best]
-    refit = LogisticRegression(C=best, max_iter=1000).fit(np.concatenate([train[0], validation[0]]), np.r_[train[1], validation[1]])
+    both = np.concatenate([train[0], validation[0]]), np.concatenate([train[1], validation[1]])
+    refit = LogisticRegression(C=best, max_iter=1000).fit(*both)
     assert result["accuracy"] == refit.score(*test)
     with pytest.raises(ValueError, match="the test split needs one label per feature row"):
         linear_probe(train, validation, (np.zeros((0, 4)), np.zeros(0)), progress=False)
@@ -201,7 +202,8 @@ def test_zero_shot_classifier_batches_and_caches(tiny_config, tokenizer, tmp_pat
     model = LaCLIPModel(tiny_config).eval()
     classnames, templates = ["red circle", "blue square", "green star"], ["a photo of a {}.", "a {} drawing"]
     classifier = zero_shot_classifier(model, tokenizer, classnames, templates, batch_size=4, cache_dir=tmp_path)
-    one_by_one = torch.cat([encode_texts(model, tokenizer, [t.format(c)], progress=False) for c in classnames for t in templates])
+    texts = [t.format(c) for c in classnames for t in templates]
+    one_by_one = torch.cat([encode_texts(model, tokenizer, [text], progress=False) for text in texts])
     torch.testing.assert_close(classifier, average_templates(one_by_one.view(3, 2, -1)))
     assert len(list(tmp_path.glob("*.safetensors"))) == 1
 
@@ -210,7 +212,8 @@ def test_zero_shot_classifier_batches_and_caches(tiny_config, tokenizer, tmp_pat
 
     with monkeypatch.context() as patch:
         patch.setattr(model, "get_text_features", no_text_encoding)
-        torch.testing.assert_close(zero_shot_classifier(model, tokenizer, classnames, templates, cache_dir=tmp_path), classifier)
+        cached = zero_shot_classifier(model, tokenizer, classnames, templates, cache_dir=tmp_path)
+        torch.testing.assert_close(cached, classifier)
     with torch.no_grad():
         model.text_projection.weight.mul_(2)
     zero_shot_classifier(model, tokenizer, classnames, templates, cache_dir=tmp_path, progress=False)

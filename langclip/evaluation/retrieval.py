@@ -28,7 +28,9 @@ def recall_at_k(
     if num_images == 0 or num_texts == 0:
         raise ValueError(f"retrieval needs images and texts, got {num_images} images and {num_texts} texts")
     if text_to_image.shape != (num_texts,):
-        raise ValueError(f"text_to_image must have one entry per text ({num_texts}), got shape {tuple(text_to_image.shape)}")
+        raise ValueError(
+            f"text_to_image must have one entry per text ({num_texts}), got shape {tuple(text_to_image.shape)}"
+        )
     outside = (text_to_image < 0) | (text_to_image >= num_images)
     if outside.any():
         j = int(outside.nonzero()[0])

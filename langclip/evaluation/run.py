@@ -91,7 +91,9 @@ def captions(data: datasets.Dataset, caption_column: str) -> tuple[list[str], to
     for row, value in enumerate(data[caption_column]):
         row_captions = [value] if isinstance(value, str) else list(value or [])
         if not row_captions or not all(isinstance(text, str) and text.strip() for text in row_captions):
-            raise ValueError(f"row {row} of column {caption_column!r} needs one or more non-empty captions, got {value!r}")
+            raise ValueError(
+                f"row {row} of column {caption_column!r} needs one or more non-empty captions, got {value!r}"
+            )
         texts += row_captions
         text_to_image += [row] * len(row_captions)
     return texts, torch.tensor(text_to_image)
@@ -121,9 +123,9 @@ def load_model(path: str, device: str):
 
 def run_eval(args: argparse.Namespace) -> dict:
     """Run ``args.task`` and return its eval record (see `langclip.hub_cards.model_card`)."""
+    data = load_split(args.dataset, args.split, args.dataset_config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, processor = load_model(args.model, device)
-    data = load_split(args.dataset, args.split, args.dataset_config)
 
     def features_of(split_data: datasets.Dataset) -> torch.Tensor:
         batches = image_batches(split_data, args.image_column, processor, args.batch_size)

@@ -132,7 +132,8 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
         return TEMPLATE_SETS[name_or_path]
     path = Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"templates {name_or_path!r} is neither a built-in set ({', '.join(TEMPLATE_SETS)}) nor a file")
+        sets = ", ".join(TEMPLATE_SETS)
+        raise ValueError(f"templates {name_or_path!r} is neither a built-in set ({sets}) nor a file")
     templates = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():

@@ -77,7 +77,9 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: Sequence[int
     """Fraction of rows whose label ranks within the top k of ``scores`` (N, C), for each k: ``{"top1": ...}``."""
     labels = torch.as_tensor(labels, dtype=torch.long)
     if scores.dim() != 2 or labels.shape != scores.shape[:1]:
-        raise ValueError(f"scores must be (N, classes) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"scores must be (N, classes) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}"
+        )
     if len(labels) == 0:
         raise ValueError("accuracy of an empty evaluation set is undefined")
     if labels.min() < 0 or labels.max() >= scores.shape[1]:

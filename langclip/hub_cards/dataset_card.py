@@ -54,7 +54,7 @@ def dataset_card(
         ("source", "rewrites", "fell back to the original"),
         ((source, count, fallbacks.get(source, 0)) for source, count in rewrites_per_source.items()),
     )
-    settings = _table(("setting", "value"), ((k, _cell(v)) for k, v in generation.items())) if generation else "defaults"
+    settings = _table(("setting", "value"), ((k, _cell(v)) for k, v in generation.items())) if generation else "-"
     body = f"""
 # {pretty_name}
 

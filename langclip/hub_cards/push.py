@@ -172,7 +172,9 @@ def update_eval_results(
     try:
         readme = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
     except EntryNotFoundError:
-        raise ValueError(f"{repo_id} has no README.md to add results to: push the model with `langclip push` first") from None
+        raise ValueError(
+            f"{repo_id} has no README.md to add results to: push the model with `langclip push` first"
+        ) from None
     card = ModelCard.load(readme)
     card.data.eval_results = merge_eval_results(card.data.eval_results, eval_results(eval_records))
     card.data.model_name = card.data.model_name or repo_id
@@ -182,7 +184,7 @@ def update_eval_results(
 
 
 def add_push_arguments(parser: argparse.ArgumentParser, create: bool = True) -> None:
-    """``--push-to-hub`` and its options, shared by `train`, `rewrite` and `eval` (``create=False``: the repo exists)."""
+    """``--push-to-hub`` and its options for `train`, `rewrite` and `eval`; ``create=False``: the repo exists."""
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Push the result to this Hub repo (namespace/name).")
     if create:
         parser.add_argument("--hub-private", action="store_true", help="Create the Hub repo as private.")
@@ -207,7 +209,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", help="Branch to push to (created from main if missing); defaults to main.")
     parser.add_argument("--commit-message", default="Upload with langclip", help="Message of the Hub commit.")
     parser.add_argument(
-        "--eval-results", nargs="+", default=[], metavar="JSON", help="`langclip eval` result files for the model-index."
+        "--eval-results", nargs="+", default=[], metavar="JSON", help="`langclip eval` JSON files for the model-index."
     )
     parser.add_argument("--base-model", help="Hub id of the checkpoint this model was fine-tuned from (card metadata).")
     parser.add_argument("--datasets", nargs="+", default=[], help="Hub ids of the training datasets (card metadata).")

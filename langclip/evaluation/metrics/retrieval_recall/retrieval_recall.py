@@ -58,7 +58,8 @@ class RetrievalRecall(evaluate.Metric):
                 if not 0 <= text < len(text_to_image):
                     raise ValueError(f"image {image} lists caption {text}, outside 0..{len(text_to_image) - 1}")
                 if text_to_image[text] != -1:
-                    raise ValueError(f"text {text} is listed as a caption of images {int(text_to_image[text])} and {image}")
+                    first = int(text_to_image[text])
+                    raise ValueError(f"text {text} is listed as a caption of images {first} and {image}")
                 text_to_image[text] = image
         if (text_to_image == -1).any():
             raise ValueError(f"text {int((text_to_image == -1).nonzero()[0])} is no image's caption")
