@@ -99,7 +99,7 @@ def test_few_shot_and_linear_probe_run_from_the_cli(setup):
     assert record["settings"]["train_rows"] == 16 and record["settings"]["validation_rows"] == 8
 
 
-def test_eval_errors_say_what_is_wrong(setup, tmp_path):
+def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
     plain = datasets.Dataset.from_dict({"image": [_image("red", 0)], "label": [0]})  # label is int64, not ClassLabel
     plain.save_to_disk(tmp_path / "plain")
     with pytest.raises(ValueError, match="not ClassLabel, so it carries no class names: pass --class-names"):
@@ -113,3 +113,12 @@ def test_eval_errors_say_what_is_wrong(setup, tmp_path):
         _eval(setup, "zero-shot", "--split", "val")
     with pytest.raises(ValueError, match="no column 'caption' \\(set --caption-column\\)"):
         _eval(setup, "retrieval")
+    with pytest.raises(ValueError, match="invalid repo id 'no-namespace'"):
+        _eval(setup, "zero-shot", "--push-to-hub", "no-namespace")
+    import huggingface_hub.constants
+
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    with pytest.raises(ValueError, match="no Hugging Face token"):  # before any evaluation runs
+        _eval(setup, "zero-shot", "--push-to-hub", "me/model", "--dataset", str(tmp_path / "missing"))

@@ -18,6 +18,8 @@ from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_load
 
 from langclip import LaCLIPModel
 from langclip.hub_cards.dataset_card import dataset_card
+from langclip.evaluation.run import TASKS
+from langclip.hub_cards.model_card import TASKS as CARD_TASKS
 from langclip.hub_cards.model_card import eval_results, merge_eval_results, model_card
 from langclip.hub_cards.push import check_repo_id, hub_token, push_folder, push_model
 
@@ -71,6 +73,7 @@ def test_model_card_parses_back_with_eval_results(tokenizer, tmp_path):
 
 
 def test_eval_records_are_checked():
+    assert set(TASKS) == set(CARD_TASKS)  # every `langclip eval` task has a model-index entry
     with pytest.raises(ValueError, match="task must be one of"):
         eval_results([{**ZERO_SHOT, "task": "zero_shot"}])
     with pytest.raises(ValueError, match="dataset.split is missing"):
@@ -211,3 +214,28 @@ def test_push_then_download_round_trip_with_remote_code(tokenizer, tmp_path):
     for name in ("auto", "clip"):
         torch.testing.assert_close(torch.tensor(downloaded[name][1]), expected)
     assert downloaded["results"] == {"top1": 0.75, "top5": 1.0}  # updated in place, the rest kept
+
+
+def test_push_dataset_folder_with_its_card(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from langclip.cli import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.jsonl").write_text('{"caption": "a dog", "rewrites": ["a brown dog"]}\n')
+    info = {"pretty_name": "Rewrites", "source_datasets": ["me/captions"], "llm": "tiny-llama", "prompt": "p =>",
+            "rewrites_per_source": {"coco": 1}, "fallbacks": {"coco": 0}, "num_rows": 1}
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    with HubServer() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        main(["push", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
+              str(tmp_path / "info.json")])
+        files = hub.repos[("dataset", "me/rewrites")].branches["main"][1]
+    assert files["train.jsonl"] == (tmp_path / "data" / "train.jsonl").read_bytes()
+    card = DatasetCard(files["README.md"].decode())
+    assert card.data.rewrites["per_source"] == {"coco": 1} and card.data.source_datasets == ["me/captions"]
+    (tmp_path / "bad.json").write_text(json.dumps({**info, "temperature": 0.9}))
+    with pytest.raises(ValueError, match="bad.json: .*unexpected keyword argument 'temperature'"):
+        main(["push", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
+              str(tmp_path / "bad.json")])

@@ -76,6 +76,7 @@ def image_batches(
 ) -> Iterator[torch.Tensor]:
     """``pixel_values`` for ``batch_size`` rows at a time."""
     _check_column(data, image_column, "--image-column")
+    data = data.select_columns([image_column])  # decode only the images
     for start in range(0, len(data), batch_size):
         images = data[start : start + batch_size][image_column]
         for offset, image in enumerate(images):
