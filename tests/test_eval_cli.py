@@ -113,6 +113,8 @@ def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
         _eval(setup, "zero-shot", "--split", "val")
     with pytest.raises(ValueError, match="no column 'caption' \\(set --caption-column\\)"):
         _eval(setup, "retrieval")
+    with pytest.raises(ValueError, match="must be different data"):  # a bare Dataset folder has no splits
+        _eval(setup, "linear-probe", "--dataset", str(tmp_path / "plain"), "--validation-split", "validation")
     with pytest.raises(ValueError, match="invalid repo id 'no-namespace'"):
         _eval(setup, "zero-shot", "--push-to-hub", "no-namespace")
     import huggingface_hub.constants

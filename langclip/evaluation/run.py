@@ -159,6 +159,11 @@ def run_eval(args: argparse.Namespace) -> dict:
         else:
             parts = train.train_test_split(test_size=args.validation_fraction, seed=args.seed)
             train, validation = parts["train"], parts["test"]
+        if len({train._fingerprint, validation._fingerprint, data._fingerprint}) < 3:
+            raise ValueError(
+                f"linear probe: --train-split {args.train_split!r}, the validation split and --split {args.split!r} "
+                f"must be different data, but {args.dataset} gives the same rows for two of them"
+            )
         splits = [(features_of(d).numpy(), labels_of(d, args.label_column).numpy()) for d in (train, validation, data)]
         metrics = linear_probe(*splits)
         settings = {"C": metrics.pop("C"), "train_rows": len(train), "validation_rows": len(validation)}
