@@ -14,6 +14,8 @@ import sys
 COMMANDS = {
     "convert": ("langclip.modeling.convert", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
     "demo": ("langclip.training.demo", "Run the self-contained demo on generated data (what `make demo` runs)."),
+    "meta-pairs": ("langclip.processing.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
+    "rewrite": ("langclip.processing.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
 }
 
 
