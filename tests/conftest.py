@@ -46,3 +46,21 @@ def tiny_config(tokenizer):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+CAPTIONS = [
+    f"{count} {color} {thing} {place}"
+    for count in ("a", "two", "three")
+    for color in ("red", "green", "blue", "small")
+    for thing in ("dog", "car", "boat")
+    for place in ("on the grass", "by the sea")
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """A random byte-level Llama (langclip.processing.tiny_lm) saved with its tokenizer."""
+    from langclip.processing.tiny_lm import build_tiny_causal_lm
+
+    texts = [f"{a} => {b}" for a, b in zip(CAPTIONS, CAPTIONS[1:])]
+    return build_tiny_causal_lm(texts, tmp_path_factory.mktemp("tiny_lm"), vocab_size=300, hidden_size=32)
