@@ -165,9 +165,11 @@ class ChunkedMapJob:
         self._check_config()
         chunks = self.chunks(len(dataset), shard_index)
         start, stop = self.shard_bounds(len(dataset), shard_index)
-        done = sum(end - begin for begin, end, folder in chunks if folder.exists())
+        finished = [end - begin for begin, end, folder in chunks if folder.exists()]
+        if finished:
+            print(f"resuming shard {shard_index}: {len(finished)} of {len(chunks)} chunks already done")
         progress = tqdm(
-            total=stop - start, initial=done, unit=self.unit, unit_scale=True,
+            total=stop - start, initial=sum(finished), unit=self.unit, unit_scale=True,
             desc=f"shard {shard_index + 1}/{self.num_shards}",
         )  # fmt: skip
 
