@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import pipeline
 
@@ -250,10 +251,28 @@ def test_resume_after_kill(tmp_path, tiny_lm_dir):
 
     restart = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True, check=True)
     assert f"resuming shard 0: {done} of 10 chunks already done" in restart.stdout
-    subprocess.run(command(tmp_path / "clean"), cwd=REPO, env=env, capture_output=True, check=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 in the subprocesses, so that the numbers match exactly
+    try:
+        cli(command(tmp_path / "clean")[3:])
+    finally:
+        torch.set_num_threads(threads)
     resumed = rows(killed)
     assert resumed["id"] == [str(i) for i in range(40)]
     assert resumed == rows(tmp_path / "clean")
+
+
+def test_one_shard_per_launched_process(tmp_path, captions_file):
+    """Two processes under a launcher (torchrun; `accelerate launch` sets the same variables) split the
+    rows; EDA is seeded per (seed, id, k), so the merge equals a one-process run."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = ["rewrite", str(captions_file), "--method", "eda", "--chunk-size", "5", "--output-dir"]
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "langclip.cli"]
+    result = subprocess.run([*launch, *args, str(tmp_path / "two")], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "shard 1/2" in result.stderr and "shard 2/2" in result.stderr
+    cli([*args, str(tmp_path / "one")])
+    assert rows(tmp_path / "two") == rows(tmp_path / "one")
 
 
 # ---- baselines, hub, tiny LM ---------------------------------------------------------------

@@ -25,12 +25,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
+import torch
 import transformers
 from accelerate import PartialState
 from datasets import Dataset, concatenate_datasets, load_from_disk
 from tqdm.auto import tqdm
 
 GENERATION_DEFAULTS = dict(do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=77)
+
+
+def process_state() -> PartialState:
+    """accelerate's process state, multi-process on CPU-only hosts too (launchers set WORLD_SIZE)."""
+    return PartialState(cpu=not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1)
 
 
 class TextGenerator:
@@ -54,7 +60,7 @@ class TextGenerator:
     @classmethod
     def from_pretrained(cls, model: str, device=None, dtype: str = "auto", batch_size: int = 16, **generate_kwargs):
         """Load ``model`` (Hub id or folder) into a pipeline on ``device`` (default: accelerate's device)."""
-        device = PartialState().device if device is None else device
+        device = process_state().device if device is None else device
         pipe = transformers.pipeline("text-generation", model=model, device=device, dtype=dtype)
         return cls(pipe, batch_size=batch_size, **generate_kwargs)
 
@@ -88,7 +94,7 @@ class TextGenerator:
 def resolve_shard(num_shards: int | None = None, shard_index: int | None = None) -> tuple[int, int]:
     """(num_shards, shard_index): the given pair, or one shard per accelerate process."""
     if num_shards is None and shard_index is None:
-        state = PartialState()
+        state = process_state()
         return state.num_processes, state.process_index
     if num_shards is None or shard_index is None:
         raise ValueError("give both --num-shards and --shard-index, or neither")

@@ -28,12 +28,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
-from accelerate import PartialState
 from datasets import Dataset, load_dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
 from .eda import EDA, BackTranslator, load_synonyms
-from .generation import ChunkedMapJob, TextGenerator, resolve_shard
+from .generation import ChunkedMapJob, TextGenerator, process_state, resolve_shard
 from .icl import OFFICIAL_TASK, PromptBuilder, clean_rewrite, parse_completion
 from .meta_pairs import load_pool
 
@@ -69,9 +68,7 @@ def load_captions(path: str, caption_column: str = "caption", id_column: str = "
             raise ValueError(f"{path}: no split {split!r} (splits: {sorted(dataset)})")
         dataset = dataset[split]
     if id_column not in dataset.column_names:
-        dataset = dataset.map(
-            lambda batch, indices: {id_column: [str(i) for i in indices]}, with_indices=True, batched=True
-        )
+        dataset = dataset.add_column(id_column, [str(i) for i in range(len(dataset))])  # in memory: no cache file
     return dataset
 
 
@@ -287,7 +284,8 @@ def job_config(args) -> dict:
     return {key: getattr(args, key) for key in keys}
 
 
-def build_rewriter(args) -> tuple[Rewriter, list[str]]:
+def build_rewriter(args) -> Rewriter:
+    """The `Rewriter` for ``--method`` and its options."""
     generate = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
 
     def load(model: str) -> TextGenerator:
@@ -308,10 +306,7 @@ def build_rewriter(args) -> tuple[Rewriter, list[str]]:
         forward = load(args.model)
         backward = forward if args.backward_model in (None, args.model) else load(args.backward_model)
         propose, sources = backtranslation_proposer(BackTranslator(forward, backward, args.language)), ["backtranslation"]
-    rewriter = Rewriter(
-        propose, sources, args.num_rewrites, args.caption_column, args.id_column, args.min_words, args.max_words
-    )
-    return rewriter, sources
+    return Rewriter(propose, sources, args.num_rewrites, args.caption_column, args.id_column, args.min_words, args.max_words)
 
 
 def main(args) -> int:
@@ -319,14 +314,14 @@ def main(args) -> int:
     output = Path(args.output_dir)
     config = job_config(args)
     summary_path = output / SUMMARY_FILE
-    state = PartialState()
+    state = process_state()
     if summary_path.exists() and json.loads(summary_path.read_text()).get("config") == config:
         print(f"{output} already holds this job's output; nothing to do")
         merged = load_from_disk(str(output))
     else:
         dataset = load_captions(args.input, args.caption_column, args.id_column, args.split)
         check_captions(dataset, args.caption_column, args.id_column)
-        rewriter, _ = build_rewriter(args)
+        rewriter = build_rewriter(args)
         job = ChunkedMapJob(
             rewriter, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size,
             num_shards, args.seed, args.id_column, unit="caption",
