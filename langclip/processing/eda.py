@@ -56,7 +56,9 @@ def load_synonyms(path: str | os.PathLike) -> dict[str, list[str]]:
     for word, synonyms in table.items():
         if not isinstance(synonyms, list) or not all(isinstance(s, str) and s.strip() for s in synonyms):
             raise ValueError(f"{path}: synonyms of {word!r} must be a list of non-empty strings")
-    return {word.lower(): [s.lower() for s in synonyms if s.lower() != word.lower()] for word, synonyms in table.items()}
+    return {
+        word.lower(): [s.lower() for s in synonyms if s.lower() != word.lower()] for word, synonyms in table.items()
+    }
 
 
 def eda_words(text: str) -> list[str]:

@@ -43,7 +43,8 @@ class MetaPool:
         if len(self.items) < num_examples:
             unit = "pairs" if self.kind == "pairs" else "images"
             raise ValueError(
-                f"pool {self.name!r} has {len(self.items)} {unit} but each prompt needs {num_examples} distinct examples"
+                f"pool {self.name!r} has {len(self.items)} {unit} "
+                f"but each prompt needs {num_examples} distinct examples"
             )
 
     def sample(self, num_examples: int, rng) -> list[tuple[str, str]]:
@@ -87,7 +88,8 @@ def read_pool(path: str | os.PathLike, name: str | None = None) -> MetaPool:
                 items.append(captions)
             else:
                 raise ValueError(
-                    f'{where}: expected {{"input": str, "output": str}} or {{"captions": [str, ...]}}, got {line.strip()[:80]}'
+                    f'{where}: expected {{"input": str, "output": str}} or {{"captions": [str, ...]}}, '
+                    f"got {line.strip()[:80]}"
                 )
     if not items:
         raise ValueError(f"{path}: the pool is empty")
@@ -132,7 +134,9 @@ def load_pool(spec: str) -> MetaPool:
     return read_pool(path, name)
 
 
-def chatbot_pool(captions, generator: TextGenerator, name: str = "chatbot", prompt: str = CHATBOT_PROMPT) -> tuple[MetaPool, dict]:
+def chatbot_pool(
+    captions, generator: TextGenerator, name: str = "chatbot", prompt: str = CHATBOT_PROMPT
+) -> tuple[MetaPool, dict]:
     """Pairs (caption, chat model's rewrite) made with the paper's chatbot prompt.
 
     ``generator`` is a `TextGenerator`; its tokenizer's chat template is applied when it has
@@ -161,7 +165,9 @@ def chatbot_pool(captions, generator: TextGenerator, name: str = "chatbot", prom
 
 def add_arguments(parser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout).")
+    source.add_argument(
+        "--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout)."
+    )
     source.add_argument("--model", help="Chat model (Hub id or folder) asked to rewrite --captions.")
     parser.add_argument("--captions", help="With --model: captions to rewrite (any input `langclip rewrite` reads).")
     parser.add_argument("--caption-column", default="caption", help="Caption column of --captions.")

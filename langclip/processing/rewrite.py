@@ -116,7 +116,9 @@ class Rewriter:
 
     def __call__(self, batch: dict) -> dict:
         captions, ids = batch[self.caption_column], [str(i) for i in batch[self.id_column]]
-        requests = [(row, source, k) for row in range(len(ids)) for source in self.sources for k in range(self.num_rewrites)]
+        requests = [
+            (row, source, k) for row in range(len(ids)) for source in self.sources for k in range(self.num_rewrites)
+        ]
         columns = {name: [[] for _ in ids] for name in OUTPUT_COLUMNS}
         for (row, source, _), (text, examples) in zip(requests, self.propose(captions, ids, requests)):
             cleaned, status = clean_rewrite(text, captions[row], examples, self.min_words, self.max_words)
@@ -204,7 +206,9 @@ def write_text_files(dataset: Dataset, out_dir: str | Path) -> list[Path]:
 
 def dataset_card(summary: dict, config: dict) -> str:
     """The dataset card (README.md) of a rewrite output."""
-    rows = "\n".join(f"| {source} | {counts.get('ok', 0)} | {sum(counts.values())} |" for source, counts in summary["by_source"].items())
+    rows = "\n".join(
+        f"| {source} | {counts.get('ok', 0)} | {sum(counts.values())} |" for source, counts in summary["by_source"].items()
+    )
     return f"""---
 tags:
 - laclip
@@ -237,21 +241,33 @@ Job settings:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("input", help="Captions: Hub dataset id, dataset folder, LaCLIP CSV, .txt (one per line), JSON(L), Parquet.")
+    parser.add_argument(
+        "input", help="Captions: Hub dataset id, dataset folder, LaCLIP CSV, .txt (one per line), JSON(L), Parquet."
+    )
     parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card, texts/).")
     parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
     parser.add_argument("--caption-column", default="caption", help="Column holding the captions.")
-    parser.add_argument("--id-column", default="id", help="Column holding a stable row id (added from the row index if absent).")
-    parser.add_argument("--method", choices=("llm", "eda", "backtranslation"), default="llm", help="Rewriter: LaCLIP's ICL LLM, or a baseline.")
-    parser.add_argument("--model", help="Causal LM (Hub id or folder) for llm, or the forward translator for backtranslation.")
+    parser.add_argument(
+        "--id-column", default="id", help="Column holding a stable row id (added from the row index if absent)."
+    )
+    parser.add_argument(
+        "--method", choices=("llm", "eda", "backtranslation"), default="llm",
+        help="Rewriter: LaCLIP's ICL LLM, or a baseline.",
+    )
+    parser.add_argument(
+        "--model", help="Causal LM (Hub id or folder) for llm, or the forward translator for backtranslation."
+    )
     parser.add_argument(
         "--sources", nargs="+", default=["chatgpt", "bard", "human"],
-        help="llm: meta-pair sources: shipped names (chatgpt, bard, human), JSONL pools, COCO captions .json, or name=path.",
+        help="llm: meta-pair sources: shipped names (chatgpt, bard, human), JSONL pools, COCO captions .json, "
+        "or name=path.",
     )  # fmt: skip
     parser.add_argument("--num-rewrites", type=int, default=1, help="Rewrites per caption per source (k).")
     parser.add_argument("--num-examples", type=int, default=3, help="llm: in-context examples per prompt.")
     parser.add_argument("--task", default=OFFICIAL_TASK, help="llm: the prompt's task sentence.")
-    parser.add_argument("--separator", default="\n\n", help="llm: text between the prompt's blocks (default: a blank line).")
+    parser.add_argument(
+        "--separator", default="\n\n", help="llm: text between the prompt's blocks (default: a blank line)."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed for examples, EDA and sampling.")
     parser.add_argument("--batch-size", type=int, default=16, help="Generation batch size.")
     parser.add_argument("--chunk-size", type=int, default=1024, help="Captions per saved chunk (the unit of resume).")
@@ -259,18 +275,33 @@ def add_arguments(parser) -> None:
     parser.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
     parser.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
     parser.add_argument("--dtype", default="auto", help="Model dtype: auto, float32, bfloat16, float16.")
-    parser.add_argument("--device", default=None, help="Device, e.g. cpu, cuda:0 (default: this process's accelerate device).")
+    parser.add_argument(
+        "--device", default=None, help="Device, e.g. cpu, cuda:0 (default: this process's accelerate device)."
+    )
     parser.add_argument("--min-words", type=int, default=2, help="Rewrites with fewer words fall back to the original.")
     parser.add_argument("--max-words", type=int, default=60, help="Rewrites with more words fall back to the original.")
-    parser.add_argument("--num-shards", type=int, default=None, help="Split the input into N shards (default: one per accelerate process).")
+    parser.add_argument(
+        "--num-shards", type=int, default=None,
+        help="Split the input into N shards (default: one per accelerate process).",
+    )
     parser.add_argument("--shard-index", type=int, default=None, help="The shard this run takes (with --num-shards).")
-    parser.add_argument("--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge).")
+    parser.add_argument(
+        "--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge)."
+    )
     parser.add_argument("--text-files", action="store_true", help="Also write LaCLIP's texts/<source>.txt files.")
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", default=None, help="Push the dataset and its card to this Hub repo.")
+    parser.add_argument(
+        "--push-to-hub", metavar="REPO_ID", default=None, help="Push the dataset and its card to this Hub repo."
+    )
     parser.add_argument("--private", action="store_true", help="With --push-to-hub: make the repo private.")
-    parser.add_argument("--synonyms", default=None, help="eda: JSON synonym table {word: [synonyms]} (default: built-in).")
-    parser.add_argument("--eda-alpha", type=float, default=0.1, help="eda: rate of all four operations (the EDA paper's default).")
-    parser.add_argument("--backward-model", default=None, help="backtranslation: model for the way back (default: --model).")
+    parser.add_argument(
+        "--synonyms", default=None, help="eda: JSON synonym table {word: [synonyms]} (default: built-in)."
+    )
+    parser.add_argument(
+        "--eda-alpha", type=float, default=0.1, help="eda: rate of all four operations (the EDA paper's default)."
+    )
+    parser.add_argument(
+        "--backward-model", default=None, help="backtranslation: model for the way back (default: --model)."
+    )
     parser.add_argument("--language", default="French", help="backtranslation: pivot language.")
 
 
@@ -305,8 +336,11 @@ def build_rewriter(args) -> Rewriter:
             raise SystemExit("--method backtranslation needs --model")
         forward = load(args.model)
         backward = forward if args.backward_model in (None, args.model) else load(args.backward_model)
-        propose, sources = backtranslation_proposer(BackTranslator(forward, backward, args.language)), ["backtranslation"]
-    return Rewriter(propose, sources, args.num_rewrites, args.caption_column, args.id_column, args.min_words, args.max_words)
+        propose = backtranslation_proposer(BackTranslator(forward, backward, args.language))
+        sources = ["backtranslation"]
+    return Rewriter(
+        propose, sources, args.num_rewrites, args.caption_column, args.id_column, args.min_words, args.max_words
+    )
 
 
 def main(args) -> int:
@@ -332,7 +366,7 @@ def main(args) -> int:
             return 0
         missing = job.missing_chunks(len(dataset))
         if missing:
-            print(f"shard {shard_index} is done; shards {sorted(missing)} are not. Rerun any shard afterwards to merge.")
+            print(f"shard {shard_index} is done; shards {sorted(missing)} are not. Rerun any shard then to merge.")
             return 0
         merged = job.merge(dataset)
         merged.save_to_disk(str(output))
