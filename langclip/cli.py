@@ -16,6 +16,8 @@ COMMANDS = {
     "demo": ("langclip.training.demo", "Run the self-contained demo on generated data (what `make demo` runs)."),
     "eval": ("langclip.evaluation.run", "Evaluate a checkpoint: zero-shot, retrieval, few-shot or linear probe."),
     "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),
+    "meta-pairs": ("langclip.processing.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
+    "rewrite": ("langclip.processing.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
 }
 
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from langclip import LaCLIPConfig
 from langclip.processing.tokenization import train_word_tokenizer
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one thread per xdist worker: tiny ops spin-wait badly on oversubscribed cores
 
 WORDS = (
     "a photo of the red green blue yellow circle square triangle star small large one two three "
@@ -46,3 +51,23 @@ def tiny_config(tokenizer):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+CAPTIONS = [
+    f"{count} {color} {thing} {place}"
+    for count in ("a", "two", "three")
+    for color in ("red", "green", "blue", "small")
+    for thing in ("dog", "car", "boat")
+    for place in ("on the grass", "by the sea")
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory):
+    """A random byte-level Llama (langclip.processing.tiny_lm) saved with its tokenizer."""
+    from langclip.processing.meta_pairs import SHIPPED_POOLS, load_pool
+    from langclip.processing.tiny_lm import build_tiny_causal_lm
+
+    texts = [f"{a} => {b}" for a, b in zip(CAPTIONS, CAPTIONS[1:])]
+    texts += [f"{a} => {b}" for name in SHIPPED_POOLS for a, b in load_pool(name).items]  # short prompts in tokens
+    return build_tiny_causal_lm(texts, tmp_path_factory.mktemp("tiny_lm"), vocab_size=1024, hidden_size=32)

@@ -1,0 +1,200 @@
+"""Meta input-output pools: the sources of in-context examples for LaCLIP's rewriting prompt.
+
+A pool is a named source read from JSONL, one example per line, of one of two kinds:
+
+- ``{"input": caption, "output": rewrite}``: a fixed pair (the chatbot and human sources);
+- ``{"captions": [c1, c2, ...]}``: the captions of one image (the COCO source); a prompt
+  takes two distinct ones, the first as input and the second as output.
+
+`MetaPool.sample(k, rng)` draws k distinct lines. The package ships ``chatgpt``, ``bard``
+and ``human`` pools of 18 pairs each; they were written for this project to illustrate
+each style and are not the paper's pools. ``coco`` pools are built from a COCO captions
+file (``captions_train2017.json``); `chatbot_pool` asks a chat model for new pairs with
+the paper's chatbot prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import transformers
+
+from .generation import TextGenerator
+from .icl import clean_rewrite, parse_completion
+
+SHIPPED_DIR = Path(__file__).with_name("meta_pairs")
+SHIPPED_POOLS = ("chatgpt", "bard", "human")
+CHATBOT_PROMPT = "Rewrite this caption of an image vividly, and keep it less than thirty words:"
+
+
+@dataclass(frozen=True)
+class MetaPool:
+    """A named pool of examples: ``kind`` is "pairs" (fixed input, output) or "captions" (one image each)."""
+
+    name: str
+    kind: str
+    items: tuple[tuple[str, ...], ...]
+
+    def check_size(self, num_examples: int) -> None:
+        if len(self.items) < num_examples:
+            unit = "pairs" if self.kind == "pairs" else "images"
+            raise ValueError(
+                f"pool {self.name!r} has {len(self.items)} {unit} "
+                f"but each prompt needs {num_examples} distinct examples"
+            )
+
+    def sample(self, num_examples: int, rng) -> list[tuple[str, str]]:
+        """``num_examples`` distinct examples (input, output), drawn with ``rng`` (a `random.Random`)."""
+        self.check_size(num_examples)
+        picked = rng.sample(self.items, num_examples)
+        return [item if self.kind == "pairs" else tuple(rng.sample(item, 2)) for item in picked]
+
+    def save(self, path: str | os.PathLike) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for item in self.items:
+                line = {"input": item[0], "output": item[1]} if self.kind == "pairs" else {"captions": list(item)}
+                f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+def _is_text(value) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def read_pool(path: str | os.PathLike, name: str | None = None) -> MetaPool:
+    """A pool from a JSONL file; a bad line raises a ValueError naming the file and line."""
+    path = Path(path)
+    kinds, items = set(), []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+            if isinstance(record, dict) and _is_text(record.get("input")) and _is_text(record.get("output")):
+                kinds.add("pairs")
+                items.append((record["input"].strip(), record["output"].strip()))
+            elif isinstance(record, dict) and isinstance(record.get("captions"), list):
+                captions = tuple(dict.fromkeys(c.strip() for c in record["captions"] if _is_text(c)))
+                if len(captions) < 2:
+                    raise ValueError(f"{where}: 'captions' needs at least two distinct non-empty strings")
+                kinds.add("captions")
+                items.append(captions)
+            else:
+                raise ValueError(
+                    f'{where}: expected {{"input": str, "output": str}} or {{"captions": [str, ...]}}, '
+                    f"got {line.strip()[:80]}"
+                )
+    if not items:
+        raise ValueError(f"{path}: the pool is empty")
+    if len(kinds) > 1:
+        raise ValueError(f"{path}: mixes input/output pairs and caption lists; use one kind per file")
+    return MetaPool(name or path.stem, kinds.pop(), tuple(items))
+
+
+def coco_pool(annotation_file: str | os.PathLike, name: str = "coco") -> MetaPool:
+    """A "captions" pool from a COCO captions file: one item per image with two or more distinct captions."""
+    with open(annotation_file, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
+        raise ValueError(f"{annotation_file}: not a COCO captions file (no 'annotations' list)")
+    known = {image["id"] for image in data.get("images", [])} or None
+    captions = defaultdict(dict)
+    for index, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, dict) or "image_id" not in annotation or not _is_text(annotation.get("caption")):
+            raise ValueError(f"{annotation_file}: annotations[{index}] needs an 'image_id' and a non-empty 'caption'")
+        if known is None or annotation["image_id"] in known:
+            captions[annotation["image_id"]][" ".join(annotation["caption"].split())] = None
+    items = tuple(tuple(caps) for _, caps in sorted(captions.items(), key=lambda kv: str(kv[0])) if len(caps) >= 2)
+    if not items:
+        raise ValueError(f"{annotation_file}: no image has two distinct captions")
+    return MetaPool(name, "captions", items)
+
+
+def load_pool(spec: str) -> MetaPool:
+    """A pool from a spec: a shipped name (``chatgpt``, ``bard``, ``human``), a path, or ``name=path``.
+
+    A ``.json`` path is read as a COCO captions file, anything else as a JSONL pool.
+    """
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = None, spec
+        if spec in SHIPPED_POOLS:
+            return read_pool(SHIPPED_DIR / f"{spec}.jsonl")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"meta-pair source {spec!r}: no shipped pool {SHIPPED_POOLS} and no file {path!r}")
+    if path.endswith(".json"):
+        return coco_pool(path, name or "coco")
+    return read_pool(path, name)
+
+
+def chatbot_pool(
+    captions, generator: TextGenerator, name: str = "chatbot", prompt: str = CHATBOT_PROMPT
+) -> tuple[MetaPool, dict]:
+    """Pairs (caption, chat model's rewrite) made with the paper's chatbot prompt.
+
+    ``generator`` is a `TextGenerator`; its tokenizer's chat template is applied when it has
+    one. Rewrites are cleaned with `clean_rewrite`; rejected ones are dropped and counted.
+    Returns (pool, {status: count}).
+    """
+    tokenizer = generator.pipe.tokenizer
+    requests = [f"{prompt} {caption}" for caption in captions]
+    if tokenizer.chat_template:
+        requests = [
+            tokenizer.apply_chat_template([{"role": "user", "content": r}], tokenize=False, add_generation_prompt=True)
+            for r in requests
+        ]
+    else:
+        requests = [f"{r}\n" for r in requests]
+    counts, items = defaultdict(int), []
+    for caption, completion in zip(captions, generator(requests, names=[f"caption {c!r}" for c in captions])):
+        text, status = clean_rewrite(parse_completion(completion.lstrip()), caption)
+        counts[status] += 1
+        if text is not None:
+            items.append((caption, text))
+    if not items:
+        raise ValueError(f"the chat model wrote no usable rewrite of {len(captions)} captions: {dict(counts)}")
+    return MetaPool(name, "pairs", tuple(items)), dict(counts)
+
+
+def add_arguments(parser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout)."
+    )
+    source.add_argument("--model", help="Chat model (Hub id or folder) asked to rewrite --captions.")
+    parser.add_argument("--captions", help="With --model: captions to rewrite (any input `langclip rewrite` reads).")
+    parser.add_argument("--caption-column", default="caption", help="Caption column of --captions.")
+    parser.add_argument("--num-pairs", type=int, default=64, help="With --model: rewrite the first N captions.")
+    parser.add_argument("--prompt", default=CHATBOT_PROMPT, help="With --model: the instruction before each caption.")
+    parser.add_argument("--batch-size", type=int, default=16, help="With --model: generation batch size.")
+    parser.add_argument("--device", default=None, help="With --model: device (default: accelerate's choice).")
+    parser.add_argument("--dtype", default="auto", help="With --model: model dtype (auto, float32, bfloat16, ...).")
+    parser.add_argument("--seed", type=int, default=0, help="With --model: sampling seed.")
+    parser.add_argument("--name", default=None, help="Pool name (default: coco, or chatbot).")
+    parser.add_argument("--output", required=True, help="Where to write the pool (JSONL).")
+
+
+def main(args) -> int:
+    if args.coco:
+        pool = coco_pool(args.coco, args.name or "coco")
+    else:
+        if not args.captions:
+            raise SystemExit("--model needs --captions")
+        from .rewrite import load_captions  # rewrite.py imports this module
+
+        captions = load_captions(args.captions, caption_column=args.caption_column)
+        captions = captions.select(range(min(args.num_pairs, len(captions))))[args.caption_column]
+        transformers.set_seed(args.seed)
+        generator = TextGenerator.from_pretrained(args.model, args.device, args.dtype, args.batch_size)
+        pool, counts = chatbot_pool(captions, generator, args.name or "chatbot", args.prompt)
+        print(f"chat model rewrites: {counts}")
+    pool.save(args.output)
+    print(f"wrote {len(pool.items)} {pool.kind} to {args.output} (pool {pool.name!r})")
+    return 0
