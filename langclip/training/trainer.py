@@ -336,11 +336,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 break
         epoch += 1
     progress.close()
+    summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
     save_final(accelerator, model, tokenizer, processor, model_args, train_args, state)
-    accelerator.end_training()
     if data_args.skip_bad_samples:
         accelerator.print(f"skipped {state['skipped_samples']} unreadable samples")
-    return {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
+    accelerator.end_training()
+    return summary
 
 
 def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict:
