@@ -251,7 +251,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     model = build_model(model_args, method, tokenizer)
     processor = load_image_processor(model_args, model.config.vision_config.image_size)
     if model_args.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if model_args.lora_r > 0:
         model = add_lora(model, model_args)
 
