@@ -2,7 +2,7 @@
 
 Every function takes this process's features. When a `torch.distributed` process group
 with more than one member is initialised, features are all-gathered *with gradient*
-(`torch.distributed.nn.functional.all_gather`), each process scores its local rows
+(`_AllGather`), each process scores its local rows
 against the global batch, and its labels are offset by ``rank * local_batch``. The mean
 of the per-process losses (what DDP's gradient averaging optimises) is then the loss of
 the global batch. Without a process group the functions run as a single process.
@@ -21,14 +21,33 @@ def _world() -> tuple[int, int]:
     return 0, 1
 
 
+class _AllGather(torch.autograd.Function):
+    """all_gather along dim 0 whose backward sums every process's gradient and keeps this process's slice.
+
+    Written out because `torch.distributed.nn.functional.all_gather` returns wrong input
+    gradients on gloo when the incoming gradients are not contiguous (the (B, T, D) text
+    features of LaCLIP-MT).
+    """
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+        gathered = [torch.empty_like(features) for _ in range(dist.get_world_size())]
+        dist.all_gather(gathered, features.contiguous())
+        return torch.cat(gathered)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+
+
 def gather_features(features: torch.Tensor) -> torch.Tensor:
     """Concatenate ``features`` of every process along dim 0, keeping the autograd graph."""
     _, world_size = _world()
     if world_size == 1:
         return features
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(features.contiguous()), dim=0)
+    return _AllGather.apply(features)
 
 
 def _check_features(name: str, features: torch.Tensor, dims: int) -> None:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from .image_transforms import BadSampleError
+
 MIN_WORDS = 2
 
 
@@ -70,7 +72,13 @@ class ContrastiveCollator:
     Texts are tokenised with padding to the longest in the batch, truncated to
     ``max_length`` (the text tower's context). A row's aug_T draw is keyed by
     (``epoch``, row ``id``) when the row has an ``id``: set ``collator.epoch`` each epoch. ``pixel_values`` are stacked from the rows
-    (already transformed) or produced by ``image_transform(row["image"])``.
+    (already transformed) or produced by ``image_transform(row["image"], key=key, where=...)``
+    with the same (``epoch``, ``id``) key, so random crops also survive a resume (see
+    `langclip.processing.image_transforms.ImageTransform`).
+
+    With ``skip_bad_samples``, a row whose image raises `BadSampleError` is dropped and
+    counted in the batch's ``num_skipped`` (pop it before calling the model); without it
+    the error, which names the row and file, stops the run.
     """
 
     def __init__(
@@ -82,6 +90,7 @@ class ContrastiveCollator:
         image_transform: Callable | None = None,
         caption_column: str = "caption",
         rewrites_column: str = "rewrites",
+        skip_bad_samples: bool = False,
     ):
         if num_texts is not None and augmenter is None:
             raise ValueError("num_texts (LaCLIP-MT) needs a TextAugmenter")
@@ -92,7 +101,12 @@ class ContrastiveCollator:
         self.image_transform = image_transform
         self.caption_column = caption_column
         self.rewrites_column = rewrites_column
+        self.skip_bad_samples = skip_bad_samples
         self.epoch = 0
+
+    def key(self, row: dict):
+        """(epoch, row id) when the row has an ``id``, else None (the augmenter's own stream)."""
+        return (self.epoch, row["id"]) if "id" in row else None
 
     def texts_for(self, row: dict) -> list[str]:
         if self.caption_column not in row:
@@ -101,27 +115,42 @@ class ContrastiveCollator:
         rewrites = row.get(self.rewrites_column)
         if self.augmenter is None:
             return [candidate_texts(caption, None)[0]]
-        key = (self.epoch, row["id"]) if "id" in row else None
         if self.num_texts is None:
-            return [self.augmenter.sample(caption, rewrites, key)]
-        return self.augmenter.sample_all(caption, rewrites, self.num_texts, key)
+            return [self.augmenter.sample(caption, rewrites, self.key(row))]
+        return self.augmenter.sample_all(caption, rewrites, self.num_texts, self.key(row))
 
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         return self.tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         )
 
-    def pixel_values(self, rows: list[dict]) -> torch.Tensor:
-        if self.image_transform is not None:
-            return torch.stack([self.image_transform(row["image"]) for row in rows])
-        return torch.stack([torch.as_tensor(row["pixel_values"]) for row in rows])
+    def transform_image(self, row: dict) -> torch.Tensor:
+        where = f"row {row['id']!r}" if "id" in row else "row"
+        return self.image_transform(row["image"], key=self.key(row), where=where)
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        num_rows = len(rows)
+        if self.image_transform is None:
+            pixels = [torch.as_tensor(row["pixel_values"]) for row in rows]
+        else:
+            kept = []
+            for row in rows:
+                try:
+                    kept.append((row, self.transform_image(row)))
+                except BadSampleError:
+                    if not self.skip_bad_samples:
+                        raise
+            rows, pixels = [row for row, _ in kept], [pixel for _, pixel in kept]
+        if not rows:
+            raise BadSampleError(f"every image of a batch of {num_rows} rows is unreadable")
         texts = [self.texts_for(row) for row in rows]
         tokens = self.tokenize([text for row_texts in texts for text in row_texts])
         shape = (len(rows), -1) if self.num_texts is None else (len(rows), self.num_texts, -1)
-        return {
-            "pixel_values": self.pixel_values(rows),
+        batch = {
+            "pixel_values": torch.stack(pixels),
             "input_ids": tokens["input_ids"].view(*shape),
             "attention_mask": tokens["attention_mask"].view(*shape),
         }
+        if self.skip_bad_samples:
+            batch["num_skipped"] = torch.tensor(num_rows - len(rows))
+        return batch

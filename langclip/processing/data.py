@@ -1,0 +1,169 @@
+"""Load image-text data into the library's records: columns ``image``, ``caption``, ``id`` and, when present, ``rewrites``.
+
+Accepted inputs (`load_image_text_dataset` picks by the path):
+
+- a ``.csv`` file: LaCLIP's format, a header row then ``relpath,caption`` rows, plus one
+  augmented-text file per rewrite source (one line per CSV row) -> ``rewrites`` and
+  ``rewrite_sources`` (the file names);
+- ``.tar`` shards (a folder of them, a glob, or a list): webdataset/img2dataset output,
+  streamed with the standard library's `tarfile`; a sample is the files sharing a key,
+  image ``jpg|jpeg|png|webp``, caption ``txt`` or ``json["caption"]``;
+- a folder written by `Dataset.save_to_disk`;
+- anything else `datasets.load_dataset` reads: a Hub dataset id, an imagefolder with
+  ``metadata.jsonl``, a folder of parquet/json files.
+
+Images are kept undecoded (``datasets.Image(decode=False)``) and decoded by the image
+transform, so a corrupt file is reported by name (see `image_transforms.decode_image`).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import tarfile
+from collections.abc import Sequence
+
+import datasets
+from datasets import Dataset, Features, IterableDataset, Value
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+RECORD_FEATURES = Features({"image": datasets.Image(decode=False), "caption": Value("string"), "id": Value("string")})
+
+
+def load_laclip_csv(csv_path: str, augmented_files: Sequence[str] = (), image_root: str | None = None) -> Dataset:
+    """LaCLIP CSV (header, then ``relpath,caption``) plus per-source augmented-text files.
+
+    Paths are relative to ``image_root`` (default: the CSV's folder). Row i's ``rewrites``
+    are line i of each augmented file, ``rewrite_sources`` the files' stems.
+    """
+    image_root = image_root or os.path.dirname(os.path.abspath(csv_path))
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))[1:]
+    for number, row in enumerate(rows, start=2):
+        if len(row) < 2 or not row[0] or not row[1].strip():
+            raise ValueError(f"{csv_path}, line {number}: expected 'relpath,caption', got {row!r}")
+    sources, columns = [], []
+    for path in augmented_files:
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+        if len(lines) != len(rows):
+            raise ValueError(f"{path} has {len(lines)} lines but {csv_path} has {len(rows)} rows; they must match")
+        sources.append(os.path.splitext(os.path.basename(path))[0])
+        columns.append(lines)
+    records = {
+        "image": [os.path.join(image_root, row[0]) for row in rows],
+        "caption": [row[1] for row in rows],
+        "id": [str(i) for i in range(len(rows))],
+    }
+    features = RECORD_FEATURES.copy()
+    if columns:
+        records["rewrites"] = [list(texts) for texts in zip(*columns)]
+        records["rewrite_sources"] = [sources] * len(rows)
+        features["rewrites"] = datasets.List(Value("string"))
+        features["rewrite_sources"] = datasets.List(Value("string"))
+    return Dataset.from_dict(records, features=features)
+
+
+def webdataset_shards(path: str | Sequence[str]) -> list[str]:
+    """Shard paths from a folder of ``.tar`` files, a glob, or a list."""
+    if not isinstance(path, str):
+        return list(path)
+    shards = sorted(glob.glob(os.path.join(path, "*.tar") if os.path.isdir(path) else path))
+    if not shards:
+        raise FileNotFoundError(f"no .tar shards at {path}")
+    return shards
+
+
+def _webdataset_sample(shard: str, key: str, files: dict[str, bytes]) -> dict:
+    image = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
+    if "txt" in files:
+        caption = files["txt"].decode("utf-8").strip()
+    elif "json" in files:
+        caption = json.loads(files["json"]).get("caption")
+    else:
+        caption = None
+    if not caption:
+        raise ValueError(f"{shard}: sample {key!r} has no caption (.txt or .json 'caption'); files: {sorted(files)}")
+    return {
+        "image": {"bytes": files.get(image), "path": f"{shard}/{key}.{image or '?'}"},
+        "caption": caption,
+        "id": key,
+    }
+
+
+def iter_webdataset(shards: list[str]):
+    """Samples of tar shards in order: consecutive members sharing a key (name up to the first dot) form one sample."""
+    for shard in shards:
+        key, files = None, {}
+        with tarfile.open(shard, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                folder, name = os.path.split(member.name)
+                member_key, _, ext = name.partition(".")
+                member_key = f"{folder}/{member_key}" if folder else member_key
+                if member_key != key and files:
+                    yield _webdataset_sample(shard, key, files)
+                    files = {}
+                key = member_key
+                files[ext.lower()] = tar.extractfile(member).read()
+        if files:
+            yield _webdataset_sample(shard, key, files)
+
+
+def load_webdataset(path: str | Sequence[str]) -> IterableDataset:
+    """Streamed `IterableDataset` over tar shards; DataLoader workers split the shards."""
+    return IterableDataset.from_generator(
+        iter_webdataset, gen_kwargs={"shards": webdataset_shards(path)}, features=RECORD_FEATURES
+    )
+
+
+def _is_webdataset(path) -> bool:
+    if not isinstance(path, str):
+        return True
+    if os.path.isdir(path):
+        return bool(glob.glob(os.path.join(path, "*.tar")))
+    return path.endswith(".tar") or "*" in path
+
+
+def load_image_text_dataset(
+    path: str | Sequence[str],
+    split: str = "train",
+    image_column: str = "image",
+    caption_column: str = "caption",
+    rewrites_column: str = "rewrites",
+    augmented_files: Sequence[str] = (),
+    image_root: str | None = None,
+    streaming: bool = False,
+) -> Dataset | IterableDataset:
+    """Any accepted input (see the module docstring) as records with ``image``, ``caption``, ``id`` (+ ``rewrites``)."""
+    if isinstance(path, str) and path.endswith(".csv"):
+        dataset = load_laclip_csv(path, augmented_files, image_root)
+    elif _is_webdataset(path):
+        dataset = load_webdataset(path)
+    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "state.json")):
+        dataset = datasets.load_from_disk(path)
+    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_dict.json")):
+        dataset = datasets.load_from_disk(path)[split]
+    else:
+        dataset = datasets.load_dataset(path, split=split, streaming=streaming)
+    return standardize_columns(dataset, image_column, caption_column, rewrites_column)
+
+
+def standardize_columns(dataset, image_column="image", caption_column="caption", rewrites_column="rewrites"):
+    """Rename the user's columns to ``image``/``caption``/``rewrites``, keep images undecoded, add ``id`` if absent."""
+    columns = dataset.column_names or list(dataset.features or {})
+    for role, column in (("image", image_column), ("caption", caption_column)):
+        if column not in columns:
+            raise KeyError(f"the {role} column {column!r} is not in the dataset; columns: {columns}")
+    renames = {old: new for old, new in [(image_column, "image"), (caption_column, "caption"),
+                                         (rewrites_column, "rewrites")] if old != new and old in columns}
+    if renames:
+        dataset = dataset.rename_columns(renames)
+    if isinstance(dataset.features["image"], datasets.Image):
+        dataset = dataset.cast_column("image", datasets.Image(decode=False))
+    if "id" not in columns:
+        dataset = dataset.map(lambda _, index: {"id": str(index)}, with_indices=True)
+    return dataset

@@ -1,0 +1,148 @@
+"""Image transforms without torchvision: decode, crop/resize, to-tensor, normalise.
+
+Training uses RandomResizedCrop (torchvision's algorithm, scale (0.5, 1), ratio (3/4, 4/3),
+no flip: LaCLIP's image augmentation); evaluation resizes the shortest side and centre-crops,
+as `CLIPImageProcessor` does. Mean, std and size come from the model's image processor.
+
+Random crops are keyed: with ``key`` (e.g. ``(epoch, row_id)``) the crop depends only on
+(seed, key), so it is the same on any number of processes or workers and after a resume.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import random
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+RESAMPLE = Image.BICUBIC
+
+
+class BadSampleError(ValueError):
+    """A sample that cannot be used (unreadable or corrupt image); the message names it."""
+
+
+def decode_image(value, where: str = "") -> Image.Image:
+    """An RGB PIL image from a PIL image, a path, bytes, or a `datasets.Image(decode=False)` dict.
+
+    Raises `BadSampleError` naming ``where`` and the file when the image cannot be read.
+    """
+    name = where
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif isinstance(value, dict):
+            name = f"{where} ({value.get('path')})" if value.get("path") else where
+            source = io.BytesIO(value["bytes"]) if value.get("bytes") is not None else value.get("path")
+            if source is None:
+                raise ValueError("the image has neither bytes nor a path")
+            image = Image.open(source)
+        elif isinstance(value, (bytes, bytearray)):
+            image = Image.open(io.BytesIO(value))
+        elif isinstance(value, str):
+            name = f"{where} ({value})" if where else value
+            image = Image.open(value)
+        else:
+            raise TypeError(f"expected an image, path or bytes, got {type(value).__name__}")
+        image.load()
+        return image.convert("RGB")
+    except (OSError, ValueError, TypeError, SyntaxError) as error:
+        raise BadSampleError(f"cannot read image {name}: {error}") from error
+
+
+def random_resized_crop_params(
+    height: int,
+    width: int,
+    rng: random.Random,
+    scale: Sequence[float] = (0.5, 1.0),
+    ratio: Sequence[float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a crop covering ``scale`` of the area with aspect ``ratio`` (torchvision's algorithm).
+
+    Ten tries at area ~ U(scale) * H * W and log-aspect ~ U(log ratio); if none fits, the
+    central crop clamped to ``ratio``.
+    """
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        w, h = int(round(height * max(ratio))), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resize_shortest_edge(image: Image.Image, size: int) -> Image.Image:
+    """Bicubic resize so that the shorter side is ``size``, the longer ``int(size * long / short)``."""
+    width, height = image.size
+    if width <= height:
+        return image.resize((size, int(size * height / width)), RESAMPLE)
+    return image.resize((int(size * width / height), size), RESAMPLE)
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """The central ``size`` x ``size`` window, top/left offsets ``(side - size) // 2``."""
+    width, height = image.size
+    top, left = (height - size) // 2, (width - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+class ImageTransform:
+    """PIL/bytes/path -> normalised (3, size, size) float tensor: ``(x / 255 - mean) / std``.
+
+    ``train=True``: RandomResizedCrop(size, scale, ratio), bicubic; else resize the shortest
+    side to ``size`` and centre-crop. Call as ``transform(image, key=None, where="")``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        train: bool = False,
+        scale: Sequence[float] = (0.5, 1.0),
+        ratio: Sequence[float] = (3 / 4, 4 / 3),
+        seed: int = 0,
+    ):
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
+        if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+            raise ValueError(f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], got {scale}, {ratio}")
+        self.size, self.train, self.scale, self.ratio, self.seed = size, train, tuple(scale), tuple(ratio), seed
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.rng = random.Random(seed)
+
+    @classmethod
+    def from_image_processor(cls, image_processor, train: bool = False, **kwargs) -> ImageTransform:
+        """Size (``crop_size``), mean and std of a `CLIPImageProcessor`."""
+        crop = image_processor.crop_size
+        size = crop if isinstance(crop, int) else crop["height"]
+        return cls(size, image_processor.image_mean, image_processor.image_std, train=train, **kwargs)
+
+    def crop(self, image: Image.Image, key=None) -> Image.Image:
+        if not self.train:
+            return center_crop(resize_shortest_edge(image, self.size), self.size)
+        rng = self.rng if key is None else random.Random(f"{self.seed}:{key}")
+        top, left, h, w = random_resized_crop_params(image.height, image.width, rng, self.scale, self.ratio)
+        return image.crop((left, top, left + w, top + h)).resize((self.size, self.size), RESAMPLE)
+
+    def normalize(self, image: Image.Image) -> torch.Tensor:
+        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return (pixels - self.mean) / self.std
+
+    def __call__(self, image, key=None, where: str = "") -> torch.Tensor:
+        return self.normalize(self.crop(decode_image(image, where), key))

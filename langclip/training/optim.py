@@ -1,0 +1,42 @@
+"""AdamW with CLIP's parameter groups, and the warm-up + cosine learning-rate schedule."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def no_weight_decay(name: str, parameter: torch.Tensor) -> bool:
+    """Biases, norms and every 0/1-d parameter (gains, ``logit_scale``) are not decayed."""
+    return parameter.ndim < 2 or "norm" in name or name.endswith("bias") or "logit_scale" in name
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups of the trainable parameters: decayed, and not (see `no_weight_decay`)."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if no_weight_decay(name, parameter) else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), eps: float = 1e-8) -> torch.optim.AdamW:
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
+
+
+def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int, lr_start: float, lr_end: float) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    Warm-up, step < W:   lr_start + (lr - lr_start) * step / W
+    then cosine:         lr_end + (lr - lr_end) * (1 + cos(pi * p)) / 2,   p = (step - W) / (total_steps - W)
+    """
+    if step < warmup_steps:
+        return lr_start + (lr - lr_start) * step / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return lr_end + (lr - lr_end) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = value

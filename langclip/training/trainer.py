@@ -1,0 +1,404 @@
+"""The training loop on `accelerate.Accelerator`: CLIP, LaCLIP and LaCLIP-MT.
+
+`train(model_args, data_args, train_args)` is what ``accelerate launch train.py`` and
+``langclip train`` run. One optimizer step sees a contrastive batch of
+``per_device_batch_size * accum_freq * num_processes`` pairs: features of the micro-batches
+are cached and recomputed (`forward_backward`), features are gathered across processes
+inside the loss, and the step is skipped when the features or gradients are not finite.
+
+A method is one entry of `METHODS`: its model class, how rows become batches, how a batch
+becomes features, and the loss on those features.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import TorchDynamoPlugin, set_seed
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer, CLIPImageProcessor
+
+from ..modeling import LaCLIPConfig, LaCLIPModel, clip_loss, multi_positive_clip_loss
+from ..processing.data import load_image_text_dataset
+from ..processing.image_transforms import ImageTransform
+from ..processing.text_augment import ContrastiveCollator, TextAugmenter
+from .arguments import DataArguments, ModelArguments, TrainArguments, add_arguments, arguments_from_namespace
+from .optim import build_optimizer, learning_rate, set_learning_rate
+
+CHECKPOINT_PREFIX = "checkpoint-"
+LOG_FILE = "train_log.jsonl"
+STATE_FILE = "trainer_state.json"
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def contrastive_features(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (image (B, D), text (B, D) or (B, T, D)) features through the model's forward, at least float32."""
+    output = model(**batch)
+    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
+    images, texts = output.image_embeds.to(dtype), output.text_model_output.pooler_output.to(dtype)
+    if texts.shape[0] == images.shape[0]:
+        return images, output.text_embeds.to(dtype)
+    return images, F.normalize(texts, dim=-1).view(images.shape[0], -1, texts.shape[-1])
+
+
+def contrastive_collator(method: Method, tokenizer, max_length: int, image_transform, data_args: DataArguments,
+                         num_texts: int | None, seed: int) -> ContrastiveCollator:
+    return ContrastiveCollator(
+        tokenizer,
+        max_length,
+        augmenter=TextAugmenter(seed) if method.rewrites else None,
+        num_texts=num_texts if method.multi_positive else None,
+        image_transform=image_transform,
+        skip_bad_samples=data_args.skip_bad_samples,
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: model class, collator factory, features of a batch, and the loss on those features."""
+
+    model_class: type
+    loss: Callable
+    rewrites: bool = False
+    multi_positive: bool = False
+    make_collator: Callable = contrastive_collator
+    features: Callable = contrastive_features
+    config_overrides: dict = field(default_factory=dict)
+
+
+METHODS = {
+    "clip": Method(LaCLIPModel, clip_loss),
+    "laclip": Method(LaCLIPModel, clip_loss, rewrites=True),
+    "laclip-mt": Method(LaCLIPModel, multi_positive_clip_loss, rewrites=True, multi_positive=True,
+                        config_overrides={"multi_positive": True}),
+}
+
+
+def split_batch(batch: dict, parts: int) -> list[dict]:
+    """``parts`` micro-batches of (about) equal size along dim 0."""
+    chunks = {key: value.chunk(parts) for key, value in batch.items()}
+    return [{key: value[i] for key, value in chunks.items()} for i in range(len(next(iter(chunks.values()))))]
+
+
+def forward_backward(
+    model,
+    batch: dict,
+    method: Method,
+    logit_scale: Callable[[], torch.Tensor],
+    accum_freq: int = 1,
+    backward: Callable = torch.Tensor.backward,
+    no_sync: Callable = lambda: contextlib.nullcontext(),
+    all_finite: Callable[[bool], bool] = bool,
+) -> torch.Tensor | None:
+    """Gradients of the loss of the whole ``batch``, in ``accum_freq`` micro-batches; returns the loss or None.
+
+    With accum_freq > 1 (OpenCLIP's accum-freq): pass 1 computes every micro-batch's
+    features without gradient; pass 2, for each micro-batch j, recomputes its features with
+    gradient, substitutes them into the cached ones and back-propagates the loss of the
+    whole batch. The sum over j of these gradients is the full-batch gradient; the logit
+    scale takes its gradient in the last micro-batch only. Returns None, with no backward,
+    when any process's features are not finite (``all_finite`` agrees across processes).
+    """
+    micro_batches = split_batch(batch, accum_freq)
+    if len(micro_batches) == 1:
+        features = method.features(model, batch)
+        if not all_finite(all(torch.isfinite(f).all() for f in features)):
+            return None
+        loss = method.loss(*features, logit_scale())
+        backward(loss)
+        return loss.detach()
+    with torch.no_grad():
+        cached = [method.features(model, micro) for micro in micro_batches]
+    if not all_finite(all(torch.isfinite(f).all() for features in cached for f in features)):
+        return None
+    last = len(micro_batches) - 1
+    for j, micro in enumerate(micro_batches):
+        with no_sync() if j < last else contextlib.nullcontext():
+            features = method.features(model, micro)
+            merged = [torch.cat([features[k] if i == j else cached[i][k] for i in range(len(cached))])
+                      for k in range(len(features))]
+            scale = logit_scale() if j == last else logit_scale().detach()
+            loss = method.loss(*merged, scale)
+            backward(loss)
+    return loss.detach()
+
+
+def load_tokenizer(model_args: ModelArguments):
+    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint."""
+    path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if path is None:
+        raise ValueError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ValueError(f"the tokenizer at {path} is not a fast tokenizer")
+    return tokenizer
+
+
+def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPImageProcessor:
+    """The checkpoint's `CLIPImageProcessor`, or CLIP's mean/std at the model's ``image_size``."""
+    if model_args.model_name_or_path:
+        try:
+            return CLIPImageProcessor.from_pretrained(model_args.model_name_or_path)
+        except OSError:
+            pass
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                              image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
+    """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids."""
+    if model_args.model_name_or_path:
+        return method.model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
+    if not model_args.model_config:
+        raise ValueError("give --model-name-or-path or --model-config to build the model")
+    kwargs = json.loads(model_args.model_config)
+    text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            **kwargs.pop("text_config", {})}
+    config = LaCLIPConfig(text_config=text, **{**kwargs, **method.config_overrides})
+    return method.model_class(config)
+
+
+def add_lora(model, model_args: ModelArguments):
+    from peft import LoraConfig, get_peft_model
+
+    targets = model_args.lora_target_modules
+    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                        target_modules=targets[0] if len(targets) == 1 else targets)
+    return get_peft_model(model, config)
+
+
+def checkpoints(output_dir: str) -> list[str]:
+    """Finished checkpoint folders of ``output_dir``, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    names = [n for n in os.listdir(output_dir) if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit()]
+    return [os.path.join(output_dir, n) for n in sorted(names, key=lambda n: int(n[len(CHECKPOINT_PREFIX):]))]
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep: int) -> None:
+    """`accelerator.save_state` into a temporary folder, renamed when complete; keeps the last ``keep``."""
+    final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{state['step']}")
+    temporary = os.path.join(output_dir, f"tmp-{CHECKPOINT_PREFIX}{state['step']}")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(temporary)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        with open(os.path.join(temporary, STATE_FILE), "w") as handle:
+            json.dump(state, handle)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+
+
+def resume_state(accelerator: Accelerator, output_dir: str) -> dict:
+    """Load the latest checkpoint and trim the loss log to its step; {} when there is none."""
+    found = checkpoints(output_dir)
+    if not found:
+        accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from scratch")
+        return {}
+    accelerator.load_state(found[-1])
+    with open(os.path.join(found[-1], STATE_FILE)) as handle:
+        state = json.load(handle)
+    log_path = os.path.join(output_dir, LOG_FILE)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and os.path.exists(log_path):
+        with open(log_path) as handle:
+            kept = [line for line in handle if json.loads(line)["step"] <= state["step"]]
+        with open(log_path, "w") as handle:
+            handle.writelines(kept)
+    accelerator.print(f"resumed from {found[-1]} at step {state['step']}")
+    return state
+
+
+def tracker_config(*arguments) -> dict:
+    """Flat scalar/string hyperparameters for the trackers."""
+    values = {k: v for a in arguments for k, v in asdict(a).items()}
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in values.items()}
+
+
+def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
+    """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
+    method = METHODS[model_args.method]
+    accelerator = Accelerator(
+        mixed_precision=train_args.mixed_precision,
+        log_with=None if train_args.report_to == "none" else train_args.report_to,
+        project_dir=train_args.output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed,
+                                                  dispatch_batches=False),
+        dynamo_plugin=TorchDynamoPlugin(backend=model_args.torch_compile_backend) if model_args.torch_compile else None,
+    )
+    set_seed(train_args.seed)
+    if data_args.train_data is None:
+        raise ValueError("give --train-data (or train_data in the YAML config)")
+
+    tokenizer = load_tokenizer(model_args)
+    model = build_model(model_args, method, tokenizer)
+    processor = load_image_processor(model_args, model.config.vision_config.image_size)
+    if model_args.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if model_args.lora_r > 0:
+        model = add_lora(model, model_args)
+
+    dataset = load_image_text_dataset(
+        data_args.train_data, split=data_args.split, image_column=data_args.image_column,
+        caption_column=data_args.caption_column, rewrites_column=data_args.rewrites_column,
+        augmented_files=data_args.augmented_files or (), image_root=data_args.image_root,
+        streaming=data_args.streaming,
+    )
+    streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
+    num_texts = model_args.num_texts
+    if method.multi_positive and num_texts is None:
+        num_texts = 1 + len(next(iter(dataset)).get("rewrites") or [])
+    max_length = model_args.max_length or model.config.text_config.max_position_embeddings
+    transform = ImageTransform.from_image_processor(processor, train=True, seed=train_args.seed)
+    collator = method.make_collator(method, tokenizer, max_length, transform, data_args, num_texts, train_args.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
+        drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,
+    )
+    optimizer = build_optimizer(model, train_args.lr, train_args.weight_decay,
+                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    if streamed and train_args.max_steps is None:
+        raise ValueError("streamed data has no length: give --max-steps")
+    steps_per_epoch = None if streamed else len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{data_args.train_data} has fewer rows than one global batch")
+    total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
+    warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
+    unwrapped = accelerator.unwrap_model(model)
+
+    state = {"step": 0, "bad_steps": 0, "skipped_samples": 0}
+    if train_args.resume:
+        state.update(resume_state(accelerator, train_args.output_dir))
+    if accelerator.is_main_process:
+        os.makedirs(train_args.output_dir, exist_ok=True)
+    if accelerator.log_with:
+        accelerator.init_trackers("langclip", config=tracker_config(model_args, data_args, train_args))
+
+    def all_finite(ok: bool) -> bool:
+        return bool(accelerator.gather(torch.tensor([ok], device=accelerator.device)).all())
+
+    global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
+    progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
+                    desc=f"train {model_args.method}", unit="step")
+    loss = None
+    epoch = state["step"] // steps_per_epoch if steps_per_epoch else 0
+    while state["step"] < total_steps:
+        collator.epoch = epoch
+        loader.set_epoch(epoch)
+        skip = state["step"] - epoch * steps_per_epoch if steps_per_epoch else 0
+        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        for batch in epoch_loader:
+            started = time.perf_counter()
+            batch = equalize_batch(accelerator, batch, state)
+            set_learning_rate(optimizer, learning_rate(state["step"], total_steps, train_args.lr, warmup_steps,
+                                                       train_args.lr_start, train_args.lr_end))
+            model.train()
+            loss = forward_backward(model, batch, method, lambda: unwrapped.logit_scale.exp(), train_args.accum_freq,
+                                    accelerator.backward, lambda: accelerator.no_sync(model), all_finite)
+            grad_norm = None
+            if loss is not None:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or math.inf)
+            if loss is not None and torch.isfinite(grad_norm):
+                optimizer.step()
+            else:
+                state["bad_steps"] += 1
+                accelerator.print(f"step {state['step']}: non-finite features or gradients, step skipped "
+                                  f"({state['bad_steps']}/{train_args.max_bad_steps})")
+                if state["bad_steps"] >= train_args.max_bad_steps:
+                    raise RuntimeError(f"{state['bad_steps']} steps with non-finite loss or gradients; aborting")
+            optimizer.zero_grad(set_to_none=True)
+            unwrapped.clamp_logit_scale_()
+            state["step"] += 1
+            log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress,
+                     global_batch / (time.perf_counter() - started))
+            if train_args.save_steps and state["step"] % train_args.save_steps == 0 and state["step"] < total_steps:
+                save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit)
+            if state["step"] >= total_steps:
+                break
+        epoch += 1
+    progress.close()
+    summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
+    save_final(accelerator, model, tokenizer, processor, model_args, train_args, state)
+    if data_args.skip_bad_samples:
+        accelerator.print(f"skipped {state['skipped_samples']} unreadable samples")
+    accelerator.end_training()
+    return summary
+
+
+def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict:
+    """Count skipped samples; with several processes, cut every local batch to the smallest (the gather needs equal sizes)."""
+    skipped = batch.pop("num_skipped", None)
+    if skipped is None:
+        return batch
+    state["skipped_samples"] += int(accelerator.gather(skipped.reshape(1).to(accelerator.device)).sum())
+    sizes = accelerator.gather(torch.tensor([batch["pixel_values"].shape[0]], device=accelerator.device))
+    return {key: value[: int(sizes.min())] for key, value in batch.items()}
+
+
+def log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress, samples_per_second) -> None:
+    """Append the step to ``train_log.jsonl``, update the bar, and send metrics to the trackers."""
+    global_loss = None if loss is None else accelerator.reduce(loss, "mean").item()
+    record = {"step": state["step"], "loss": global_loss, "lr": optimizer.param_groups[0]["lr"],
+              "logit_scale": unwrapped.logit_scale.exp().item()}
+    if accelerator.is_main_process:
+        with open(os.path.join(train_args.output_dir, LOG_FILE), "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    progress.update(1)
+    progress.set_postfix(loss=f"{global_loss:.4f}" if global_loss is not None else "skipped",
+                         samples_per_s=f"{samples_per_second:.1f}")
+    if accelerator.log_with and state["step"] % train_args.logging_steps == 0:
+        accelerator.log({k: v for k, v in record.items() if k != "step" and v is not None}
+                        | {"samples_per_s": samples_per_second}, step=state["step"])
+
+
+def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state) -> None:
+    """`save_pretrained` of the model (LoRA merged), tokenizer and image processor; optionally push to the Hub."""
+    accelerator.wait_for_everyone()
+    if not accelerator.is_main_process:
+        return
+    model = accelerator.unwrap_model(model)
+    if model_args.lora_r > 0:
+        model = model.merge_and_unload()
+    output_dir = train_args.output_dir
+    model.save_pretrained(output_dir)
+    tokenizer.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    with open(os.path.join(output_dir, STATE_FILE), "w") as handle:
+        json.dump(state, handle)
+    if train_args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(train_args.hub_model_id, exist_ok=True)
+        api.upload_folder(repo_id=train_args.hub_model_id, folder_path=output_dir,
+                          ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*", "runs/*", "langclip/*"])
+
+
+def main(args) -> int:
+    """`langclip train`: the same flags and YAML config as ``train.py``."""
+    summary = train(*arguments_from_namespace(args))
+    print(json.dumps({"final_step": summary["step"], "loss": summary["loss"],
+                      "skipped_samples": summary["skipped_samples"], "bad_steps": summary["bad_steps"]}))
+    return 0
+
+
+__all__ = ["METHODS", "Method", "add_arguments", "forward_backward", "main", "train"]

@@ -1,0 +1,119 @@
+"""Image transforms against hand-computed and float64 references, and `CLIPImageProcessor`."""
+
+import io
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessor
+
+from langclip.processing.image_transforms import (
+    BadSampleError,
+    ImageTransform,
+    center_crop,
+    decode_image,
+    random_resized_crop_params,
+    resize_shortest_edge,
+)
+from langclip.processing.text_augment import ContrastiveCollator
+
+MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def random_image(height, width, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8))
+
+
+def test_random_resized_crop_stays_within_scale_and_ratio():
+    rng = random.Random(0)
+    for _ in range(2000):
+        top, left, h, w = random_resized_crop_params(90, 120, rng)
+        assert 0 <= top <= 90 - h and 0 <= left <= 120 - w
+        # rounding h and w moves the area and ratio by at most about one pixel per side
+        assert 0.5 * 90 * 120 - (h + w) <= h * w <= 90 * 120
+        assert 3 / 4 - 2 / h <= w / h <= 4 / 3 + 2 / h
+
+
+def test_random_resized_crop_follows_torchvisions_draws():
+    """The first draw that fits is used: area and log-aspect uniform, then top/left uniform."""
+    params = random_resized_crop_params(100, 100, random.Random(7))
+    rng = random.Random(7)
+    area, aspect = 10000 * rng.uniform(0.5, 1.0), math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+    w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+    assert (h, w) == params[2:] and params[:2] == (rng.randint(0, 100 - h), rng.randint(0, 100 - w))
+
+
+def test_random_resized_crop_falls_back_to_a_central_crop_at_the_ratio_bound():
+    # A 10 x 100 strip: no 50%-area crop with aspect <= 4/3 fits, so the centre 10 x 13 is taken.
+    assert random_resized_crop_params(10, 100, random.Random(0)) == (0, (100 - 13) // 2, 10, 13)
+    assert random_resized_crop_params(100, 10, random.Random(0)) == ((100 - 13) // 2, 0, 13, 10)
+
+
+def test_normalize_matches_float64_formula():
+    image = random_image(4, 5)
+    transform = ImageTransform(4, MEAN, STD)
+    expected = (np.asarray(image, dtype=np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
+    np.testing.assert_allclose(transform.normalize(image).numpy(), expected.transpose(2, 0, 1), atol=1e-6)
+
+
+def test_full_image_crop_at_model_size_is_the_identity_resize():
+    image = random_image(16, 16)
+    transform = ImageTransform(16, MEAN, STD, train=True, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    torch.testing.assert_close(transform(image), transform.normalize(image))
+
+
+def test_train_crop_takes_the_drawn_box():
+    image = random_image(40, 60, seed=3)
+    transform = ImageTransform(8, MEAN, STD, train=True, seed=5)
+    top, left, h, w = random_resized_crop_params(40, 60, random.Random("5:(0, 'a')"))
+    expected = transform.normalize(image.crop((left, top, left + w, top + h)).resize((8, 8), Image.BICUBIC))
+    torch.testing.assert_close(transform(image, key=(0, "a")), expected)
+    # keyed crops repeat; different keys differ
+    torch.testing.assert_close(transform(image, key=(0, "a")), expected)
+    assert not torch.equal(transform(image, key=(1, "a")), expected)
+
+
+def test_eval_transform_matches_clip_image_processor():
+    processor = CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24},
+                                   image_mean=MEAN, image_std=STD)
+    transform = ImageTransform.from_image_processor(processor)
+    for height, width in [(30, 50), (64, 40), (24, 24)]:
+        image = random_image(height, width, seed=height)
+        expected = torch.as_tensor(np.asarray(processor(images=image, return_tensors="np")["pixel_values"][0]))
+        torch.testing.assert_close(transform(image), expected.float(), atol=1e-5, rtol=0)
+
+
+def test_resize_and_center_crop_geometry():
+    resized = resize_shortest_edge(Image.new("RGB", (50, 30)), 24)
+    assert resized.size == (40, 24)
+    marked = np.zeros((5, 7, 3), dtype=np.uint8)
+    marked[1:4, 2:5] = 255
+    assert (np.asarray(center_crop(Image.fromarray(marked), 3)) == 255).all()
+
+
+def test_decode_image_reads_bytes_paths_and_names_corrupt_files(tmp_path):
+    buffer = io.BytesIO()
+    random_image(6, 6).save(buffer, format="PNG")
+    path = tmp_path / "ok.png"
+    path.write_bytes(buffer.getvalue())
+    assert decode_image({"bytes": buffer.getvalue(), "path": None}).size == (6, 6)
+    assert decode_image(str(path)).mode == "RGB"
+    (tmp_path / "bad.jpg").write_bytes(b"not an image")
+    with pytest.raises(BadSampleError, match=r"row 3 \(.*bad\.jpg\)"):
+        decode_image({"bytes": None, "path": str(tmp_path / "bad.jpg")}, where="row 3")
+
+
+def test_collator_skips_and_counts_bad_images_only_when_asked(tokenizer):
+    good = random_image(12, 12)
+    rows = [{"id": "0", "image": good, "caption": "a red circle"},
+            {"id": "1", "image": b"broken", "caption": "a blue square"},
+            {"id": "2", "image": good, "caption": "a green star"}]
+    transform = ImageTransform(8, MEAN, STD, train=True)
+    with pytest.raises(BadSampleError, match="row '1'"):
+        ContrastiveCollator(tokenizer, 16, image_transform=transform)(rows)
+    batch = ContrastiveCollator(tokenizer, 16, image_transform=transform, skip_bad_samples=True)(rows)
+    assert batch["num_skipped"].item() == 1 and batch["pixel_values"].shape == (2, 3, 8, 8)
+    assert batch["input_ids"].shape[0] == 2

@@ -1,0 +1,37 @@
+"""`langclip demo` end to end at a tiny size: every output it promises is written and readable."""
+
+import json
+
+from accelerate.state import AcceleratorState
+from transformers import CLIPModel
+
+from langclip.cli import main as cli_main
+
+TINY = """model_config:
+  text_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, max_position_embeddings: 32}
+  vision_config: {hidden_size: 32, intermediate_size: 64, num_hidden_layers: 1, num_attention_heads: 2, image_size: 64, patch_size: 16}
+  projection_dim: 16
+per_device_batch_size: 16
+"""
+
+
+def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    out = tmp_path / "demo"
+    try:
+        assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
+                         "--train-images", "48", "--test-images", "24", "--max-steps", "3"]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    printed = capsys.readouterr().out
+    assert "| model | zero_shot_top1 | image_to_text_R@1 | text_to_image_R@1 |" in printed
+    results = json.loads((out / "eval_results.json").read_text())
+    assert set(results) == {"clip", "laclip"}
+    for values in results.values():
+        assert all(0 <= v <= 1 for v in values.values())
+    assert (out / "demo.png").read_bytes().startswith(b"\x89PNG")
+    card = (out / "laclip" / "README.md").read_text()
+    assert "model-index" in card and f"{results['laclip']['zero_shot_top1']:.4f}" in card
+    for method in ("clip", "laclip"):
+        assert CLIPModel.from_pretrained(str(out / method)).config.projection_dim == 16
+        assert len((out / method / "train_log.jsonl").read_text().splitlines()) == 3

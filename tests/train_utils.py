@@ -1,0 +1,55 @@
+"""Files the training tests share: a saved word tokenizer, a small image-text dataset, a tiny model config."""
+
+import json
+
+import datasets
+import numpy as np
+from PIL import Image
+
+from langclip.processing.tokenization import train_word_tokenizer
+
+WORDS = "a photo of the red green blue yellow circle square shape picture small large"
+COLOURS = ["red", "green", "blue", "yellow"]
+TINY_MODEL_CONFIG = json.dumps({
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                    "max_position_embeddings": 16},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                      "image_size": 32, "patch_size": 8},
+    "projection_dim": 16,
+})
+
+
+def make_training_files(folder, rows: int = 32) -> dict:
+    """Saves a tokenizer and a dataset (image, caption, rewrites) under ``folder``; returns the base flags."""
+    train_word_tokenizer([WORDS], max_length=16).save_pretrained(str(folder / "tokenizer"))
+    rng = np.random.default_rng(0)
+    images, captions, rewrites = [], [], []
+    for i in range(rows):
+        colour = COLOURS[i % 4]
+        pixels = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
+        pixels[..., i % 3] = 200
+        images.append(Image.fromarray(pixels))
+        captions.append(f"a {colour} circle")
+        rewrites.append([f"a photo of a {colour} circle", f"{colour} shape picture", "x"])
+    datasets.Dataset.from_dict({"image": images, "caption": captions, "rewrites": rewrites}).save_to_disk(
+        str(folder / "data"))
+    return {
+        "train_data": str(folder / "data"),
+        "tokenizer_name_or_path": str(folder / "tokenizer"),
+        "model_config": TINY_MODEL_CONFIG,
+        "per_device_batch_size": 4,
+        "report_to": "none",
+        "save_steps": 0,
+    }
+
+
+def as_flags(values: dict) -> list[str]:
+    flags = []
+    for key, value in values.items():
+        flags += [f"--{key}"] + ([str(v) for v in value] if isinstance(value, list) else [str(value)])
+    return flags
+
+
+def read_log(path) -> list[dict]:
+    with open(path) as handle:
+        return [json.loads(line) for line in handle]
