@@ -29,7 +29,7 @@ setup(
         "tokenizers>=0.20",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "tensorboard>=2.15", "matplotlib>=3.7"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "tensorboard>=2.15", "matplotlib>=3.7"],
     },
     entry_points={"console_scripts": ["langclip=langclip.cli:main"]},
 )

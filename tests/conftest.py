@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 import torch
@@ -12,6 +13,15 @@ from langclip.processing.tokenization import train_word_tokenizer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per xdist worker: tiny ops spin-wait badly on oversubscribed cores
+
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, so that launchers running side by side (xdist) never share 29500."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
 
 WORDS = (
     "a photo of the red green blue yellow circle square triangle star small large one two three "

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import free_port
 
 from langclip.modeling import losses
 from langclip.modeling.losses import clip_loss, multi_positive_clip_loss
@@ -108,8 +109,7 @@ def test_real_two_process_gather_with_gradient():
     img, txt = _normalized(6, 4, seed=11), _normalized(6, 4, seed=12)
     manager = mp.Manager()
     out = manager.dict()
-    port = 29500 + os.getpid() % 1000
-    mp.spawn(_two_process_worker, args=(port, img, txt, out), nprocs=2, join=True)
+    mp.spawn(_two_process_worker, args=(free_port(), img, txt, out), nprocs=2, join=True)
     g_img, g_txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
     global_loss = clip_loss(g_img, g_txt, torch.tensor(9.0, dtype=torch.float64))
     global_loss.backward()

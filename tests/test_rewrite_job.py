@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import free_port
 from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import pipeline
 
@@ -249,7 +250,8 @@ def test_resume_after_kill(tmp_path, tiny_lm_dir):
     done = len(chunk_dirs())
     assert 1 <= done < 10, f"the kill should land mid-run, but {done} of 10 chunks were done"
 
-    restart = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    restart = subprocess.run(command(killed), cwd=REPO, env=env, capture_output=True, text=True, check=True,
+                             timeout=600)
     assert f"resuming shard 0: {done} of 10 chunks already done" in restart.stdout
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as OMP_NUM_THREADS=1 in the subprocesses, so that the numbers match exactly
@@ -267,8 +269,10 @@ def test_one_shard_per_launched_process(tmp_path, captions_file):
     rows; EDA is seeded per (seed, id, k), so the merge equals a one-process run."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     args = ["rewrite", str(captions_file), "--method", "eda", "--chunk-size", "5", "--output-dir"]
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "langclip.cli"]
-    result = subprocess.run([*launch, *args, str(tmp_path / "two")], cwd=REPO, env=env, capture_output=True, text=True)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+              "--master_port", str(free_port()), "-m", "langclip.cli"]
+    result = subprocess.run([*launch, *args, str(tmp_path / "two")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "shard 1/2" in result.stderr and "shard 2/2" in result.stderr
     cli([*args, str(tmp_path / "one")])

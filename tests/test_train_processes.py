@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from conftest import free_port
 from train_utils import as_flags, make_training_files, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ def train_command(files, output_dir, **overrides):
 def test_killed_run_resumes_to_the_same_losses_and_weights(files, tmp_path):
     # 8 steps per epoch: the kill and the resume fall inside a later epoch, mid-way through it.
     args = dict(method="laclip", max_steps=40, save_steps=5, save_total_limit=2, warmup_steps=5)
-    subprocess.run(train_command(files, tmp_path / "full", **args), env=ENV, check=True, capture_output=True)
+    subprocess.run(train_command(files, tmp_path / "full", **args), env=ENV, check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
     process = subprocess.Popen(train_command(files, killed, **args), env=ENV, stdout=subprocess.DEVNULL,
@@ -41,7 +42,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(files, tmp_path):
     assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
     assert len(read_log(killed / "train_log.jsonl")) < 40
 
-    subprocess.run(train_command(files, killed, resume=True, **args), env=ENV, check=True, capture_output=True)
+    subprocess.run(train_command(files, killed, resume=True, **args), env=ENV, check=True, capture_output=True, timeout=600)
     full_log, resumed_log = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(killed / "train_log.jsonl")
     assert [r["step"] for r in resumed_log] == list(range(1, 41))
     for full, resumed in zip(full_log, resumed_log):
@@ -58,12 +59,13 @@ def test_two_processes_gather_to_the_single_process_global_batch_loss(files, tmp
     args = dict(method="laclip-mt", max_steps=2, seed=3)
     # `--cpu` makes accelerate run one process; several CPU processes (gloo) go through torch.distributed.run.
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port())]
     two = subprocess.run(launch + train_command(files, tmp_path / "two", **args)[1:],
-                         env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True)
+                         env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run(train_command(files, tmp_path / "one", per_device_batch_size=8, **args), env=ENV,
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     two_log, one_log = read_log(tmp_path / "two" / "train_log.jsonl"), read_log(tmp_path / "one" / "train_log.jsonl")
     assert len(two_log) == len(one_log) == 2
