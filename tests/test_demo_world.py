@@ -85,3 +85,19 @@ def test_vocabulary_covers_every_text(rows):
     vocabulary = set(" ".join(world.world_vocabulary()).replace(",", " ").replace(".", " ").split())
     words = " ".join(rows["eval_captions"][0] + rows["paraphrases"][0] + [rows["synthetic_caption"][0]])
     assert set(words.replace(",", " ").replace(".", " ").split()) <= vocabulary
+
+
+def test_faithful_rewrites_state_what_the_caption_states_and_nothing_more():
+    assert world.mentioned_attributes("two circles!!") == {"count": 2, "shape": "circle"}
+    assert world.mentioned_attributes("IMG_4821 orange") == {"colour": "orange"}
+    assert world.mentioned_attributes("red stuff on the left") == {"colour": "red", "position": "left"}
+    rng = random.Random(0)
+    assert set(world.faithful_rewrites("IMG_4821 orange", rng, 4)) == {
+        "a picture of an orange shape", "an image showing an orange shape", "a simple drawing of an orange shape",
+        "an orange shape in a picture"}
+    (rewrite,) = world.faithful_rewrites("two circles!!", rng, 1)
+    assert "two circles" in rewrite
+    (rewrite,) = world.faithful_rewrites("large square drawing", rng, 1)
+    assert "a large square" in rewrite
+    for pair in world.rewrite_pool(num_pairs=20):
+        assert world.mentioned_attributes(pair["output"]) == world.mentioned_attributes(pair["input"])

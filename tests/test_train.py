@@ -9,6 +9,8 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from conftest import tiny_laclip_config
+from huggingface_hub import ModelCard
+from hub_server import HubServer
 from safetensors.torch import load_file
 from train_utils import as_flags, make_training_files, read_log
 from transformers import CLIPModel
@@ -115,6 +117,22 @@ def test_training_run_logs_checkpoints_and_saves_a_loadable_model(files, tmp_pat
     torch.testing.assert_close(clip.visual_projection.weight, weights["visual_projection.weight"])
     assert 0 <= clip.logit_scale.item() <= math.log(100)
     assert (out / "tokenizer.json").exists() and (out / "preprocessor_config.json").exists()
+    card = ModelCard.load(out / "README.md")
+    assert "| method | LaCLIP" in card.text and "| max_steps | 6 |" in card.text
+
+
+def test_push_to_hub_uploads_the_model_and_card_without_checkpoints(files, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    with HubServer() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        run(files, tmp_path, method="laclip", max_steps=2, save_steps=1, push_to_hub=True, hub_model_id="me/tiny")
+        pushed = hub.repos[("model", "me/tiny")].branches["main"][1]
+    assert pushed["model.safetensors"] == (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert {"README.md", "tokenizer.json", "preprocessor_config.json", "modeling_laclip.py"} <= set(pushed)
+    assert not any(name.startswith("checkpoint-") for name in pushed)
+    assert ModelCard(pushed["README.md"].decode()).data.model_name == "me/tiny"
 
 
 def test_nan_guard_counts_skipped_steps_and_aborts(files, tmp_path):

@@ -3,6 +3,7 @@
 import json
 
 from accelerate.state import AcceleratorState
+from datasets import load_from_disk
 from transformers import CLIPModel
 
 from langclip.cli import main as cli_main
@@ -20,10 +21,15 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     out = tmp_path / "demo"
     try:
         assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
-                         "--train-images", "48", "--test-images", "24", "--max-steps", "3"]) == 0
+                         "--train-images", "48", "--test-images", "24", "--max-steps", "3",
+                         "--lm-seconds", "3", "--num-rewrites", "2"]) == 0
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     printed = capsys.readouterr().out
+    assert "accepted rewrites state exactly what their caption states" in printed
+    rewrites = load_from_disk(str(out / "rewrites"))  # the real rewriting job's output
+    assert len(rewrites) == 48 and all(len(r) == 2 for r in rewrites["rewrite_status"])
+    assert (out / "rewrites" / "rewrite_summary.json").exists()
     assert "| model | zero_shot_top1 | image_to_text_R@1 | text_to_image_R@1 |" in printed
     results = json.loads((out / "eval_results.json").read_text())
     assert set(results) == {"clip", "laclip"}

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+from fnmatch import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -77,7 +78,8 @@ def remote_code_files(config: Mapping) -> dict[str, bytes]:
     return files
 
 
-def _folder_files(folder: Path) -> dict[str, Path]:
+def _folder_files(folder: Path, ignore_patterns: Iterable[str] = ()) -> dict[str, Path]:
+    """The files under ``folder`` by repo path, less those matching a glob of ``ignore_patterns``."""
     if not folder.is_dir():
         raise ValueError(f"nothing to push: {folder} is not a folder")
     files = {
@@ -85,6 +87,7 @@ def _folder_files(folder: Path) -> dict[str, Path]:
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not SKIPPED_DIRECTORIES & set(path.relative_to(folder).parts)
     }
+    files = {name: path for name, path in files.items() if not any(fnmatch(name, p) for p in ignore_patterns)}
     pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
         raise ValueError(
@@ -105,15 +108,17 @@ def push_folder(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str = "Upload with langclip",
+    ignore_patterns: Iterable[str] = (),
 ) -> str:
     """Create ``repo_id`` (and branch ``revision``) if needed, then commit ``folder`` in one commit.
 
     ``files`` maps repo paths to contents that are added or replace the folder's own
-    (the card, remote code). Returns the commit URL.
+    (the card, remote code); folder files matching a glob of ``ignore_patterns`` stay
+    behind. Returns the commit URL.
     """
     check_repo_id(repo_id)
     token = hub_token(token)
-    folder_files = _folder_files(Path(folder))
+    folder_files = _folder_files(Path(folder), ignore_patterns)
     api = HfApi(token=token)
     api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     if revision and revision != "main":
@@ -139,6 +144,7 @@ def push_model(
     revision: str | None = None,
     token: str | None = None,
     commit_message: str = "Upload langclip model",
+    ignore_patterns: Iterable[str] = (),
 ) -> str:
     """Push a checkpoint folder with its model card and remote code; returns the commit URL.
 
@@ -156,7 +162,7 @@ def push_model(
     else:
         card = model_card(config, repo_id, eval_records, base_model, datasets, license, training)
     files = {**remote_code_files(config), "README.md": str(card).encode()}
-    return push_folder(folder, repo_id, files, "model", private, revision, token, commit_message)
+    return push_folder(folder, repo_id, files, "model", private, revision, token, commit_message, ignore_patterns)
 
 
 def update_eval_results(

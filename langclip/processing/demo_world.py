@@ -3,7 +3,11 @@
 Each image has attributes (shape, colour, size, position, count) and, derived from them:
 
 - ``caption``: a short, terse web-like caption (often missing attributes);
-- ``paraphrases``: several correct full descriptions, from the training templates;
+- ``paraphrases``: several correct full descriptions, from the training templates (oracle
+  rewrites that know the image);
+- `faithful_rewrites(caption)`: rewrites of the web caption that keep exactly what it says,
+  in a few styles (what a good LLM rewrite can do without seeing the image; the demo's
+  rewriting LM learns them in context from the `rewrite_pool`);
 - ``eval_captions``: correct descriptions from held-out templates (retrieval queries);
 - ``synthetic_caption``: a long detailed caption (CLIPS);
 - ``label`` / ``class_name``: the "{colour} {shape}" class;
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 
 import datasets
 import numpy as np
@@ -49,6 +54,7 @@ EVAL_TEMPLATES = (
     "toward the {position} sit {count} {colour} {shapes} that are {size}",
     "{count} {size} {shapes} coloured {colour}, located {position}",
 )
+REWRITE_STYLES = ("a picture of {}", "an image showing {}", "a simple drawing of {}", "{} in a picture")
 ZERO_SHOT_TEMPLATES = ("a rendering of a {}.", "this graphic contains a {}", "look, a {}!")
 
 
@@ -150,6 +156,48 @@ def describe_difference(a: dict, b: dict) -> str:
     return " ".join(parts)
 
 
+def mentioned_attributes(caption: str) -> dict:
+    """The attributes a web caption states, read off its words (e.g. "two circles!!" -> count 2, shape circle)."""
+    mentioned = {}
+    for word in re.findall(r"[a-z]+", caption.lower()):
+        singular = word[:-1] if word.endswith("s") else word
+        if singular in SHAPES:
+            mentioned["shape"] = singular
+        elif word in COLOURS:
+            mentioned["colour"] = word
+        elif word in SIZES:
+            mentioned["size"] = word
+        elif word in POSITIONS:
+            mentioned["position"] = word
+        elif word in COUNT_WORDS.values():
+            mentioned["count"] = list(COUNT_WORDS.values()).index(word) + 1
+    return mentioned
+
+
+def faithful_rewrites(caption: str, rng: random.Random, num: int = 2) -> list[str]:
+    """``num`` rewrites of ``caption`` in distinct `REWRITE_STYLES` that state what it states, and nothing more.
+
+    "IMG_4821 red" -> "a picture of a red shape"; "red stuff on the left" -> "an image showing a red
+    shape on the left"; a count above one makes the noun plural.
+    """
+    said = mentioned_attributes(caption)
+    count = said.get("count", 1)
+    words = [w for w in (said.get("size"), said.get("colour"), plural(said.get("shape", "shape"), count)) if w]
+    article = COUNT_WORDS[count] if "count" in said else ("an" if words[0][0] in "aeiou" else "a")
+    phrase = " ".join([article, *words]) + (f" on the {said['position']}" if "position" in said else "")
+    return [style.format(phrase) for style in rng.sample(REWRITE_STYLES, min(num, len(REWRITE_STYLES)))]
+
+
+def rewrite_pool(num_pairs: int = 48, seed: int = 12345) -> list[dict]:
+    """In-context examples for the demo's rewriting LM: ``{"input": web caption, "output": faithful rewrite}``."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(num_pairs):
+        caption = web_caption(sample_attributes(rng), rng)
+        pairs.append({"input": caption, "output": faithful_rewrites(caption, rng, 1)[0]})
+    return pairs
+
+
 def make_world(num_images: int, seed: int = 0, num_paraphrases: int = 4) -> datasets.Dataset:
     """``num_images`` rows: image, caption, paraphrases, eval_captions, synthetic_caption, label, class_name, attributes, id."""
     rng = random.Random(seed)
@@ -182,6 +230,8 @@ def world_vocabulary() -> list[str]:
                         attributes = dict(shape=shape, colour=colour, size=size, position=position, count=count)
                         texts += [fill(t, attributes) for t in WEB_TEMPLATES + TRAIN_TEMPLATES + EVAL_TEMPLATES]
                         texts.append(synthetic_caption(attributes))
+                        texts += [style.format(f"{COUNT_WORDS[count]} {size} {colour} {plural(shape, count)}")
+                                  for style in REWRITE_STYLES]
     return texts + [describe_difference(dict(shape=s, colour="red", size="large", position="left", count=3),
                                         dict(shape="circle", colour="blue", size="small", position="right", count=1))
                     for s in SHAPES]

@@ -1,11 +1,13 @@
 """`langclip demo` (`make demo`): CLIP vs LaCLIP on the generated shapes world, end to end on a CPU.
 
-Steps: generate the world (`langclip.processing.demo_world`), train a word tokenizer on
-its texts, rewrite every web caption, train CLIP (web captions) and LaCLIP (aug_T over the
-caption and its rewrites) with the real trainer, evaluate zero-shot classification with
-held-out prompt phrasings and image-text retrieval with held-out captions, and write
-``outputs/demo/``: the two checkpoints (LaCLIP's with a model card), ``eval_results.json``,
-``demo.png`` (loss and accuracy), then print a CLIP vs LaCLIP table.
+Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM for about
+a minute on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
+web caption with the real `langclip rewrite` job (prompt, text-generation pipeline, cleaning);
+train a word tokenizer, then CLIP (web captions) and LaCLIP (aug_T over the caption and its
+rewrites) with the real trainer; evaluate both with `langclip eval`'s code (zero-shot
+classification with held-out prompt phrasings, retrieval with held-out captions); write
+``outputs/demo/``: the checkpoints (LaCLIP's with its model card), the rewrites,
+``eval_results.json``, ``demo.png`` (loss and accuracy); print a CLIP vs LaCLIP table.
 """
 
 from __future__ import annotations
@@ -13,14 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import time
 
-import torch
 from accelerate.state import AcceleratorState
+from datasets import ClassLabel, load_from_disk
 
-from ..modeling import LaCLIPModel
-from ..processing import demo_world
-from ..processing.image_transforms import ImageTransform
+from ..evaluation import run as evaluation
+from ..hub_cards.model_card import model_card
+from ..processing import demo_world, rewrite
+from ..processing.icl import build_prompt
+from ..processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
 from ..processing.tokenization import train_word_tokenizer
 from .arguments import DATACLASSES, load_yaml_config
 from .trainer import LOG_FILE, train
@@ -44,6 +49,8 @@ DEMO_CONFIG = {
     "save_steps": 0,
     "report_to": "none",
 }
+NUM_EXAMPLES = 1  # in-context examples per rewriting prompt: one is what a one-minute LM learns to follow
+DATASET = {"id": "langclip-demo-world", "name": "langclip demo world (held-out phrasings)", "split": "test"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,71 +59,71 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=4096, help="Generated training images.")
     parser.add_argument("--test-images", type=int, default=512, help="Generated held-out test images.")
     parser.add_argument("--max-steps", type=int, default=None, help="Optimizer steps per model (default: the config's).")
+    parser.add_argument("--lm-seconds", type=float, default=60, help="Wall time to fit the rewriting LM.")
+    parser.add_argument("--num-rewrites", type=int, default=3, help="LM rewrites per training caption.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the world, initialisation and data order.")
 
 
-def rewrite_captions(train_set) -> list[list[str]]:
-    """The rewrites of every training caption.
+def fit_rewriting_lm(output_dir: str, seconds: float, seed: int) -> tuple[str, str]:
+    """Write the world's meta pool (JSONL) and fit a tiny LM on ICL prompts built from it; returns (lm, pool).
 
-    STAND-IN for the LM rewriting step (`langclip.processing.rewrite`), which the lead wires in
-    here: until then the world's ground-truth paraphrases serve as oracle rewrites.
+    Each training document is ``build_prompt(web caption, [a pool pair]) + " " + faithful rewrite``,
+    exactly what the rewriting job prompts with and what it should continue with.
     """
-    return [list(p) for p in train_set["paraphrases"]]
+    pool_path, lm_dir = os.path.join(output_dir, "world_pool.jsonl"), os.path.join(output_dir, "rewriting_lm")
+    pool = demo_world.rewrite_pool(seed=seed + 12345)
+    with open(pool_path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(pair) + "\n" for pair in pool)
+    rng = random.Random(seed + 1)
+    documents = []
+    for _ in range(4000):
+        caption = demo_world.web_caption(demo_world.sample_attributes(rng), rng)
+        examples = [(pair["input"], pair["output"]) for pair in rng.sample(pool, NUM_EXAMPLES)]
+        documents.append(build_prompt(caption, examples) + " " + demo_world.faithful_rewrites(caption, rng, 1)[0])
+    build_tiny_causal_lm(documents, lm_dir, hidden_size=96, max_position_embeddings=256, seed=seed)
+    losses = train_tiny_causal_lm(lm_dir, documents, steps=None, seconds=seconds, batch_size=32, lr=4e-3, seed=seed)
+    print(f"rewriting LM: {len(losses)} steps in {seconds:.0f} s, final loss {losses[-1]:.3f}")
+    return lm_dir, pool_path
 
 
-@torch.no_grad()
-def embed(model, tokenizer, transform, images=None, texts=None, batch_size=256) -> torch.Tensor:
-    """Normalised image (or text) embeddings, in batches."""
-    chunks = []
-    items = images if images is not None else texts
-    for start in range(0, len(items), batch_size):
-        part = items[start : start + batch_size]
-        if images is not None:
-            output = model.get_image_features(pixel_values=torch.stack([transform(image) for image in part]))
-        else:
-            tokens = tokenizer(list(part), padding=True, truncation=True, return_tensors="pt")
-            output = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
-        chunks.append(torch.nn.functional.normalize(output.pooler_output, dim=-1))
-    return torch.cat(chunks)
+def rewrite_captions(output_dir: str, train_set, lm_dir: str, pool_path: str, num_rewrites: int, seed: int):
+    """``train_set`` with a ``rewrites`` column written by the `langclip rewrite` job (fallbacks keep the caption)."""
+    captions_dir, rewrites_dir = os.path.join(output_dir, "captions"), os.path.join(output_dir, "rewrites")
+    train_set.select_columns(["id", "caption"]).save_to_disk(captions_dir)
+    parser = argparse.ArgumentParser()
+    rewrite.add_arguments(parser)
+    rewrite.main(parser.parse_args([
+        captions_dir, "--output-dir", rewrites_dir, "--model", lm_dir, "--sources", pool_path,
+        "--num-rewrites", str(num_rewrites), "--num-examples", str(NUM_EXAMPLES), "--max-new-tokens", "24",
+        "--batch-size", "64", "--seed", str(seed), "--device", "cpu",
+    ]))
+    rewritten = load_from_disk(rewrites_dir)
+    if rewritten["id"] != train_set["id"]:
+        raise RuntimeError("the rewriting job returned the captions in another order")
+    ok = [(caption, text) for caption, texts, statuses in
+          zip(rewritten["caption"], rewritten["rewrites"], rewritten["rewrite_status"])
+          for text, status in zip(texts, statuses) if status == "ok"]
+    faithful = sum(demo_world.mentioned_attributes(t) == demo_world.mentioned_attributes(c) for c, t in ok)
+    print(f"{faithful} of {len(ok)} accepted rewrites state exactly what their caption states")
+    return train_set.add_column("rewrites", rewritten["rewrites"])
 
 
-def evaluate(model_dir: str, test_set) -> dict:
-    """Zero-shot top-1 with held-out prompts, and retrieval R@1 with held-out captions.
-
-    STAND-IN for `langclip.evaluation` (zero_shot / retrieval), which the lead wires in here.
-    """
-    from transformers import AutoTokenizer, CLIPImageProcessor
-
-    model = LaCLIPModel.from_pretrained(model_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    transform = ImageTransform.from_image_processor(CLIPImageProcessor.from_pretrained(model_dir))
-    images = embed(model, tokenizer, transform, images=test_set["image"])
-    prompts = [t.format(c) for c in demo_world.CLASS_NAMES for t in demo_world.ZERO_SHOT_TEMPLATES]
-    classes = embed(model, tokenizer, transform, texts=prompts).view(len(demo_world.CLASS_NAMES), -1, images.shape[1])
-    classes = torch.nn.functional.normalize(classes.mean(1), dim=-1)
-    labels = torch.tensor(test_set["label"])
-    zero_shot = (images @ classes.T).argmax(1).eq(labels).float().mean().item()
-    captions = [c for row in test_set["eval_captions"] for c in row]
-    per_image = len(captions) // len(images)
-    owner = torch.arange(len(images)).repeat_interleave(per_image)
-    similarity = images @ embed(model, tokenizer, transform, texts=captions).T
-    image_to_text = owner[similarity.argmax(1)].eq(torch.arange(len(images))).float().mean().item()
-    text_to_image = similarity.argmax(0).eq(owner).float().mean().item()
-    return {"zero_shot_top1": zero_shot, "image_to_text_R@1": image_to_text, "text_to_image_R@1": text_to_image}
+def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:
+    """Eval records of `langclip eval`: zero-shot with held-out templates, retrieval with held-out captions."""
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    common = ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu"]
+    return [
+        evaluation.run_eval(parser.parse_args([*common, "--task", "zero-shot", "--templates", templates_path])),
+        evaluation.run_eval(parser.parse_args([*common, "--task", "retrieval", "--caption-column", "eval_captions"])),
+    ]
 
 
-def write_model_card(model_dir: str, results: dict) -> None:
-    """README.md with model-index results. STAND-IN for `langclip.hub_cards`, which the lead wires in here."""
-    metrics = "\n".join(f"      - type: {name}\n        value: {value:.4f}" for name, value in results.items())
-    card = (
-        "---\nlibrary_name: transformers\ntags: [laclip, clip, demo]\nmodel-index:\n- name: laclip-demo\n  results:\n"
-        "  - task: {type: zero-shot-image-classification}\n    dataset: {name: langclip demo world (held-out phrasings), "
-        f"type: synthetic}}\n    metrics:\n{metrics}\n---\n\n# LaCLIP demo model\n\nA tiny LaCLIP trained by "
-        "`langclip demo` on generated 64 px images of coloured shapes. It loads with "
-        "`LaCLIPModel.from_pretrained` or `transformers.CLIPModel.from_pretrained`.\n"
-    )
-    with open(os.path.join(model_dir, "README.md"), "w") as handle:
-        handle.write(card)
+def headline(records: list[dict]) -> dict:
+    """The demo table's metrics from eval records."""
+    zero_shot, retrieval = (record["metrics"] for record in records)
+    return {"zero_shot_top1": zero_shot["top1"], "image_to_text_R@1": retrieval["image_to_text_R@1"],
+            "text_to_image_R@1": retrieval["text_to_image_R@1"]}
 
 
 def plot(output_dir: str, results: dict) -> None:
@@ -155,14 +162,18 @@ def main(args: argparse.Namespace) -> int:
     print(f"generating the world: {args.train_images} training and {args.test_images} test images")
     train_set = demo_world.make_world(args.train_images, seed=args.seed)
     test_set = demo_world.make_world(args.test_images, seed=args.seed + 1000)
+    test_dir, templates_path = os.path.join(output_dir, "test"), os.path.join(output_dir, "zero_shot_templates.txt")
+    test_set.cast_column("label", ClassLabel(names=demo_world.CLASS_NAMES)).save_to_disk(test_dir)
+    with open(templates_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
     tokenizer = train_word_tokenizer(demo_world.world_vocabulary(), max_length=32)
     tokenizer.save_pretrained(os.path.join(output_dir, "tokenizer"))
 
-    print("rewriting the captions")
-    train_set = train_set.add_column("rewrites", rewrite_captions(train_set))
+    lm_dir, pool_path = fit_rewriting_lm(output_dir, args.lm_seconds, args.seed)
+    train_set = rewrite_captions(output_dir, train_set, lm_dir, pool_path, args.num_rewrites, args.seed)
     train_set.select_columns(["id", "image", "caption", "rewrites"]).save_to_disk(os.path.join(output_dir, "data"))
 
-    results = {}
+    records, results = {}, {}
     for method in ("clip", "laclip"):
         run_dir = os.path.join(output_dir, method)
         values = {**settings, "method": method, "train_data": os.path.join(output_dir, "data"),
@@ -171,9 +182,15 @@ def main(args: argparse.Namespace) -> int:
             os.remove(os.path.join(run_dir, LOG_FILE))
         train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
         AcceleratorState._reset_state(reset_partial_state=True)
-        results[method] = evaluate(run_dir, test_set)
+        records[method] = [{**record, "dataset": {**record["dataset"], **DATASET}}
+                           for record in evaluate(run_dir, test_dir, templates_path)]
+        results[method] = headline(records[method])
 
-    write_model_card(os.path.join(output_dir, "laclip"), results["laclip"])
+    laclip_dir = os.path.join(output_dir, "laclip")
+    with open(os.path.join(laclip_dir, "config.json"), encoding="utf-8") as handle:
+        config = json.load(handle)
+    training = {k: v for k, v in settings.items() if k != "model_config"}
+    model_card(config, "laclip-demo", records["laclip"], training=training).save(os.path.join(laclip_dir, "README.md"))
     with open(os.path.join(output_dir, "eval_results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     plot(output_dir, results)
@@ -182,5 +199,5 @@ def main(args: argparse.Namespace) -> int:
     print(f"\n| model | {' | '.join(metrics)} |\n| --- |{' --- |' * len(metrics)}")
     for name, values in results.items():
         print(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in metrics) + " |")
-    print(f"\nwrote {output_dir}/ (checkpoints, eval_results.json, demo.png) in {time.time() - started:.0f} s")
+    print(f"\nwrote {output_dir}/ (checkpoints, rewrites, eval_results.json, demo.png) in {time.time() - started:.0f} s")
     return 0

@@ -337,7 +337,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         epoch += 1
     progress.close()
     summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
-    save_final(accelerator, model, tokenizer, processor, model_args, train_args, state)
+    save_final(accelerator, model, tokenizer, processor, model_args, train_args, state,
+               training={k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()})
     if data_args.skip_bad_samples:
         accelerator.print(f"skipped {state['skipped_samples']} unreadable samples")
     accelerator.end_training()
@@ -370,8 +371,12 @@ def log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progres
                         | {"samples_per_s": samples_per_second}, step=state["step"])
 
 
-def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state) -> None:
-    """`save_pretrained` of the model (LoRA merged), tokenizer and image processor; optionally push to the Hub."""
+def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training: dict) -> None:
+    """`save_pretrained` of the model (LoRA merged), tokenizer and image processor, and a model card
+    (README.md) that lists ``training``; with --push-to-hub, push the folder without its checkpoints."""
+    from ..hub_cards.model_card import model_card
+    from ..hub_cards.push import push_model
+
     accelerator.wait_for_everyone()
     if not accelerator.is_main_process:
         return
@@ -384,13 +389,14 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
     processor.save_pretrained(output_dir)
     with open(os.path.join(output_dir, STATE_FILE), "w") as handle:
         json.dump(state, handle)
+    name = train_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
+    shown_elsewhere = ("method", "model_config", "output_dir", "push_to_hub", "hub_model_id")
+    training = {k: v for k, v in training.items() if v is not None and k not in shown_elsewhere}
+    model_card(model.config.to_dict(), name, training=training).save(os.path.join(output_dir, "README.md"))
     if train_args.push_to_hub:
-        from huggingface_hub import HfApi
-
-        api = HfApi()
-        api.create_repo(train_args.hub_model_id, exist_ok=True)
-        api.upload_folder(repo_id=train_args.hub_model_id, folder_path=output_dir,
-                          ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*", "runs/*", "langclip/*"])
+        url = push_model(output_dir, train_args.hub_model_id, ignore_patterns=[
+            f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*", "runs/*"])
+        print(f"pushed {output_dir} to {url}")
 
 
 def main(args) -> int:
