@@ -101,3 +101,12 @@ def test_faithful_rewrites_state_what_the_caption_states_and_nothing_more():
     assert "a large square" in rewrite
     for pair in world.rewrite_pool(num_pairs=20):
         assert world.mentioned_attributes(pair["output"]) == world.mentioned_attributes(pair["input"])
+
+
+def test_world_restricted_to_some_classes():
+    held_out = ["red star", "blue circle"]
+    rows = world.make_world(40, seed=3, classes=held_out)
+    assert set(rows["class_name"]) == set(held_out)
+    assert all(world.CLASS_NAMES[label] == name for label, name in zip(rows["label"], rows["class_name"]))
+    with pytest.raises(ValueError, match="unknown: \\['pink star'\\]"):
+        world.make_world(4, classes=["pink star"])

@@ -22,7 +22,7 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     try:
         assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
                          "--train-images", "48", "--test-images", "24", "--max-steps", "3",
-                         "--lm-seconds", "3", "--num-rewrites", "2"]) == 0
+                         "--lm-steps", "3", "--num-rewrites", "2"]) == 0
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     printed = capsys.readouterr().out

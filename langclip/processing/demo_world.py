@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 
 import datasets
 import numpy as np
@@ -198,13 +199,22 @@ def rewrite_pool(num_pairs: int = 48, seed: int = 12345) -> list[dict]:
     return pairs
 
 
-def make_world(num_images: int, seed: int = 0, num_paraphrases: int = 4) -> datasets.Dataset:
-    """``num_images`` rows: image, caption, paraphrases, eval_captions, synthetic_caption, label, class_name, attributes, id."""
+def make_world(
+    num_images: int, seed: int = 0, num_paraphrases: int = 4, classes: Sequence[str] = CLASS_NAMES
+) -> datasets.Dataset:
+    """``num_images`` rows of the given ``classes`` (default all): image, caption, paraphrases,
+    eval_captions, synthetic_caption, label (index in `CLASS_NAMES`), class_name, attributes, id."""
+    unknown = sorted(set(classes) - set(CLASS_NAMES))
+    if unknown or not classes:
+        raise ValueError(f"classes must be a non-empty subset of CLASS_NAMES; unknown: {unknown}")
     rng = random.Random(seed)
     rows = []
     for index in range(num_images):
         attributes = sample_attributes(rng)
         class_name = f"{attributes['colour']} {attributes['shape']}"
+        while class_name not in classes:
+            attributes = sample_attributes(rng)
+            class_name = f"{attributes['colour']} {attributes['shape']}"
         rows.append({
             "id": f"{seed}-{index}",
             "image": render(attributes, rng),

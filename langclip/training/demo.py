@@ -1,7 +1,7 @@
 """`langclip demo` (`make demo`): CLIP vs LaCLIP on the generated shapes world, end to end on a CPU.
 
-Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM for about
-a minute on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
+Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM (about a
+minute) on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
 web caption with the real `langclip rewrite` job (prompt, text-generation pipeline, cleaning);
 train a word tokenizer, then CLIP (web captions) and LaCLIP (aug_T over the caption and its
 rewrites) with the real trainer; evaluate both with `langclip eval`'s code (zero-shot
@@ -59,12 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=4096, help="Generated training images.")
     parser.add_argument("--test-images", type=int, default=512, help="Generated held-out test images.")
     parser.add_argument("--max-steps", type=int, default=None, help="Optimizer steps per model (default: the config's).")
-    parser.add_argument("--lm-seconds", type=float, default=60, help="Wall time to fit the rewriting LM.")
+    parser.add_argument(
+        "--lm-steps", type=int, default=300, help="Steps to fit the rewriting LM (300: about a minute on 2 cores)."
+    )
     parser.add_argument("--num-rewrites", type=int, default=3, help="LM rewrites per training caption.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the world, initialisation and data order.")
 
 
-def fit_rewriting_lm(output_dir: str, seconds: float, seed: int) -> tuple[str, str]:
+def fit_rewriting_lm(output_dir: str, steps: int, seed: int) -> tuple[str, str]:
     """Write the world's meta pool (JSONL) and fit a tiny LM on ICL prompts built from it; returns (lm, pool).
 
     Each training document is ``build_prompt(web caption, [a pool pair]) + " " + faithful rewrite``,
@@ -81,25 +83,32 @@ def fit_rewriting_lm(output_dir: str, seconds: float, seed: int) -> tuple[str, s
         examples = [(pair["input"], pair["output"]) for pair in rng.sample(pool, NUM_EXAMPLES)]
         documents.append(build_prompt(caption, examples) + " " + demo_world.faithful_rewrites(caption, rng, 1)[0])
     build_tiny_causal_lm(documents, lm_dir, hidden_size=96, max_position_embeddings=256, seed=seed)
-    losses = train_tiny_causal_lm(lm_dir, documents, steps=None, seconds=seconds, batch_size=32, lr=4e-3, seed=seed)
-    print(f"rewriting LM: {len(losses)} steps in {seconds:.0f} s, final loss {losses[-1]:.3f}")
+    losses = train_tiny_causal_lm(lm_dir, documents, steps=steps, batch_size=32, lr=4e-3, seed=seed)
+    print(f"rewriting LM: {steps} steps, final loss {losses[-1]:.3f}")
     return lm_dir, pool_path
 
 
-def rewrite_captions(output_dir: str, train_set, lm_dir: str, pool_path: str, num_rewrites: int, seed: int):
-    """``train_set`` with a ``rewrites`` column written by the `langclip rewrite` job (fallbacks keep the caption)."""
-    captions_dir, rewrites_dir = os.path.join(output_dir, "captions"), os.path.join(output_dir, "rewrites")
+def run_rewrite_job(train_set, output_dir: str, flags: list[str]):
+    """The `langclip rewrite` job with ``flags`` on ``train_set``'s captions; returns its output dataset, rows aligned."""
+    captions_dir = os.path.join(output_dir, "captions")
     train_set.select_columns(["id", "caption"]).save_to_disk(captions_dir)
     parser = argparse.ArgumentParser()
     rewrite.add_arguments(parser)
-    rewrite.main(parser.parse_args([
-        captions_dir, "--output-dir", rewrites_dir, "--model", lm_dir, "--sources", pool_path,
-        "--num-rewrites", str(num_rewrites), "--num-examples", str(NUM_EXAMPLES), "--max-new-tokens", "24",
-        "--batch-size", "64", "--seed", str(seed), "--device", "cpu",
-    ]))
-    rewritten = load_from_disk(rewrites_dir)
+    rewrite.main(parser.parse_args([captions_dir, *flags]))
+    rewritten = load_from_disk(flags[flags.index("--output-dir") + 1])
     if rewritten["id"] != train_set["id"]:
         raise RuntimeError("the rewriting job returned the captions in another order")
+    return rewritten
+
+
+def rewrite_captions(output_dir: str, train_set, lm_dir: str, pool_path: str, num_rewrites: int, seed: int):
+    """``train_set`` with a ``rewrites`` column written by the LM through `langclip rewrite` (fallbacks keep the
+    caption); prints how many accepted rewrites state exactly what their caption states."""
+    rewritten = run_rewrite_job(train_set, output_dir, [
+        "--output-dir", os.path.join(output_dir, "rewrites"), "--model", lm_dir, "--sources", pool_path,
+        "--num-rewrites", str(num_rewrites), "--num-examples", str(NUM_EXAMPLES), "--max-new-tokens", "24",
+        "--batch-size", "64", "--seed", str(seed), "--device", "cpu",
+    ])
     ok = [(caption, text) for caption, texts, statuses in
           zip(rewritten["caption"], rewritten["rewrites"], rewritten["rewrite_status"])
           for text, status in zip(texts, statuses) if status == "ok"]
@@ -108,15 +117,37 @@ def rewrite_captions(output_dir: str, train_set, lm_dir: str, pool_path: str, nu
     return train_set.add_column("rewrites", rewritten["rewrites"])
 
 
-def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:
-    """Eval records of `langclip eval`: zero-shot with held-out templates, retrieval with held-out captions."""
+def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_world.CLASS_NAMES) -> tuple[str, str]:
+    """Save ``test_set`` for `langclip eval`, its labels a `ClassLabel` over ``classes`` (a zero-shot task among
+    them), and the zero-shot templates file; returns (dataset folder, templates file)."""
+    test_dir, templates_path = os.path.join(output_dir, name), os.path.join(output_dir, "zero_shot_templates.txt")
+    labels = [list(classes).index(class_name) for class_name in test_set["class_name"]]
+    test_set = test_set.remove_columns("label").add_column("label", labels)
+    test_set.cast_column("label", ClassLabel(names=list(classes))).save_to_disk(test_dir)
+    with open(templates_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
+    return test_dir, templates_path
+
+
+def train_run(values: dict) -> None:
+    """`trainer.train` on a flat dict of training arguments (as in a YAML config)."""
+    train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
+    """The eval record of `langclip eval --model model_dir --dataset test_dir --split test *flags` on the CPU."""
     parser = argparse.ArgumentParser()
     evaluation.add_arguments(parser)
-    common = ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu"]
-    return [
-        evaluation.run_eval(parser.parse_args([*common, "--task", "zero-shot", "--templates", templates_path])),
-        evaluation.run_eval(parser.parse_args([*common, "--task", "retrieval", "--caption-column", "eval_captions"])),
-    ]
+    return evaluation.run_eval(parser.parse_args(
+        ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu",
+         *flags]))
+
+
+def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:
+    """Eval records: zero-shot with held-out templates, retrieval with held-out captions."""
+    return [eval_record(model_dir, test_dir, "--task", "zero-shot", "--templates", templates_path),
+            eval_record(model_dir, test_dir, "--task", "retrieval", "--caption-column", "eval_captions")]
 
 
 def headline(records: list[dict]) -> dict:
@@ -162,14 +193,11 @@ def main(args: argparse.Namespace) -> int:
     print(f"generating the world: {args.train_images} training and {args.test_images} test images")
     train_set = demo_world.make_world(args.train_images, seed=args.seed)
     test_set = demo_world.make_world(args.test_images, seed=args.seed + 1000)
-    test_dir, templates_path = os.path.join(output_dir, "test"), os.path.join(output_dir, "zero_shot_templates.txt")
-    test_set.cast_column("label", ClassLabel(names=demo_world.CLASS_NAMES)).save_to_disk(test_dir)
-    with open(templates_path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
+    test_dir, templates_path = save_test_set(test_set, output_dir)
     tokenizer = train_word_tokenizer(demo_world.world_vocabulary(), max_length=32)
     tokenizer.save_pretrained(os.path.join(output_dir, "tokenizer"))
 
-    lm_dir, pool_path = fit_rewriting_lm(output_dir, args.lm_seconds, args.seed)
+    lm_dir, pool_path = fit_rewriting_lm(output_dir, args.lm_steps, args.seed)
     train_set = rewrite_captions(output_dir, train_set, lm_dir, pool_path, args.num_rewrites, args.seed)
     train_set.select_columns(["id", "image", "caption", "rewrites"]).save_to_disk(os.path.join(output_dir, "data"))
 
@@ -180,8 +208,7 @@ def main(args: argparse.Namespace) -> int:
                   "tokenizer_name_or_path": os.path.join(output_dir, "tokenizer"), "output_dir": run_dir}
         if os.path.exists(os.path.join(run_dir, LOG_FILE)):
             os.remove(os.path.join(run_dir, LOG_FILE))
-        train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
-        AcceleratorState._reset_state(reset_partial_state=True)
+        train_run(values)
         records[method] = [{**record, "dataset": {**record["dataset"], **DATASET}}
                            for record in evaluate(run_dir, test_dir, templates_path)]
         results[method] = headline(records[method])
