@@ -109,8 +109,9 @@ class World:
         output_dir = os.path.join(self.root, "runs", f"{name}-seed{seed}")
         demo.train_run({
             **demo.DEMO_CONFIG, "model_config": json.dumps(MODEL_CONFIG), "max_steps": self.steps,
-            "per_device_batch_size": self.batch_size, "warmup_steps": max(1, self.steps // 8), "method": method, "train_data": self.data(data),
-            "tokenizer_name_or_path": self.tokenizer_dir, "output_dir": output_dir, "seed": seed, **extra,
+            "per_device_batch_size": self.batch_size, "warmup_steps": max(1, self.steps // 8), "method": method,
+            "train_data": self.data(data), "tokenizer_name_or_path": self.tokenizer_dir, "output_dir": output_dir,
+            "seed": seed, **extra,
         })
         return output_dir
 
