@@ -19,6 +19,7 @@ COMMANDS = {
     "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),
     "meta-pairs": ("langclip.processing.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
     "rewrite": ("langclip.processing.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
+    "differences": ("langclip.processing.differences", "Write pairwise image-difference texts with an LLM (PC-CLIP)."),
 }
 
 

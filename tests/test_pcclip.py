@@ -68,14 +68,20 @@ def test_cached_image_embeddings_give_the_same_loss(tiny_config, tokenizer, imag
 
 def test_optional_clip_loss_is_added(tiny_config, tokenizer, images):
     model = LaCLIPModel(tiny_config).eval()
-    batch = DifferenceCollator(tokenizer, 16, lambda i: images[int(i)])(ROWS)
-    captions = tokenizer(["a red circle", "blue square", "a star", "two shapes"], padding=True, return_tensors="pt")
-    clip_batch = {"pixel_values": images, **captions}
-    clip_only = model(**clip_batch, return_loss=True).loss
-    combined = pcclip_loss(model, batch, clip_weight=0.5, clip_batch=clip_batch)
-    torch.testing.assert_close(combined, pcclip_loss(model, batch) + 0.5 * clip_only)
-    with pytest.raises(ValueError, match="needs an image-caption clip_batch"):
-        pcclip_loss(model, batch, clip_weight=0.5)
+    captions = ["a red circle", "blue square", "a star", "two shapes"]
+    batch = DifferenceCollator(tokenizer, 16, lambda i: images[int(i)], lambda i: captions[int(i)])(ROWS)
+    assert tokenizer.batch_decode(batch["caption_input_ids"], skip_special_tokens=True) == [
+        captions[0], captions[2], captions[1]
+    ]  # the captions of the a images
+    a = [0, 2, 1]
+    clip_only = model(
+        pixel_values=images[a], input_ids=batch["caption_input_ids"], attention_mask=batch["caption_attention_mask"],
+        return_loss=True,
+    ).loss
+    torch.testing.assert_close(pcclip_loss(model, batch, clip_weight=0.5), pcclip_loss(model, batch) + 0.5 * clip_only)
+    no_captions = DifferenceCollator(tokenizer, 16, lambda i: images[int(i)])(ROWS)
+    with pytest.raises(ValueError, match="needs the captions of the a images"):
+        pcclip_loss(model, no_captions, clip_weight=0.5)
 
 
 @pytest.mark.parametrize(

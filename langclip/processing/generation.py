@@ -203,6 +203,19 @@ class ChunkedMapJob:
             if bars_were_enabled:
                 datasets.enable_progress_bars()
 
+    def run_and_merge(self, dataset: Dataset, shard_index: int = 0) -> Dataset | None:
+        """`run` this shard, then, on the main process once every shard is done, `merge`; else None."""
+        self.run(dataset, shard_index)
+        state = process_state()
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            return None
+        missing = self.missing_chunks(len(dataset))
+        if missing:
+            print(f"shard {shard_index} is done; shards {sorted(missing)} are not. Rerun any shard then to merge.")
+            return None
+        return self.merge(dataset)
+
     def missing_chunks(self, num_rows: int) -> dict[int, int]:
         """{shard index: number of unfinished chunks} over all shards."""
         missing = {

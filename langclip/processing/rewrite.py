@@ -360,15 +360,9 @@ def main(args) -> int:
             rewriter, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size,
             num_shards, args.seed, args.id_column, unit="caption",
         )  # fmt: skip
-        job.run(dataset, shard_index)
-        state.wait_for_everyone()
-        if not state.is_main_process:
+        merged = job.run_and_merge(dataset, shard_index)
+        if merged is None:
             return 0
-        missing = job.missing_chunks(len(dataset))
-        if missing:
-            print(f"shard {shard_index} is done; shards {sorted(missing)} are not. Rerun any shard then to merge.")
-            return 0
-        merged = job.merge(dataset)
         merged.save_to_disk(str(output))
         summary = {**summarize(merged), "config": config}
         (output / "README.md").write_text(dataset_card(summary, config), encoding="utf-8")

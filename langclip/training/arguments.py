@@ -12,7 +12,7 @@ import json
 import yaml
 from transformers import HfArgumentParser
 
-METHOD_NAMES = ("clip", "laclip", "laclip-mt")
+METHOD_NAMES = ("clip", "laclip", "laclip-mt", "pcclip")
 
 
 def _help(text: str, **kwargs):
@@ -40,7 +40,7 @@ class ModelArguments:
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
     torch_compile: bool = _help("Compile the model with torch.compile.", default=False)
     torch_compile_backend: str = _help("torch.compile backend (inductor, aot_eager, eager, ...).", default="inductor")
-    lora_r: int = _help("LoRA rank for finetuning a pretrained CLIP through peft; 0 trains all weights.", default=0)
+    lora_r: int = _help("LoRA rank for finetuning a pretrained CLIP through peft; 0 trains all weights (pcclip: the text layers).", default=0)
     lora_alpha: int = _help("LoRA scaling alpha.", default=16)
     lora_dropout: float = _help("LoRA dropout.", default=0.0)
     lora_target_modules: list[str] = _help(
@@ -71,6 +71,14 @@ class DataArguments:
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
     )
     num_workers: int = _help("DataLoader worker processes.", default=0)
+    difference_data: str | None = _help(
+        "pcclip: rows (id_a, id_b, difference) joined by id to --train-data's images (`langclip differences` output, "
+        "JSON(L), CSV, Parquet or Hub id).",
+        default=None,
+    )
+    precompute_image_embeddings: bool = _help(
+        "pcclip: embed every paired image once with the frozen image tower instead of in every batch.", default=False
+    )
 
 
 @dataclass
@@ -92,6 +100,10 @@ class TrainArguments:
     adam_beta1: float = _help("AdamW beta1.", default=0.9)
     adam_beta2: float = _help("AdamW beta2.", default=0.98)
     adam_eps: float = _help("AdamW epsilon.", default=1e-8)
+    clip_loss_weight: float = _help(
+        "pcclip: weight of the standard CLIP loss on the a images and their captions, added to the difference loss.",
+        default=0.0,
+    )
     max_grad_norm: float | None = _help("Clip the gradient norm to this value (default: no clipping).", default=None)
     mixed_precision: str = _help("Mixed precision: no, bf16 or fp16.", default="no")
     max_bad_steps: int = _help("Abort after this many steps with a non-finite loss or gradient.", default=10)

@@ -1,4 +1,4 @@
-"""The training loop on `accelerate.Accelerator`: CLIP, LaCLIP and LaCLIP-MT.
+"""The training loop on `accelerate.Accelerator`: CLIP, LaCLIP, LaCLIP-MT and PC-CLIP finetuning.
 
 `train(model_args, data_args, train_args)` is what ``accelerate launch train.py`` and
 ``langclip train`` run. One optimizer step sees a contrastive batch of
@@ -34,6 +34,8 @@ from ..processing.image_transforms import ImageTransform
 from ..processing.text_augment import ContrastiveCollator, TextAugmenter
 from .arguments import DataArguments, ModelArguments, TrainArguments, add_arguments, arguments_from_namespace
 from .optim import build_optimizer, learning_rate, set_learning_rate
+from .pcclip import (TEXT_LAYER_LORA_TARGETS, PCCLIPLoss, difference_features, freeze_all_but_text_layers,
+                     setup_pcclip)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LOG_FILE = "train_log.jsonl"
@@ -75,6 +77,9 @@ class Method:
     make_collator: Callable = contrastive_collator
     features: Callable = contrastive_features
     config_overrides: dict = field(default_factory=dict)
+    freeze: Callable | None = None  # model -> None: which parameters train when not using LoRA (default: all)
+    lora_targets: str | None = None  # LoRA target regex (default: --lora-target-modules)
+    setup: Callable | None = None  # (method, model, dataset, ...) -> (method, rows, collator): a method's own data
 
 
 METHODS = {
@@ -82,6 +87,8 @@ METHODS = {
     "laclip": Method(LaCLIPModel, clip_loss, rewrites=True),
     "laclip-mt": Method(LaCLIPModel, multi_positive_clip_loss, rewrites=True, multi_positive=True,
                         config_overrides={"multi_positive": True}),
+    "pcclip": Method(LaCLIPModel, PCCLIPLoss(), features=difference_features, freeze=freeze_all_but_text_layers,
+                     lora_targets=TEXT_LAYER_LORA_TARGETS, setup=setup_pcclip),
 }
 
 
@@ -170,10 +177,10 @@ def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIP
     return method.model_class(config)
 
 
-def add_lora(model, model_args: ModelArguments):
+def add_lora(model, model_args: ModelArguments, targets: str | None = None):
     from peft import LoraConfig, get_peft_model
 
-    targets = model_args.lora_target_modules
+    targets = [targets] if targets else model_args.lora_target_modules
     config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                         target_modules=targets[0] if len(targets) == 1 else targets)
     return get_peft_model(model, config)
@@ -253,7 +260,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if model_args.lora_r > 0:
-        model = add_lora(model, model_args)
+        model = add_lora(model, model_args, method.lora_targets)
+    elif method.freeze is not None:
+        method.freeze(model)
 
     dataset = load_image_text_dataset(
         data_args.train_data, split=data_args.split, image_column=data_args.image_column,
@@ -268,6 +277,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     transform = ImageTransform.from_image_processor(processor, train=True, seed=train_args.seed)
     collator = method.make_collator(method, tokenizer, max_length, transform, data_args, num_texts, train_args.seed)
+    if method.setup is not None:  # pcclip: rows of image pairs joined by id, and the loss set from the arguments
+        method, dataset, collator = method.setup(method, model, dataset, tokenizer, max_length, processor, data_args,
+                                                 train_args, accelerator.device)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
         drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,

@@ -1,0 +1,151 @@
+"""The PC-CLIP part of `langclip demo`: finetune a CLIP on pairwise differences, compare it with its base.
+
+`run` takes the demo world (`langclip.processing.demo_world`) and a base CLIP checkpoint
+(``settings["base_model"]``; without one it first trains a CLIP with the demo settings),
+writes the world's ground-truth difference texts (`demo_world.describe_difference`) for
+random training pairs, finetunes with ``--method pcclip`` through `trainer.train`
+(text transformer layers only, precomputed image embeddings), and evaluates base and
+finetuned models on held-out test pairs:
+
+- difference classification (`evaluation.differences`): mean ± standard error over three
+  samples of held-out pairs;
+- attribute ranking: Spearman / Kendall of the test images' projections on the text
+  direction "larger" (truth: size) and "more shapes" (truth: count);
+- zero-shot top-1 with the plain "This is a photo of a {c}" classifier and with
+  comparative prompting (alpha = 0.9) from the colour/shape differences between classes.
+
+Everything goes under ``output_dir/pcclip/``: ``data`` and ``differences.jsonl`` (training
+pairs), ``base`` (when trained here), ``model`` (the finetuned checkpoint), ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from accelerate.state import AcceleratorState
+from transformers import AutoTokenizer, CLIPImageProcessor
+
+from ..evaluation.differences import (
+    CLASS_PROMPT,
+    attribute_ranking,
+    comparative_class_embeddings,
+    difference_classification,
+    mean_and_stderr,
+)
+from ..evaluation.features import encode_images, encode_texts
+from ..evaluation.zero_shot import zero_shot_accuracy
+from ..modeling import LaCLIPModel
+from ..processing import demo_world
+from ..processing.differences import sample_pairs
+from ..processing.image_transforms import ImageTransform
+from .arguments import DATACLASSES
+from .trainer import train
+
+ATTRIBUTES = ("shape", "colour", "size", "position", "count")
+LARGER = "The shapes in the first image are larger than the shapes in the second image."
+MORE = "The first image has more shapes than the second: three instead of one."
+FINETUNE = {"per_device_batch_size": 64, "max_steps": 150, "lr": 1e-4, "warmup_steps": 10, "weight_decay": 0.0,
+            "precompute_image_embeddings": True, "save_steps": 0, "report_to": "none"}
+EVAL_SEEDS = (0, 1, 2)
+
+
+def difference_pairs(dataset, num_pairs: int, seed: int) -> list[dict]:
+    """Random ordered pairs with at least one differing attribute and their ground-truth difference text."""
+    ids = dataset["id"]
+    known = {image_id: dict(zip(ATTRIBUTES, values)) for image_id, *values in
+             zip(ids, *(dataset[name] for name in ATTRIBUTES))}  # fmt: skip
+    pairs = [(a, b) for a, b in sample_pairs(ids, 2 * num_pairs, seed=seed) if known[a] != known[b]][:num_pairs]
+    return [{"id_a": a, "id_b": b, "difference": demo_world.describe_difference(known[a], known[b])} for a, b in pairs]
+
+
+def _train(values: dict) -> None:
+    train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@torch.no_grad()
+def evaluate(model_dir: str, test_set, test_pairs: list[list[dict]]) -> dict:
+    """Difference classification (mean and stderr over the pair samples), attribute ranking, zero-shot with and
+    without comparative prompting."""
+    model = LaCLIPModel.from_pretrained(model_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    transform = ImageTransform.from_image_processor(CLIPImageProcessor.from_pretrained(model_dir))
+    images = test_set["image"]
+    features = encode_images(model, (torch.stack([transform(image) for image in images[i : i + 256]])
+                                     for i in range(0, len(images), 256)), progress=False)  # fmt: skip
+    row = {image_id: i for i, image_id in enumerate(test_set["id"])}
+
+    def text(texts):
+        return encode_texts(model, tokenizer, texts, progress=False)
+
+    accuracies = []
+    for pairs in test_pairs:
+        a = features[[row[p["id_a"]] for p in pairs]]
+        b = features[[row[p["id_b"]] for p in pairs]]
+        accuracies.append(difference_classification(a, b, text([p["difference"] for p in pairs])))
+    accuracy, stderr = mean_and_stderr(accuracies)
+    larger, more = text([LARGER, MORE])
+    size = attribute_ranking(features, larger, [demo_world.SIZES[s] for s in test_set["size"]])
+    count = attribute_ranking(features, more, test_set["count"])
+
+    classes = [dict(zip(("colour", "shape"), name.split())) for name in demo_world.CLASS_NAMES]
+    plain = text([CLASS_PROMPT.format(name) for name in demo_world.CLASS_NAMES])
+    base = {"size": "large", "position": "centre", "count": 1}
+    known = [(i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j]
+    descriptions = text([demo_world.describe_difference({**classes[i], **base}, {**classes[j], **base})
+                         for i, j in known])  # fmt: skip
+    comparative = comparative_class_embeddings(plain, [(i, j, e) for (i, j), e in zip(known, descriptions)], 0.9)
+    labels = torch.tensor(test_set["label"])
+    return {
+        "difference_accuracy": accuracy,
+        "difference_accuracy_stderr": stderr,
+        "size_spearman": size["spearman"],
+        "size_kendall": size["kendall"],
+        "count_spearman": count["spearman"],
+        "count_kendall": count["kendall"],
+        "zero_shot_top1": zero_shot_accuracy(features, plain, labels, (1,))["top1"],
+        "zero_shot_top1_comparative": zero_shot_accuracy(features, comparative, labels, (1,))["top1"],
+    }
+
+
+def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict, seed: int = 0) -> dict:
+    """Finetune ``settings["base_model"]`` (or a CLIP trained here) with PC-CLIP; returns and prints
+    {"base": metrics, "pcclip": metrics} on held-out pairs (see the module docstring).
+
+    ``settings`` are the demo's training settings; ``pcclip_max_steps`` and ``pcclip_pairs``
+    (default: 4 per training image) size the finetuning.
+    """
+    folder = os.path.join(output_dir, "pcclip")
+    os.makedirs(folder, exist_ok=True)
+    data_dir, differences = os.path.join(folder, "data"), os.path.join(folder, "differences.jsonl")
+    train_set.select_columns(["id", "image", "caption"]).save_to_disk(data_dir)
+    pairs = difference_pairs(train_set, settings.get("pcclip_pairs", 4 * len(train_set)), seed)
+    with open(differences, "w") as handle:
+        handle.writelines(json.dumps(pair) + "\n" for pair in pairs)
+
+    common = {"train_data": data_dir, "seed": seed, "report_to": "none", "save_steps": 0}
+    base_model = settings.get("base_model")
+    if base_model is None:
+        base_model = os.path.join(folder, "base")
+        print("pcclip: training a base CLIP")
+        _train({**settings, **common, "method": "clip", "tokenizer_name_or_path": tokenizer_dir,
+                "output_dir": base_model})  # fmt: skip
+    tuned = os.path.join(folder, "model")
+    print(f"pcclip: finetuning {base_model} on {len(pairs)} difference texts")
+    max_steps = settings.get("pcclip_max_steps", FINETUNE["max_steps"])
+    _train({**FINETUNE, **common, "method": "pcclip", "model_name_or_path": base_model, "difference_data": differences,
+            "output_dir": tuned, "max_steps": max_steps,
+            "per_device_batch_size": min(FINETUNE["per_device_batch_size"], len(pairs))})  # fmt: skip
+
+    test_pairs = [difference_pairs(test_set, len(test_set), seed + 1 + s) for s in EVAL_SEEDS]
+    results = {"base": evaluate(base_model, test_set, test_pairs), "pcclip": evaluate(tuned, test_set, test_pairs)}
+    with open(os.path.join(folder, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    metrics = list(results["base"])
+    print(f"\nPC-CLIP on held-out pairs ({len(test_pairs[0])} pairs x {len(EVAL_SEEDS)} samples)")
+    print(f"| model | {' | '.join(metrics)} |\n| --- |{' --- |' * len(metrics)}")
+    for name, values in results.items():
+        print(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in metrics) + " |")
+    return results
