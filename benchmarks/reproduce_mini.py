@@ -32,6 +32,7 @@ import time
 from langclip.processing import demo_world
 from langclip.processing.tokenization import train_word_tokenizer
 from langclip.training import demo
+from langclip.training.trainer import train_in_process
 
 HELD_OUT_CLASSES = ["red star", "green circle", "blue triangle", "yellow square"]
 MODEL_CONFIG = {
@@ -107,7 +108,7 @@ class World:
     def train(self, name: str, method: str, data: str, seed: int, **extra) -> str:
         """Train ``method`` on ``data`` with ``seed``; returns the checkpoint folder."""
         output_dir = os.path.join(self.root, "runs", f"{name}-seed{seed}")
-        demo.train_run({
+        train_in_process({
             **demo.DEMO_CONFIG, "model_config": json.dumps(MODEL_CONFIG), "max_steps": self.steps,
             "per_device_batch_size": self.batch_size, "warmup_steps": max(1, self.steps // 8), "method": method,
             "train_data": self.data(data), "tokenizer_name_or_path": self.tokenizer_dir, "output_dir": output_dir,

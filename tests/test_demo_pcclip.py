@@ -19,7 +19,6 @@ TINY = {
     }),
     "per_device_batch_size": 16,
     "max_steps": 2,
-    "pcclip_max_steps": 3,
 }
 
 
@@ -39,7 +38,8 @@ def test_run_trains_a_base_finetunes_and_reports(tmp_path, capsys):
     train_set, test_set = demo_world.make_world(32, seed=0), demo_world.make_world(16, seed=1000)
     tokenizer = train_word_tokenizer(demo_world.world_vocabulary(), max_length=32)
     tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
-    results = demo_pcclip.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), TINY, seed=0)
+    results = demo_pcclip.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), TINY, seed=0,
+                              max_steps=3)
 
     assert set(results) == {"base", "pcclip"}
     for values in results.values():

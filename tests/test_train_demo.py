@@ -22,7 +22,7 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     try:
         assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
                          "--train-images", "48", "--test-images", "24", "--max-steps", "3",
-                         "--lm-steps", "3", "--num-rewrites", "2"]) == 0
+                         "--lm-steps", "3", "--num-rewrites", "2", "--pcclip-steps", "2"]) == 0
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     printed = capsys.readouterr().out
@@ -32,9 +32,10 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     assert (out / "rewrites" / "rewrite_summary.json").exists()
     assert "| model | zero_shot_top1 | image_to_text_R@1 | text_to_image_R@1 |" in printed
     results = json.loads((out / "eval_results.json").read_text())
-    assert set(results) == {"clip", "laclip"}
-    for values in results.values():
-        assert all(0 <= v <= 1 for v in values.values())
+    assert set(results) == {"clip", "laclip", "pcclip"}
+    for values in (results["clip"], results["laclip"], results["pcclip"]["base"], results["pcclip"]["pcclip"]):
+        assert all(-1 <= v <= 1 for v in values.values())
+    assert "PC-CLIP on held-out pairs" in printed
     assert (out / "demo.png").read_bytes().startswith(b"\x89PNG")
     card = (out / "laclip" / "README.md").read_text()
     assert "model-index" in card and f"{results['laclip']['zero_shot_top1']:.4f}" in card

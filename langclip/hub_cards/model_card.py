@@ -42,7 +42,7 @@ METHODS = {
         "The text encoder sees a partial synthetic caption, and an autoregressive captioner conditioned "
         "on the image and the web caption predicts the full synthetic caption.",
     ),
-    "pc-clip": (
+    "pcclip": (
         "PC-CLIP",
         "CLIP fine-tuned so that differences of image embeddings align with LLM-written descriptions "
         "of how two images differ.",

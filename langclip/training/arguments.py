@@ -155,6 +155,15 @@ def load_yaml_config(path: str) -> dict:
     return values
 
 
+def arguments_from_dict(values: dict):
+    """(ModelArguments, DataArguments, TrainArguments) from a flat mapping of argument names to values."""
+    known = {f.name for dtype in DATACLASSES for f in fields(dtype)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown training arguments: {', '.join(unknown)}")
+    return tuple(dtype(**{f.name: values[f.name] for f in fields(dtype) if f.name in values}) for dtype in DATACLASSES)
+
+
 def arguments_from_namespace(namespace: argparse.Namespace):
     """(ModelArguments, DataArguments, TrainArguments) from explicitly given flags over the ``config`` YAML."""
     explicit = dict(vars(namespace))

@@ -18,7 +18,6 @@ import os
 import random
 import time
 
-from accelerate.state import AcceleratorState
 from datasets import ClassLabel, load_from_disk
 
 from ..evaluation import run as evaluation
@@ -27,8 +26,9 @@ from ..processing import demo_world, rewrite
 from ..processing.icl import build_prompt
 from ..processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
 from ..processing.tokenization import train_word_tokenizer
-from .arguments import DATACLASSES, load_yaml_config
-from .trainer import LOG_FILE, train
+from . import demo_pcclip
+from .arguments import load_yaml_config
+from .trainer import LOG_FILE, train_in_process
 
 # The embedded default run; configs/demo.yaml holds the same values (a test keeps them equal).
 DEMO_CONFIG = {
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lm-steps", type=int, default=300, help="Steps to fit the rewriting LM (300: about a minute on 2 cores)."
     )
     parser.add_argument("--num-rewrites", type=int, default=3, help="LM rewrites per training caption.")
+    parser.add_argument("--pcclip-steps", type=int, default=150, help="PC-CLIP finetuning steps from the CLIP model.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the world, initialisation and data order.")
 
 
@@ -127,12 +128,6 @@ def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_wo
     with open(templates_path, "w", encoding="utf-8") as handle:
         handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
     return test_dir, templates_path
-
-
-def train_run(values: dict) -> None:
-    """`trainer.train` on a flat dict of training arguments (as in a YAML config)."""
-    train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
@@ -208,10 +203,14 @@ def main(args: argparse.Namespace) -> int:
                   "tokenizer_name_or_path": os.path.join(output_dir, "tokenizer"), "output_dir": run_dir}
         if os.path.exists(os.path.join(run_dir, LOG_FILE)):
             os.remove(os.path.join(run_dir, LOG_FILE))
-        train_run(values)
+        train_in_process(values)
         records[method] = [{**record, "dataset": {**record["dataset"], **DATASET}}
                            for record in evaluate(run_dir, test_dir, templates_path)]
         results[method] = headline(records[method])
+
+    pcclip = demo_pcclip.run(output_dir, train_set, test_set, os.path.join(output_dir, "tokenizer"),
+                             settings, args.seed, base_model=os.path.join(output_dir, "clip"),
+                             max_steps=args.pcclip_steps)
 
     laclip_dir = os.path.join(output_dir, "laclip")
     with open(os.path.join(laclip_dir, "config.json"), encoding="utf-8") as handle:
@@ -219,7 +218,7 @@ def main(args: argparse.Namespace) -> int:
     training = {k: v for k, v in settings.items() if k != "model_config"}
     model_card(config, "laclip-demo", records["laclip"], training=training).save(os.path.join(laclip_dir, "README.md"))
     with open(os.path.join(output_dir, "eval_results.json"), "w") as handle:
-        json.dump(results, handle, indent=2)
+        json.dump({**results, "pcclip": pcclip}, handle, indent=2)
     plot(output_dir, results)
 
     metrics = list(results["clip"])

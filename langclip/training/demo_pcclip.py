@@ -24,7 +24,6 @@ import json
 import os
 
 import torch
-from accelerate.state import AcceleratorState
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..evaluation.differences import (
@@ -40,8 +39,7 @@ from ..modeling import LaCLIPModel
 from ..processing import demo_world
 from ..processing.differences import sample_pairs
 from ..processing.image_transforms import ImageTransform
-from .arguments import DATACLASSES
-from .trainer import train
+from .trainer import train_in_process
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "count")
 LARGER = "The shapes in the first image are larger than the shapes in the second image."
@@ -58,11 +56,6 @@ def difference_pairs(dataset, num_pairs: int, seed: int) -> list[dict]:
              zip(ids, *(dataset[name] for name in ATTRIBUTES))}  # fmt: skip
     pairs = [(a, b) for a, b in sample_pairs(ids, 2 * num_pairs, seed=seed) if known[a] != known[b]][:num_pairs]
     return [{"id_a": a, "id_b": b, "difference": demo_world.describe_difference(known[a], known[b])} for a, b in pairs]
-
-
-def _train(values: dict) -> None:
-    train(*(dtype(**{k: v for k, v in values.items() if k in dtype.__dataclass_fields__}) for dtype in DATACLASSES))
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @torch.no_grad()
@@ -110,34 +103,40 @@ def evaluate(model_dir: str, test_set, test_pairs: list[list[dict]]) -> dict:
     }
 
 
-def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict, seed: int = 0) -> dict:
-    """Finetune ``settings["base_model"]`` (or a CLIP trained here) with PC-CLIP; returns and prints
+def run(
+    output_dir: str,
+    train_set,
+    test_set,
+    tokenizer_dir: str,
+    settings: dict,
+    seed: int = 0,
+    base_model: str | None = None,
+    max_steps: int = FINETUNE["max_steps"],
+    num_pairs: int | None = None,
+) -> dict:
+    """Finetune ``base_model`` (or a CLIP trained here with the training ``settings``) with PC-CLIP for
+    ``max_steps`` on ``num_pairs`` difference texts (default: 4 per training image); returns and prints
     {"base": metrics, "pcclip": metrics} on held-out pairs (see the module docstring).
-
-    ``settings`` are the demo's training settings; ``pcclip_max_steps`` and ``pcclip_pairs``
-    (default: 4 per training image) size the finetuning.
     """
     folder = os.path.join(output_dir, "pcclip")
     os.makedirs(folder, exist_ok=True)
     data_dir, differences = os.path.join(folder, "data"), os.path.join(folder, "differences.jsonl")
     train_set.select_columns(["id", "image", "caption"]).save_to_disk(data_dir)
-    pairs = difference_pairs(train_set, settings.get("pcclip_pairs", 4 * len(train_set)), seed)
+    pairs = difference_pairs(train_set, num_pairs or 4 * len(train_set), seed)
     with open(differences, "w") as handle:
         handle.writelines(json.dumps(pair) + "\n" for pair in pairs)
 
     common = {"train_data": data_dir, "seed": seed, "report_to": "none", "save_steps": 0}
-    base_model = settings.get("base_model")
     if base_model is None:
         base_model = os.path.join(folder, "base")
         print("pcclip: training a base CLIP")
-        _train({**settings, **common, "method": "clip", "tokenizer_name_or_path": tokenizer_dir,
-                "output_dir": base_model})  # fmt: skip
+        train_in_process({**settings, **common, "method": "clip", "tokenizer_name_or_path": tokenizer_dir,
+                          "output_dir": base_model})
     tuned = os.path.join(folder, "model")
     print(f"pcclip: finetuning {base_model} on {len(pairs)} difference texts")
-    max_steps = settings.get("pcclip_max_steps", FINETUNE["max_steps"])
-    _train({**FINETUNE, **common, "method": "pcclip", "model_name_or_path": base_model, "difference_data": differences,
-            "output_dir": tuned, "max_steps": max_steps,
-            "per_device_batch_size": min(FINETUNE["per_device_batch_size"], len(pairs))})  # fmt: skip
+    train_in_process({**FINETUNE, **common, "method": "pcclip", "model_name_or_path": base_model,
+                      "difference_data": differences, "output_dir": tuned, "max_steps": max_steps,
+                      "per_device_batch_size": min(FINETUNE["per_device_batch_size"], len(pairs))})
 
     test_pairs = [difference_pairs(test_set, len(test_set), seed + 1 + s) for s in EVAL_SEEDS]
     results = {"base": evaluate(base_model, test_set, test_pairs), "pcclip": evaluate(tuned, test_set, test_pairs)}

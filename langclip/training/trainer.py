@@ -32,7 +32,14 @@ from ..modeling import LaCLIPConfig, LaCLIPModel, clip_loss, multi_positive_clip
 from ..processing.data import load_image_text_dataset
 from ..processing.image_transforms import ImageTransform
 from ..processing.text_augment import ContrastiveCollator, TextAugmenter
-from .arguments import DataArguments, ModelArguments, TrainArguments, add_arguments, arguments_from_namespace
+from .arguments import (
+    DataArguments,
+    ModelArguments,
+    TrainArguments,
+    add_arguments,
+    arguments_from_dict,
+    arguments_from_namespace,
+)
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .pcclip import (TEXT_LAYER_LORA_TARGETS, PCCLIPLoss, difference_features, freeze_all_but_text_layers,
                      setup_pcclip)
@@ -383,6 +390,17 @@ def log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progres
                         | {"samples_per_s": samples_per_second}, step=state["step"])
 
 
+def train_in_process(values: dict) -> dict:
+    """`train` on a flat mapping of argument names to values (a YAML config's form), then reset accelerate's
+    process state so that another run can follow in the same process (the demo, notebooks)."""
+    from accelerate.state import AcceleratorState
+
+    try:
+        return train(*arguments_from_dict(values))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training: dict) -> None:
     """`save_pretrained` of the model (LoRA merged), tokenizer and image processor, and a model card
     (README.md) that lists ``training``; with --push-to-hub, push the folder without its checkpoints."""
@@ -404,7 +422,10 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
     name = train_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
     shown_elsewhere = ("method", "model_config", "output_dir", "push_to_hub", "hub_model_id")
     training = {k: v for k, v in training.items() if v is not None and k not in shown_elsewhere}
-    model_card(model.config.to_dict(), name, training=training).save(os.path.join(output_dir, "README.md"))
+    start = model_args.model_name_or_path
+    hub_start = start if start and not os.path.isdir(start) else None  # the card's base_model is a Hub id
+    card = model_card(model.config.to_dict(), name, base_model=hub_start, training=training, method=model_args.method)
+    card.save(os.path.join(output_dir, "README.md"))
     if train_args.push_to_hub:
         url = push_model(output_dir, train_args.hub_model_id, ignore_patterns=[
             f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*", "runs/*"])
