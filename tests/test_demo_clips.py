@@ -3,25 +3,17 @@
 import json
 
 from accelerate.state import AcceleratorState
+from train_utils import TINY_MODEL_CONFIG
 
 from langclip.processing import demo_world
 from langclip.processing.tokenization import train_word_tokenizer
 from langclip.training import demo_clips
 
-TINY = json.dumps({
-    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                    "max_position_embeddings": 32},
-    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
-                      "image_size": 32, "patch_size": 16},
-    "projection_dim": 16,
-})
-
-
 def test_demo_clips_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(demo_clips.CAPTIONER, "captioner_heads", 2)
     train_set, test_set = demo_world.make_world(16, seed=0), demo_world.make_world(8, seed=1)
     train_word_tokenizer(demo_world.world_vocabulary(), max_length=32).save_pretrained(str(tmp_path / "tokenizer"))
-    settings = {"model_config": TINY, "per_device_batch_size": 8, "max_steps": 2, "warmup_steps": 50,
+    settings = {"model_config": TINY_MODEL_CONFIG, "per_device_batch_size": 8, "max_steps": 2, "warmup_steps": 50,
                 "save_steps": 0, "report_to": "none"}
     try:
         results = demo_clips.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), settings, seed=0)

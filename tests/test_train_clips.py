@@ -3,12 +3,12 @@
 import datasets
 import pytest
 import torch
-from accelerate.state import AcceleratorState
+from test_train import _fresh_accelerator, run  # noqa: F401  (autouse fixture: a fresh Accelerator per test)
 from train_utils import as_flags, make_training_files, read_log
 
 from langclip import CLIPSModel
 from langclip.training.arguments import parse_train_args
-from langclip.training.trainer import METHODS, forward_backward, train
+from langclip.training.trainer import METHODS, forward_backward
 from test_modeling_clips import batch as clips_batch
 from test_modeling_clips import tiny_clips_config
 
@@ -25,17 +25,6 @@ def files(tmp_path_factory):
     return {**values, "train_data": str(folder / "clips_data"), "method": "clips", "partial_tokens": 8,
             "model_config": values["model_config"].replace('"projection_dim": 16',
                                                             '"projection_dim": 16, "captioner_heads": 2')}
-
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerator():
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-def run(files, tmp_path, **overrides):
-    values = {**files, "output_dir": str(tmp_path / "out"), **overrides}
-    return train(*parse_train_args(as_flags(values)))
 
 
 def test_accumulation_gradient_equals_the_full_batch_gradient(tokenizer):
