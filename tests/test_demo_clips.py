@@ -9,8 +9,7 @@ from langclip.processing import demo_world
 from langclip.processing.tokenization import train_word_tokenizer
 from langclip.training import demo_clips
 
-def test_demo_clips_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(demo_clips.CAPTIONER, "captioner_heads", 2)
+def test_demo_clips_run(tmp_path, capsys):
     train_set, test_set = demo_world.make_world(16, seed=0), demo_world.make_world(8, seed=1)
     train_word_tokenizer(demo_world.world_vocabulary(), max_length=32).save_pretrained(str(tmp_path / "tokenizer"))
     settings = {"model_config": TINY_MODEL_CONFIG, "per_device_batch_size": 8, "max_steps": 2, "warmup_steps": 50,
