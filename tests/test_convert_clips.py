@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from transformers import AutoModel, CLIPImageProcessor
 
 from langclip.cli import main as cli_main
-from langclip.modeling.convert_clips import convert_clips
+from langclip.modeling.convert_clips import clips_config, convert_clips
 from langclip.processing.clips_tokenizer import CLIPSTokenizer
 
 VISION = dict(width=32, layers=2, heads=2, patch=8, grid=2)
@@ -130,6 +130,14 @@ def test_clips_tokenizer_layout(tmp_path):
     assert torch.equal(CLIPSTokenizer.from_pretrained(str(tmp_path))(["red circles"])["input_ids"], batch["input_ids"][1:2])
     with pytest.raises(ValueError, match="no unknown token"):
         CLIPSTokenizer({"a": 0})
+
+
+def test_vit_h_gets_heads_of_80():
+    sd = released_state_dict()
+    sd["visual.conv1.weight"] = torch.zeros(1280, 3, 14, 14)
+    sd["visual.transformer.resblocks.0.mlp.c_fc.weight"] = torch.zeros(5120, 1280)
+    config = clips_config(sd, text_heads=2)
+    assert config.vision_config.num_attention_heads == 16 and config.vision_config.hidden_size == 1280
 
 
 def test_cli_convert_from_clips_and_bad_layout(checkpoint, tmp_path, capsys):

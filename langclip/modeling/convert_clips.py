@@ -6,7 +6,7 @@ the vision tower has no ``visual.ln_pre`` and is pooled by the mean of its patch
 before ``ln_post``; the text tower is bidirectional (no ``attn_mask``), pooled at the last
 position after ``ln_final``, with tanh-approximate GELU and LayerNorm eps 1e-6;
 ``text_projection`` is a (width, dim) matrix applied as ``x @ W``. Sizes, heads (width // 64,
-or given) and the context length (80) are read from the tensor shapes.
+but 16 for ViT-H's 1280, or given) and the context length (80) are read from the tensor shapes.
 
 Assumptions, not checked against a downloaded checkpoint (none can be fetched here): the
 vision tower keeps OpenCLIP's default LayerNorm eps 1e-5 and exact GELU. The released
@@ -34,11 +34,14 @@ RELEASED_TEXT = dict(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, bos_to
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 CAPTIONER_PREFIX = "text_decoder."
+VISION_HEAD_WIDTH = {1280: 80}  # ViT-H-14: 16 heads of 80 (OpenCLIP's ViT-H-14 config); other widths: heads of 64
 
 
 def clips_config(state_dict: dict[str, torch.Tensor], vision_heads: int | None = None,
                  text_heads: int | None = None) -> CLIPSConfig:
     """`CLIPSConfig` of the released architecture with the sizes of ``state_dict``."""
+    width = state_dict["visual.conv1.weight"].shape[0] if "visual.conv1.weight" in state_dict else None
+    vision_heads = vision_heads or (width // VISION_HEAD_WIDTH[width] if width in VISION_HEAD_WIDTH else None)
     base = open_clip_config(state_dict, vision_heads, text_heads)
     return CLIPSConfig(text_config={**base.text_config.to_dict(), **RELEASED_TEXT},
                        vision_config=base.vision_config.to_dict(), projection_dim=base.projection_dim,
