@@ -80,8 +80,8 @@ class CLIPSTextModel(CLIPTextModel):
         return BaseModelOutputWithPooling(last_hidden_state=hidden_states, pooler_output=pooled)
 
 
-def captioner_attention_mask(prefix_mask: torch.Tensor, caption_length: int, dtype: torch.dtype) -> torch.Tensor:
-    """Additive (B, 1, N, N) mask over [prefix (image + web tokens); caption], N = prefix + caption length.
+def captioner_attention_mask(prefix_mask: torch.Tensor, caption_length: int) -> torch.Tensor:
+    """Boolean (B, 1, N, N) mask, True = may attend, over [prefix (image + web tokens); caption].
 
     Every position attends to the unpadded prefix tokens (``prefix_mask``, (B, M), 1 = real);
     caption position i also attends to caption positions <= i; prefix positions never see
@@ -93,8 +93,7 @@ def captioner_attention_mask(prefix_mask: torch.Tensor, caption_length: int, dty
     allowed[:, :, :prefix_length] = prefix_mask.bool()[:, None, :]
     allowed[:, prefix_length:, prefix_length:] = torch.ones(
         caption_length, caption_length, dtype=torch.bool, device=prefix_mask.device).tril()
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=prefix_mask.device)
-    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+    return allowed[:, None]
 
 
 class CLIPSCaptioner(nn.Module):
@@ -116,7 +115,7 @@ class CLIPSCaptioner(nn.Module):
             layer_norm_eps=text.layer_norm_eps, attention_dropout=0.0, pad_token_id=text.pad_token_id,
             bos_token_id=text.bos_token_id, eos_token_id=text.eos_token_id,
         )
-        self.config._attn_implementation = "sdpa"
+        self.config._attn_implementation = "sdpa"  # takes the boolean `captioner_attention_mask`
         self.image_projection = nn.Linear(config.vision_config.hidden_size, width)
         self.web_projection = nn.Linear(text.hidden_size, width)
         self.token_embedding = nn.Embedding(text.vocab_size, width)
@@ -138,8 +137,7 @@ class CLIPSCaptioner(nn.Module):
         hidden_states = torch.cat([image, web, caption], dim=1)
         image_mask = torch.ones(image.shape[:2], dtype=torch.long, device=image.device)
         web_mask = torch.ones(web.shape[:2], dtype=torch.long, device=web.device) if web_mask is None else web_mask
-        mask = captioner_attention_mask(torch.cat([image_mask, web_mask], dim=1), caption_ids.shape[1],
-                                        hidden_states.dtype)
+        mask = captioner_attention_mask(torch.cat([image_mask, web_mask], dim=1), caption_ids.shape[1])
         return self.final_layer_norm(self.encoder(hidden_states, attention_mask=mask).last_hidden_state)
 
     def logits(self, image_tokens, web_tokens, web_mask, caption_ids) -> torch.Tensor:
