@@ -122,6 +122,19 @@ def peak_memory(checkpointing: bool, batch_size: int) -> int:
     return int(output.stdout.strip().splitlines()[-1])
 
 
+def median_times(runs: dict, steps: int) -> dict[str, float]:
+    """Median seconds of each run over ``steps`` interleaved repetitions, after one warm-up call each."""
+    times = {name: [] for name in runs}
+    for run in runs.values():
+        run()
+    for _ in range(steps):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=32, help="Pairs per training step.")
@@ -146,15 +159,7 @@ def main() -> None:
         "ours, LaCLIP (aug_T)": lambda: our_step(ours, ours_optimizer, laclip_collator, data),
         "naive transformers.CLIPModel loop": lambda: naive_step(naive, naive_optimizer, naive_batch),
     }
-    times = {name: [] for name in runs}
-    for name, run in runs.items():
-        run()
-    for _ in range(args.steps):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    step = {name: statistics.median(values) for name, values in times.items()}
+    step = median_times(runs, args.steps)
     rate = matmul_rate()
     text_length = clip_collator(data)["input_ids"].shape[1]
     flops = training_flops(args.batch_size, text_length)

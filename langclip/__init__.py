@@ -4,8 +4,8 @@
 >>> model = LaCLIPModel.from_pretrained("path/or/hub-id")
 """
 
-from .modeling import LaCLIPConfig, LaCLIPModel, clip_loss, multi_positive_clip_loss
+from .modeling import CLIPSConfig, CLIPSModel, LaCLIPConfig, LaCLIPModel, clip_loss, multi_positive_clip_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["LaCLIPConfig", "LaCLIPModel", "clip_loss", "multi_positive_clip_loss", "__version__"]
+__all__ = ["CLIPSConfig", "CLIPSModel", "LaCLIPConfig", "LaCLIPModel", "clip_loss", "multi_positive_clip_loss", "__version__"]

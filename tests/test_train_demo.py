@@ -32,7 +32,8 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     assert (out / "rewrites" / "rewrite_summary.json").exists()
     assert "| model | zero_shot_top1 | image_to_text_R@1 | text_to_image_R@1 |" in printed
     results = json.loads((out / "eval_results.json").read_text())
-    assert set(results) == {"clip", "laclip", "pcclip"}
+    assert set(results) == {"clip", "laclip", "clips", "pcclip"}
+    assert "CLIPS, text encoder on a" in printed and "recaption of test image 0" in printed
     for values in (results["clip"], results["laclip"], results["pcclip"]["base"], results["pcclip"]["pcclip"]):
         assert all(-1 <= v <= 1 for v in values.values())
     assert "PC-CLIP on held-out pairs" in printed

@@ -166,17 +166,20 @@ def convert_open_clip(
 ) -> LaCLIPModel:
     """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given."""
     state_dict = load_state_dict(src)
-    config = open_clip_config(state_dict, vision_heads, text_heads, quick_gelu)
-    model = LaCLIPModel(config)
-    converted = convert_open_clip_state_dict(state_dict)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
-    missing = [k for k in missing if not k.endswith("position_ids")]
-    if missing or unexpected:
-        raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
+    model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
+    load_open_clip_weights(model, state_dict)
     if dst is not None:
         model.save_pretrained(dst)
-        _save_image_processor(config, dst)
+        _save_image_processor(model.config, dst)
     return model
+
+
+def load_open_clip_weights(model, state_dict: dict[str, torch.Tensor], untouched: tuple[str, ...] = ()) -> None:
+    """Load converted OpenCLIP weights into ``model``; any weight missing (but those under ``untouched``) or left over is an error."""
+    missing, unexpected = model.load_state_dict(convert_open_clip_state_dict(state_dict), strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids") and not k.startswith(untouched)]
+    if missing or unexpected:
+        raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
 
 
 def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
@@ -188,8 +191,9 @@ def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source_format", choices=["open_clip"], required=True,
-                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models).")
+    parser.add_argument("--from", dest="source_format", choices=["open_clip", "clips"], required=True,
+                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models); "
+                             "clips: the released CLIPS ViT-L/H-14 OpenCLIP checkpoints (-> CLIPSModel).")
     parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
     parser.add_argument("dst", help="Output folder for config.json, model.safetensors and the image processor.")
     parser.add_argument("--vision-heads", type=int, default=None,
@@ -197,14 +201,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-heads", type=int, default=None,
                         help="Attention heads of the text tower (default: width // 64).")
     parser.add_argument("--quick-gelu", action="store_true",
-                        help="Use QuickGELU (OpenAI-trained weights) instead of exact GELU.")
+                        help="--from open_clip: use QuickGELU (OpenAI-trained weights) instead of exact GELU.")
     parser.add_argument("--tokenizer", default=None,
-                        help="Tokenizer folder or Hub id to save beside the weights (e.g. openai/clip-vit-base-patch32).")
+                        help="Tokenizer folder or Hub id to save beside the weights (e.g. openai/clip-vit-base-patch32); "
+                             "with --from clips, the WordPiece vocab.txt of the CLIPS tokenizer.")
 
 
 def main(args: argparse.Namespace) -> int:
-    convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
-    if args.tokenizer:
+    if args.source_format == "clips":
+        from .convert_clips import convert_clips
+
+        convert_clips(args.src, args.dst, args.vision_heads, args.text_heads, args.tokenizer)
+    else:
+        convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
+    if args.tokenizer and args.source_format == "open_clip":
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.dst)

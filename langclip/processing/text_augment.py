@@ -128,6 +128,10 @@ class ContrastiveCollator:
         where = f"row {row['id']!r}" if "id" in row else "row"
         return self.image_transform(row["image"], key=self.key(row), where=where)
 
+    def extra_inputs(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        """More model inputs from the kept ``rows`` (none here; subclasses such as `CLIPSCollator` add theirs)."""
+        return {}
+
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         num_rows = len(rows)
         if self.image_transform is None:
@@ -150,6 +154,7 @@ class ContrastiveCollator:
             "pixel_values": torch.stack(pixels),
             "input_ids": tokens["input_ids"].view(*shape),
             "attention_mask": tokens["attention_mask"].view(*shape),
+            **self.extra_inputs(rows),
         }
         if self.skip_bad_samples:
             batch["num_skipped"] = torch.tensor(num_rows - len(rows))

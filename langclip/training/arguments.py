@@ -12,7 +12,9 @@ import json
 import yaml
 from transformers import HfArgumentParser
 
-METHOD_NAMES = ("clip", "laclip", "laclip-mt", "pcclip")
+from ..processing.partial_captions import STRATEGIES as PARTIAL_CAPTIONS
+
+METHOD_NAMES = ("clip", "laclip", "laclip-mt", "clips", "pcclip")
 
 
 def _help(text: str, **kwargs):
@@ -79,6 +81,19 @@ class DataArguments:
     precompute_image_embeddings: bool = _help(
         "pcclip: embed every paired image once with the frozen image tower instead of in every batch.", default=False
     )
+    synthetic_caption_column: str = _help("CLIPS: column holding the long synthetic captions.",
+                                          default="synthetic_caption")
+    partial_caption: str = _help(
+        "CLIPS: what the text encoder sees of the synthetic caption: subcaption, block, random, truncate (K tokens) "
+        "or none (the whole caption).", default="subcaption")
+    partial_tokens: int = _help("CLIPS: the budget K of the partial caption, in tokens with the special tokens.",
+                                default=32)
+
+    def __post_init__(self):
+        if self.partial_caption not in PARTIAL_CAPTIONS:
+            raise ValueError(f"--partial-caption must be one of {PARTIAL_CAPTIONS}, got {self.partial_caption!r}")
+        if self.partial_tokens <= 0:
+            raise ValueError(f"--partial-tokens (K) must be a positive number of tokens, got {self.partial_tokens}")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from ..processing import demo_world, rewrite
 from ..processing.icl import build_prompt
 from ..processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
 from ..processing.tokenization import train_word_tokenizer
-from . import demo_pcclip
+from . import demo_clips, demo_pcclip
 from .arguments import load_yaml_config
 from .trainer import LOG_FILE, train_in_process
 
@@ -208,6 +208,7 @@ def main(args: argparse.Namespace) -> int:
                            for record in evaluate(run_dir, test_dir, templates_path)]
         results[method] = headline(records[method])
 
+    clips = demo_clips.run(output_dir, train_set, test_set, os.path.join(output_dir, "tokenizer"), settings, args.seed)
     pcclip = demo_pcclip.run(output_dir, train_set, test_set, os.path.join(output_dir, "tokenizer"),
                              settings, args.seed, base_model=os.path.join(output_dir, "clip"),
                              max_steps=args.pcclip_steps)
@@ -218,7 +219,7 @@ def main(args: argparse.Namespace) -> int:
     training = {k: v for k, v in settings.items() if k != "model_config"}
     model_card(config, "laclip-demo", records["laclip"], training=training).save(os.path.join(laclip_dir, "README.md"))
     with open(os.path.join(output_dir, "eval_results.json"), "w") as handle:
-        json.dump({**results, "pcclip": pcclip}, handle, indent=2)
+        json.dump({**results, "clips": clips, "pcclip": pcclip}, handle, indent=2)
     plot(output_dir, results)
 
     metrics = list(results["clip"])

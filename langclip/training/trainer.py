@@ -28,7 +28,7 @@ from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
-from ..modeling import LaCLIPConfig, LaCLIPModel, clip_loss, multi_positive_clip_loss
+from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, multi_positive_clip_loss
 from ..processing.data import load_image_text_dataset
 from ..processing.image_transforms import ImageTransform
 from ..processing.text_augment import ContrastiveCollator, TextAugmenter
@@ -40,6 +40,7 @@ from .arguments import (
     arguments_from_dict,
     arguments_from_namespace,
 )
+from .clips import clips_collator, clips_features, clips_training_loss
 from .optim import build_optimizer, learning_rate, set_learning_rate
 from .pcclip import (TEXT_LAYER_LORA_TARGETS, PCCLIPLoss, difference_features, freeze_all_but_text_layers,
                      setup_pcclip)
@@ -96,6 +97,7 @@ METHODS = {
                         config_overrides={"multi_positive": True}),
     "pcclip": Method(LaCLIPModel, PCCLIPLoss(), features=difference_features, freeze=freeze_all_but_text_layers,
                      lora_targets=TEXT_LAYER_LORA_TARGETS, setup=setup_pcclip),
+    "clips": Method(CLIPSModel, clips_training_loss, make_collator=clips_collator, features=clips_features),
 }
 
 
@@ -180,7 +182,7 @@ def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIP
     text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             **kwargs.pop("text_config", {})}
-    config = LaCLIPConfig(text_config=text, **{**kwargs, **method.config_overrides})
+    config = method.model_class.config_class(text_config=text, **{**kwargs, **method.config_overrides})
     return method.model_class(config)
 
 

@@ -1,0 +1,88 @@
+"""CLIPS training-step cost on CPU, against the CLIP step on the same towers, measured in the same run.
+
+    python benchmarks/clips_step.py [--batch-size 32 --steps 5]
+
+A CLIPS step encodes the web caption and the partial synthetic caption and runs the
+captioner over [image patches; web tokens; full synthetic caption]. Rows: the CLIP step
+(web caption only), CLIPS with a K = 32 sub-caption, with the whole synthetic caption
+(``none``), and CLIPS with ``accum_freq`` 2 (cached features, recomputed: one extra
+forward). Every step includes collation, `forward_backward`, AdamW and the clamp.
+Timings are medians over interleaved repetitions; the machine may be shared, so compare
+ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from train_throughput import BENCH, WORDS, config, median_times, rows
+
+from langclip import CLIPSConfig, CLIPSModel
+from langclip.processing.partial_captions import CLIPSCollator, PartialCaption
+from langclip.processing.text_augment import ContrastiveCollator
+from langclip.processing.tokenization import train_word_tokenizer
+from langclip.training.optim import build_optimizer
+from langclip.training.trainer import METHODS, forward_backward
+
+SENTENCES = 6  # synthetic captions of 6 sentences x 10 words, ~ 70 tokens with the specials
+
+
+def clips_rows(batch_size: int) -> list[dict]:
+    words = WORDS.split()
+    data = rows(batch_size)
+    for i, row in enumerate(data):
+        row["synthetic_caption"] = " ".join(
+            " ".join(words[(i + 3 * s + k) % len(words)] for k in range(10)) + "." for s in range(SENTENCES))
+    return data
+
+
+def step(model, optimizer, method: str, collator, data, accum_freq: int = 1) -> None:
+    forward_backward(model, collator(data), METHODS[method], lambda: model.logit_scale.exp(), accum_freq)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.clamp_logit_scale_()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=32, help="Pairs per training step.")
+    parser.add_argument("--steps", type=int, default=5, help="Timed repetitions of each step (after one warm-up).")
+    args = parser.parse_args()
+
+    torch.manual_seed(0)
+    tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
+    base = config(tokenizer)
+    clips_config = CLIPSConfig(text_config=base.text_config.to_dict(), vision_config=base.vision_config.to_dict(),
+                               projection_dim=base.projection_dim, captioner_layers=2, captioner_heads=BENCH["heads"],
+                               captioner_max_length=96)
+    model = CLIPSModel(clips_config).train()
+    optimizer = build_optimizer(model, 1e-4, 0.1)
+    data = clips_rows(args.batch_size)
+    context = BENCH["context"]
+    collators = {
+        "subcaption": CLIPSCollator(tokenizer, context, PartialCaption(tokenizer, "subcaption", 32, seed=0)),
+        "none": CLIPSCollator(tokenizer, context, PartialCaption(tokenizer, "none", max_length=context)),
+    }
+    runs = {
+        "CLIP step (web caption only)": lambda: step(model, optimizer, "clip", ContrastiveCollator(tokenizer, context),
+                                                     data),
+        "CLIPS, sub-caption K=32": lambda: step(model, optimizer, "clips", collators["subcaption"], data),
+        "CLIPS, full synthetic caption": lambda: step(model, optimizer, "clips", collators["none"], data),
+        "CLIPS, sub-caption, accum_freq 2": lambda: step(model, optimizer, "clips", collators["subcaption"], data, 2),
+    }
+    median = median_times(runs, args.steps)
+    caption_length = collators["none"](data)["caption_input_ids"].shape[1]
+
+    print(f"config: ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width {BENCH['width']}, {BENCH['layers']} "
+          f"layers per tower, captioner 2 layers; synthetic caption {caption_length} tokens, text context {context}, "
+          f"batch {args.batch_size}, fp32, {torch.get_num_threads()} threads\n")
+    baseline = median["CLIP step (web caption only)"]
+    print("| step | ms/step | samples/s | time vs CLIP step |")
+    print("| --- | --- | --- | --- |")
+    for name, seconds in median.items():
+        print(f"| {name} | {seconds * 1e3:.1f} | {args.batch_size / seconds:.0f} | {seconds / baseline:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
