@@ -31,7 +31,7 @@ import time
 
 from langclip.processing import demo_world
 from langclip.processing.tokenization import train_word_tokenizer
-from langclip.training import demo
+from langclip.training import demo, demo_clips, demo_pcclip
 from langclip.training.trainer import train_in_process
 
 HELD_OUT_CLASSES = ["red star", "green circle", "blue triangle", "yellow square"]
@@ -42,6 +42,8 @@ MODEL_CONFIG = {
                       "image_size": 64, "patch_size": 8},
     "projection_dim": 64,
 }
+PCCLIP_METRICS = ("difference_accuracy", "size_spearman", "count_spearman", "zero_shot_top1",
+                  "zero_shot_top1_comparative")
 METRICS = ("zero-shot (held-out phrasings)", "zero-shot (held-out classes)", "retrieval R@1")
 START, END = "<!-- reproduce_mini:start -->", "<!-- reproduce_mini:end -->"
 
@@ -54,7 +56,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--train-images", type=int, default=2048, help="Generated training images.")
     parser.add_argument("--test-images", type=int, default=512, help="Generated test images (each test set).")
     parser.add_argument("--steps", type=int, default=200, help="Optimizer steps per training run.")
-    parser.add_argument("--lm-steps", type=int, default=300, help="Steps to fit the rewriting LM.")
+    parser.add_argument("--lm-steps", type=int, default=1000, help="Steps to fit the rewriting LM.")
     parser.add_argument("--batch-size", type=int, default=128, help="Training batch size.")
     parser.add_argument("--output-dir", default="outputs/reproduce_mini", help="Work folder (datasets, checkpoints).")
     parser.add_argument("--write", metavar="MARKDOWN", help="Replace this file's reproduce_mini section with the table.")
@@ -69,8 +71,8 @@ class World:
         os.makedirs(self.root, exist_ok=True)
         seen = [name for name in demo_world.CLASS_NAMES if name not in HELD_OUT_CLASSES]
         self.train_set = demo_world.make_world(args.train_images, seed=0, classes=seen)
-        self.test_dir, self.templates = demo.save_test_set(
-            demo_world.make_world(args.test_images, seed=1000, classes=seen), self.root)
+        self.test_set = demo_world.make_world(args.test_images, seed=1000, classes=seen)
+        self.test_dir, self.templates = demo.save_test_set(self.test_set, self.root)
         self.held_out_dir, _ = demo.save_test_set(
             demo_world.make_world(args.test_images, seed=2000, classes=HELD_OUT_CLASSES), self.root, "held_out",
             HELD_OUT_CLASSES)
@@ -81,11 +83,14 @@ class World:
         self._data: dict[str, str] = {}
 
     def data(self, name: str) -> str:
-        """The training dataset folder of ``name``: "web", "lm" (4 LM rewrites), "lm-M" (the first M) or "eda"."""
+        """The training dataset folder of ``name``: "web", "synthetic" (with synthetic captions), "lm" (4 LM
+        rewrites), "lm-M" (the first M of them) or "eda"."""
         if name not in self._data:
             folder = os.path.join(self.root, f"data-{name}")
             if name == "web":
                 rows = self.train_set.select_columns(["id", "image", "caption"])
+            elif name == "synthetic":
+                rows = self.train_set.select_columns(["id", "image", "caption", "synthetic_caption"])
             elif name.startswith("lm-"):
                 count = int(name.split("-")[1])
                 rows = load(self.data("lm"))
@@ -140,29 +145,61 @@ def laclip_arms() -> dict[str, tuple[str, str]]:
 
 def scaling_arms() -> dict[str, tuple[str, str]]:
     arms = {"M=0 (CLIP)": ("clip", "web")}
-    arms.update({f"M={m}": ("laclip", f"lm-{m}") for m in range(1, 5)})
+    arms.update({f"M={m}": ("laclip", f"lm-{m}") for m in range(1, 4)})
+    arms["M=4"] = ("laclip", "lm")
     return arms
 
 
-def run_arms(world: World, arms: dict[str, tuple[str, str]], seeds, cache: dict) -> dict[str, list[dict]]:
-    """Metrics of every arm and seed; runs shared between parts (same method, data, seed) are trained once."""
+def clips_arms() -> dict[str, tuple[str, str, dict]]:
+    """Arm name -> (method, data, extra training arguments): full caption vs sub-captions of K tokens, and the
+    captioner's loss on (weight 2, the paper's) or off (weight 0)."""
+    arms = {}
+    for weight, label in ((2.0, "captioner"), (0.0, "no captioner")):
+        config = json.dumps({**MODEL_CONFIG, **demo_clips.CAPTIONER, "caption_loss_weight": weight})
+        arms[f"full caption, {label}"] = ("clips", "synthetic", {"model_config": config, "partial_caption": "none"})
+        for k in (8, 16) if weight else (16,):
+            arms[f"sub-caption K={k}, {label}"] = ("clips", "synthetic", {
+                "model_config": config, "partial_caption": "subcaption", "partial_tokens": k})
+    return arms
+
+
+def run_arms(world: World, arms: dict[str, tuple], seeds, cache: dict) -> dict[str, list[dict]]:
+    """Metrics of every arm and seed; arms are (method, data[, extra arguments]); runs shared between parts (same
+    method, data, arguments and seed) are trained once."""
     results = {}
-    for arm, (method, data) in arms.items():
+    for arm, (method, data, *extra) in arms.items():
+        extra = extra[0] if extra else {}
         results[arm] = []
         for seed in seeds:
-            key = (method, data, seed)
+            key = (method, data, json.dumps(extra, sort_keys=True), seed)
             if key not in cache:
                 started = time.time()
-                cache[key] = world.evaluate(world.train(f"{method}-{data}", method, data, seed))
+                name = f"{method}-{data}" + (f"-{len(cache)}" if extra else "")
+                cache[key] = world.evaluate(world.train(name, method, data, seed, **extra))
                 print(f"{arm}, seed {seed}: {cache[key]} ({time.time() - started:.0f} s)", flush=True)
             results[arm].append(cache[key])
     return results
 
 
+def pcclip_results(world: World, seeds, cache: dict) -> dict[str, list[dict]]:
+    """Base CLIP (the CLIP arm's run) vs its PC-CLIP finetune, per seed, on held-out pairs."""
+    run_arms(world, {"CLIP": ("clip", "web")}, seeds, cache)
+    results = {"base CLIP": [], "PC-CLIP": []}
+    for seed in seeds:
+        base = os.path.join(world.root, "runs", f"clip-web-seed{seed}")
+        settings = {**demo.DEMO_CONFIG, "model_config": json.dumps(MODEL_CONFIG)}
+        found = demo_pcclip.run(os.path.join(world.root, f"pcclip-seed{seed}"), world.train_set, world.test_set,
+                                world.tokenizer_dir, settings, seed, base_model=base)
+        for arm, key in (("base CLIP", "base"), ("PC-CLIP", "pcclip")):
+            results[arm].append({name: found[key][name] for name in PCCLIP_METRICS})
+    return results
+
+
 def table(title: str, results: dict[str, list[dict]]) -> str:
-    """A markdown table of mean ± std (over seeds) per arm and metric, in %."""
+    """A markdown table of mean ± std (over seeds) per arm and metric, times 100."""
     metrics = list(next(iter(results.values()))[0])
-    lines = [f"**{title}**", "", "| arm | " + " | ".join(metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
+    lines = [f"**{title}** (mean ± std over seeds, × 100)", "", "| arm | " + " | ".join(metrics) + " |",
+             "| --- |" + " ---: |" * len(metrics)]
     for arm, runs in results.items():
         cells = []
         for metric in metrics:
@@ -193,6 +230,12 @@ def main() -> int:
         tables.append(table("LaCLIP vs CLIP and EDA", run_arms(world, laclip_arms(), args.seeds, cache)))
     if "scaling" in args.parts:
         tables.append(table("LaCLIP with M LM rewrites per caption", run_arms(world, scaling_arms(), args.seeds, cache)))
+    if "clips" in args.parts:
+        tables.append(table("CLIPS: full synthetic caption vs sub-captions, with and without the captioner",
+                            run_arms(world, clips_arms(), args.seeds, cache)))
+    if "pcclip" in args.parts:
+        tables.append(table("PC-CLIP: before and after finetuning on pair differences (held-out pairs)",
+                            pcclip_results(world, args.seeds, cache)))
     command = "python benchmarks/reproduce_mini.py " + shlex.join(sys.argv[1:])
     text = (f"Command: `{command}` ({time.time() - started:.0f} s; {len(args.seeds)} seeds, "
             f"{args.steps} steps per run, {args.train_images} training images)\n\n" + "\n\n".join(tables))

@@ -1,7 +1,7 @@
 """`langclip demo` (`make demo`): CLIP vs LaCLIP on the generated shapes world, end to end on a CPU.
 
-Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM (about a
-minute) on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
+Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM (about half
+a minute) on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
 web caption with the real `langclip rewrite` job (prompt, text-generation pipeline, cleaning);
 train a word tokenizer, then CLIP (web captions) and LaCLIP (aug_T over the caption and its
 rewrites) with the real trainer; evaluate both with `langclip eval`'s code (zero-shot
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-images", type=int, default=512, help="Generated held-out test images.")
     parser.add_argument("--max-steps", type=int, default=None, help="Optimizer steps per model (default: the config's).")
     parser.add_argument(
-        "--lm-steps", type=int, default=300, help="Steps to fit the rewriting LM (300: about a minute on 2 cores)."
+        "--lm-steps", type=int, default=1000, help="Steps to fit the rewriting LM (about 30 s on 2 cores)."
     )
     parser.add_argument("--num-rewrites", type=int, default=3, help="LM rewrites per training caption.")
     parser.add_argument("--pcclip-steps", type=int, default=150, help="PC-CLIP finetuning steps from the CLIP model.")
@@ -73,6 +73,7 @@ def fit_rewriting_lm(output_dir: str, steps: int, seed: int) -> tuple[str, str]:
     Each training document is ``build_prompt(web caption, [a pool pair]) + " " + faithful rewrite``,
     exactly what the rewriting job prompts with and what it should continue with.
     """
+    os.makedirs(output_dir, exist_ok=True)
     pool_path, lm_dir = os.path.join(output_dir, "world_pool.jsonl"), os.path.join(output_dir, "rewriting_lm")
     pool = demo_world.rewrite_pool(seed=seed + 12345)
     with open(pool_path, "w", encoding="utf-8") as handle:
