@@ -170,7 +170,7 @@ def plot(output_dir: str, results: dict) -> None:
     width = 0.8 / len(results)
     for i, (name, values) in enumerate(results.items()):
         scores.bar([m + i * width for m in range(len(metrics))], [values[k] for k in metrics], width, label=name)
-    scores.set_xticks([m + width / 2 for m in range(len(metrics))], metrics)
+    scores.set_xticks([m + width / 2 for m in range(len(metrics))], metrics, rotation=12, fontsize=8)
     scores.set(ylabel="accuracy", title="Held-out evaluation", ylim=(0, 1))
     scores.legend()
     figure.tight_layout()
