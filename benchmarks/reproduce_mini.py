@@ -5,8 +5,10 @@
 Parts (``--parts``, default all):
 
 - ``laclip``: CLIP vs LaCLIP (LM rewrites through the real `langclip rewrite` job) vs LaCLIP-MT
-  vs EDA rewrites (LaCLIP's Table 1 and baselines). Back-translation is not run: no translation
-  model can be built offline here.
+  vs EDA rewrites (LaCLIP's Table 1 and baselines), and a control: LaCLIP on the world's
+  image-aware paraphrases, text that says more than the web caption (no LLM can write it
+  from the caption alone). Back-translation is not run: no translation model can be built
+  offline here.
 - ``scaling``: LaCLIP with M = 0..4 LM rewrites per caption (M = 0 is CLIP).
 - ``clips``: retrieval with the full synthetic caption vs sub-captions of K tokens, with and
   without the captioner loss.
@@ -86,13 +88,16 @@ class World:
 
     def data(self, name: str) -> str:
         """The training dataset folder of ``name``: "web", "synthetic" (with synthetic captions), "lm" (4 LM
-        rewrites), "lm-M" (the first M of them) or "eda"."""
+        rewrites), "lm-M" (the first M of them), "eda" or "oracle" (4 of the world's full, image-aware paraphrases)."""
         if name not in self._data:
             folder = os.path.join(self.root, f"data-{name}")
             if name == "web":
                 rows = self.train_set.select_columns(["id", "image", "caption"])
             elif name == "synthetic":
                 rows = self.train_set.select_columns(["id", "image", "caption", "synthetic_caption"])
+            elif name == "oracle":
+                rows = self.train_set.select_columns(["id", "image", "caption", "paraphrases"]).rename_column(
+                    "paraphrases", "rewrites")
             elif name.startswith("lm-"):
                 count = int(name.split("-")[1])
                 rows = load(self.data("lm"))
@@ -142,7 +147,7 @@ def load(folder: str):
 def laclip_arms() -> dict[str, tuple[str, str]]:
     """Arm name -> (method, training data)."""
     return {"CLIP": ("clip", "web"), "LaCLIP (LM, M=4)": ("laclip", "lm"), "LaCLIP-MT (LM, M=4)": ("laclip-mt", "lm"),
-            "EDA (M=4)": ("laclip", "eda")}
+            "EDA (M=4)": ("laclip", "eda"), "control: oracle paraphrases (M=4)": ("laclip", "oracle")}
 
 
 def scaling_arms() -> dict[str, tuple[str, str]]:
