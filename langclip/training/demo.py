@@ -40,7 +40,7 @@ DEMO_CONFIG = {
         "projection_dim": 64,
     }),
     "per_device_batch_size": 128,
-    "max_steps": 400,
+    "max_steps": 300,
     "lr": 1e-3,
     "lr_start": 1e-6,
     "lr_end": 1e-5,
