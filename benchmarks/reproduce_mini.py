@@ -34,7 +34,7 @@ import time
 
 from langclip.processing import demo_world
 from langclip.processing.tokenization import train_word_tokenizer
-from langclip.training import demo, demo_clips, demo_pcclip
+from langclip.training import demo, demo_clips, demo_eval, demo_pcclip
 from langclip.training.trainer import train_in_process
 
 # A 2 x 2 of colours and shapes: telling them apart takes both attributes, so zero-shot among them tests composition.
@@ -76,8 +76,8 @@ class World:
         seen = [name for name in demo_world.CLASS_NAMES if name not in HELD_OUT_CLASSES]
         self.train_set = demo_world.make_world(args.train_images, seed=0, classes=seen)
         self.test_set = demo_world.make_world(args.test_images, seed=1000, classes=seen)
-        self.test_dir, self.templates = demo.save_test_set(self.test_set, self.root)
-        self.held_out_dir, _ = demo.save_test_set(
+        self.test_dir, self.templates = demo_eval.save_test_set(self.test_set, self.root)
+        self.held_out_dir, _ = demo_eval.save_test_set(
             demo_world.make_world(args.test_images, seed=2000, classes=HELD_OUT_CLASSES), self.root, "held_out",
             HELD_OUT_CLASSES)
         self.tokenizer_dir = os.path.join(self.root, "tokenizer")
@@ -129,8 +129,8 @@ class World:
         return output_dir
 
     def evaluate(self, model_dir: str) -> dict:
-        zero_shot, retrieval = demo.evaluate(model_dir, self.test_dir, self.templates)
-        held_out = demo.eval_record(model_dir, self.held_out_dir, "--task", "zero-shot", "--templates", self.templates)
+        zero_shot, retrieval = demo_eval.evaluate(model_dir, self.test_dir, self.templates)
+        held_out = demo_eval.eval_record(model_dir, self.held_out_dir, "--task", "zero-shot", "--templates", self.templates)
         return {
             METRICS[0]: zero_shot["metrics"]["top1"],
             METRICS[1]: held_out["metrics"]["top1"],

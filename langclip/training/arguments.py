@@ -42,7 +42,10 @@ class ModelArguments:
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
     torch_compile: bool = _help("Compile the model with torch.compile.", default=False)
     torch_compile_backend: str = _help("torch.compile backend (inductor, aot_eager, eager, ...).", default="inductor")
-    lora_r: int = _help("LoRA rank for finetuning a pretrained CLIP through peft; 0 trains all weights (pcclip: the text layers).", default=0)
+    lora_r: int = _help(
+        "LoRA rank for finetuning a pretrained CLIP through peft; 0 trains all weights (pcclip: the text layers).",
+        default=0,
+    )
     lora_alpha: int = _help("LoRA scaling alpha.", default=16)
     lora_dropout: float = _help("LoRA dropout.", default=0.0)
     lora_target_modules: list[str] = _help(
@@ -184,8 +187,7 @@ def arguments_from_namespace(namespace: argparse.Namespace):
     explicit = dict(vars(namespace))
     config = explicit.pop("config", None)
     explicit.pop("command", None)
-    values = {**(load_yaml_config(config) if config else {}), **explicit}
-    return tuple(dtype(**{f.name: values[f.name] for f in fields(dtype) if f.name in values}) for dtype in DATACLASSES)
+    return arguments_from_dict({**(load_yaml_config(config) if config else {}), **explicit})
 
 
 def parse_train_args(argv: list[str] | None = None):

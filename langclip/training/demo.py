@@ -18,9 +18,8 @@ import os
 import random
 import time
 
-from datasets import ClassLabel, load_from_disk
+from datasets import load_from_disk
 
-from ..evaluation import run as evaluation
 from ..hub_cards.model_card import model_card
 from ..processing import demo_world, rewrite
 from ..processing.icl import build_prompt
@@ -28,6 +27,7 @@ from ..processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
 from ..processing.tokenization import train_word_tokenizer
 from . import demo_clips, demo_pcclip
 from .arguments import load_yaml_config
+from .demo_eval import evaluate, headline, markdown_table, save_test_set
 from .trainer import LOG_FILE, train_in_process
 
 # The embedded default run; configs/demo.yaml holds the same values (a test keeps them equal).
@@ -119,40 +119,6 @@ def rewrite_captions(output_dir: str, train_set, lm_dir: str, pool_path: str, nu
     return train_set.add_column("rewrites", rewritten["rewrites"])
 
 
-def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_world.CLASS_NAMES) -> tuple[str, str]:
-    """Save ``test_set`` for `langclip eval`, its labels a `ClassLabel` over ``classes`` (a zero-shot task among
-    them), and the zero-shot templates file; returns (dataset folder, templates file)."""
-    test_dir, templates_path = os.path.join(output_dir, name), os.path.join(output_dir, "zero_shot_templates.txt")
-    labels = [list(classes).index(class_name) for class_name in test_set["class_name"]]
-    test_set = test_set.remove_columns("label").add_column("label", labels)
-    test_set.cast_column("label", ClassLabel(names=list(classes))).save_to_disk(test_dir)
-    with open(templates_path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
-    return test_dir, templates_path
-
-
-def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
-    """The eval record of `langclip eval --model model_dir --dataset test_dir --split test *flags` on the CPU."""
-    parser = argparse.ArgumentParser()
-    evaluation.add_arguments(parser)
-    return evaluation.run_eval(parser.parse_args(
-        ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu",
-         *flags]))
-
-
-def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:
-    """Eval records: zero-shot with held-out templates, retrieval with held-out captions."""
-    return [eval_record(model_dir, test_dir, "--task", "zero-shot", "--templates", templates_path),
-            eval_record(model_dir, test_dir, "--task", "retrieval", "--caption-column", "eval_captions")]
-
-
-def headline(records: list[dict]) -> dict:
-    """The demo table's metrics from eval records."""
-    zero_shot, retrieval = (record["metrics"] for record in records)
-    return {"zero_shot_top1": zero_shot["top1"], "image_to_text_R@1": retrieval["image_to_text_R@1"],
-            "text_to_image_R@1": retrieval["text_to_image_R@1"]}
-
-
 def plot(output_dir: str, results: dict) -> None:
     import matplotlib
 
@@ -223,9 +189,6 @@ def main(args: argparse.Namespace) -> int:
         json.dump({**results, "clips": clips, "pcclip": pcclip}, handle, indent=2)
     plot(output_dir, results)
 
-    metrics = list(results["clip"])
-    print(f"\n| model | {' | '.join(metrics)} |\n| --- |{' --- |' * len(metrics)}")
-    for name, values in results.items():
-        print(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in metrics) + " |")
+    print(f"\n{markdown_table(results)}")
     print(f"\nwrote {output_dir}/ (checkpoints, rewrites, eval_results.json, demo.png) in {time.time() - started:.0f} s")
     return 0

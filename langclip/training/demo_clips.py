@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 import os
 
-import torch
 from transformers import AutoTokenizer, CLIPImageProcessor
 
-from ..evaluation import encode_images, encode_texts, retrieval_recall, zero_shot_accuracy, zero_shot_classifier
 from ..modeling import CLIPSModel
-from ..processing import demo_world
 from ..processing.image_transforms import ImageTransform
+from .demo_eval import evaluate, headline, markdown_table, save_test_set
 from .trainer import LOG_FILE, train_in_process
 
 PARTIAL_TOKENS = 16  # K: half the demo's 32-token text context (the paper: 32 of 80)
@@ -29,20 +27,6 @@ RUNS = {"subcaption": "subcaption", "full": "none"}  # run name -> --partial-cap
 # Per run, so that both runs and their evaluation stay within ~90 s on 2 CPU cores: more, smaller steps than the
 # demo's CLIP runs learn more in that time.
 MAX_STEPS, BATCH_SIZE = 120, 64
-
-
-def evaluate(model, tokenizer, transform, test_set, batch_size: int = 256) -> dict:
-    """Zero-shot top-1 (held-out prompts) and retrieval R@1 both ways (held-out captions) on ``test_set``."""
-    pixels = [torch.stack([transform(image) for image in test_set[start : start + batch_size]["image"]])
-              for start in range(0, len(test_set), batch_size)]
-    images = encode_images(model, pixels, progress=False)
-    classifier = zero_shot_classifier(model, tokenizer, demo_world.CLASS_NAMES, demo_world.ZERO_SHOT_TEMPLATES,
-                                      progress=False)
-    zero_shot = zero_shot_accuracy(images, classifier, torch.tensor(test_set["label"]), topk=(1,))
-    captions = [caption for row in test_set["eval_captions"] for caption in row]
-    owners = torch.tensor([i for i, row in enumerate(test_set["eval_captions"]) for _ in row])
-    recall = retrieval_recall(images, encode_texts(model, tokenizer, captions, progress=False), owners, ks=(1,))
-    return {"zero_shot_top1": zero_shot["top1"], **recall}
 
 
 def recaption(model, tokenizer, transform, row: dict) -> str:
@@ -60,7 +44,7 @@ def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict
     train_set.select_columns(["id", "image", "caption", "synthetic_caption"]).save_to_disk(data_dir)
     model_config = {**json.loads(settings["model_config"]), **CAPTIONER}
     steps = min(settings["max_steps"], MAX_STEPS)
-    results, models = {}, {}
+    results = {}
     for name, strategy in RUNS.items():
         run_dir = os.path.join(part_dir, name)
         values = {**settings, "method": "clips", "train_data": data_dir, "tokenizer_name_or_path": tokenizer_dir,
@@ -71,24 +55,22 @@ def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict
         if os.path.exists(os.path.join(run_dir, LOG_FILE)):
             os.remove(os.path.join(run_dir, LOG_FILE))
         train_in_process(values)
-        models[name] = CLIPSModel.from_pretrained(run_dir).eval()
+    test_dir, templates = save_test_set(test_set, part_dir)
+    for name in RUNS:
+        results[f"clips-{name}"] = headline(evaluate(os.path.join(part_dir, name), test_dir, templates))
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(part_dir, "subcaption"))
     processor = CLIPImageProcessor.from_pretrained(os.path.join(part_dir, "subcaption"))
     transform = ImageTransform.from_image_processor(processor)
-    for name, model in models.items():
-        results[f"clips-{name}"] = evaluate(model, tokenizer, transform, test_set)
+    subcaption_model = CLIPSModel.from_pretrained(os.path.join(part_dir, "subcaption")).eval()
     row = test_set[0]
-    results["recaption"] = {"web_caption": row["caption"], "generated": recaption(models["subcaption"], tokenizer,
+    results["recaption"] = {"web_caption": row["caption"], "generated": recaption(subcaption_model, tokenizer,
                                                                                    transform, row),
                             "synthetic_caption": row["synthetic_caption"]}
     with open(os.path.join(part_dir, "eval_results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
 
-    metrics = list(results["clips-subcaption"])
     print(f"\nCLIPS, text encoder on a {PARTIAL_TOKENS}-token sub-caption vs the full synthetic caption")
-    print(f"| model | {' | '.join(metrics)} |\n| --- |{' --- |' * len(metrics)}")
-    for name in RUNS:
-        print(f"| clips-{name} | " + " | ".join(f"{results[f'clips-{name}'][m]:.3f}" for m in metrics) + " |")
+    print(markdown_table({f"clips-{name}": results[f"clips-{name}"] for name in RUNS}))
     print(f"\nrecaption of test image 0 (web caption: {row['caption']!r})\n"
           f"  generated: {results['recaption']['generated']}\n  true:      {row['synthetic_caption']}")
     return results

@@ -39,6 +39,7 @@ from ..modeling import LaCLIPModel
 from ..processing import demo_world
 from ..processing.differences import sample_pairs
 from ..processing.image_transforms import ImageTransform
+from .demo_eval import markdown_table
 from .trainer import train_in_process
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "count")
@@ -142,9 +143,6 @@ def run(
     results = {"base": evaluate(base_model, test_set, test_pairs), "pcclip": evaluate(tuned, test_set, test_pairs)}
     with open(os.path.join(folder, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    metrics = list(results["base"])
     print(f"\nPC-CLIP on held-out pairs ({len(test_pairs[0])} pairs x {len(EVAL_SEEDS)} samples)")
-    print(f"| model | {' | '.join(metrics)} |\n| --- |{' --- |' * len(metrics)}")
-    for name, values in results.items():
-        print(f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in metrics) + " |")
+    print(markdown_table(results))
     return results

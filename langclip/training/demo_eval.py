@@ -1,0 +1,59 @@
+"""Evaluation for the demo and `benchmarks/reproduce_mini.py`, through `langclip eval`'s own code.
+
+`save_test_set` writes a world split as a dataset `langclip eval` reads (labels as a
+`ClassLabel`) with the zero-shot templates file; `evaluate` returns the eval records of
+zero-shot classification (held-out templates) and retrieval (held-out captions);
+`markdown_table` prints results the way every demo part does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from datasets import ClassLabel
+
+from ..evaluation import run as evaluation
+from ..processing import demo_world
+
+
+def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_world.CLASS_NAMES) -> tuple[str, str]:
+    """Save ``test_set`` for `langclip eval`, its labels a `ClassLabel` over ``classes`` (a zero-shot task among
+    them), and the zero-shot templates file; returns (dataset folder, templates file)."""
+    test_dir, templates_path = os.path.join(output_dir, name), os.path.join(output_dir, "zero_shot_templates.txt")
+    labels = [list(classes).index(class_name) for class_name in test_set["class_name"]]
+    test_set = test_set.remove_columns("label").add_column("label", labels)
+    test_set.cast_column("label", ClassLabel(names=list(classes))).save_to_disk(test_dir)
+    with open(templates_path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(demo_world.ZERO_SHOT_TEMPLATES) + "\n")
+    return test_dir, templates_path
+
+
+def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
+    """The eval record of `langclip eval --model model_dir --dataset test_dir --split test *flags` on the CPU."""
+    parser = argparse.ArgumentParser()
+    evaluation.add_arguments(parser)
+    return evaluation.run_eval(parser.parse_args(
+        ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu",
+         *flags]))
+
+
+def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:
+    """Eval records: zero-shot with held-out templates, retrieval with held-out captions."""
+    return [eval_record(model_dir, test_dir, "--task", "zero-shot", "--templates", templates_path),
+            eval_record(model_dir, test_dir, "--task", "retrieval", "--caption-column", "eval_captions")]
+
+
+def headline(records: list[dict]) -> dict:
+    """The demo table's metrics from eval records."""
+    zero_shot, retrieval = (record["metrics"] for record in records)
+    return {"zero_shot_top1": zero_shot["top1"], "image_to_text_R@1": retrieval["image_to_text_R@1"],
+            "text_to_image_R@1": retrieval["text_to_image_R@1"]}
+
+
+def markdown_table(results: dict[str, dict[str, float]]) -> str:
+    """A markdown table with a row per model of ``results`` and a column per metric, to 3 decimals."""
+    metrics = list(next(iter(results.values())))
+    lines = [f"| model | {' | '.join(metrics)} |", f"| --- |{' --- |' * len(metrics)}"]
+    lines += [f"| {name} | " + " | ".join(f"{values[m]:.3f}" for m in metrics) + " |" for name, values in results.items()]
+    return "\n".join(lines)
