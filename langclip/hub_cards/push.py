@@ -17,8 +17,8 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-from fnmatch import fnmatch
 from collections.abc import Iterable, Mapping
+from fnmatch import fnmatch
 from pathlib import Path
 
 import yaml

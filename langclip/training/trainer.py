@@ -285,10 +285,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         num_texts = 1 + len(next(iter(dataset)).get("rewrites") or [])
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     transform = ImageTransform.from_image_processor(processor, train=True, seed=train_args.seed)
-    collator = method.make_collator(method, tokenizer, max_length, transform, data_args, num_texts, train_args.seed)
     if method.setup is not None:  # pcclip: rows of image pairs joined by id, and the loss set from the arguments
         method, dataset, collator = method.setup(method, model, dataset, tokenizer, max_length, processor, data_args,
                                                  train_args, accelerator.device)
+    else:
+        collator = method.make_collator(method, tokenizer, max_length, transform, data_args, num_texts, train_args.seed)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
         drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,
