@@ -8,7 +8,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["langclip", "langclip.*"]),
-    package_data={"langclip": ["processing/meta_pairs/*.jsonl", "evaluation/metrics/*/*.py"]},
+    package_data={"langclip": ["processing/generation/pools/*.jsonl", "evaluation/metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         # torch is a lower bound only: an installed torch that satisfies it is never replaced.

@@ -19,11 +19,13 @@ import torch
 from train_throughput import BENCH, WORDS, config, median_times, rows
 
 from langclip import CLIPSConfig, CLIPSModel
-from langclip.processing.partial_captions import CLIPSCollator, PartialCaption
-from langclip.processing.text_augment import ContrastiveCollator
-from langclip.processing.tokenization import train_word_tokenizer
+from langclip.processing.collators import CLIPSCollator
+from langclip.processing.text import PartialCaption
+from langclip.processing.collators import ContrastiveCollator
+from langclip.demo.tokenization import train_word_tokenizer
 from langclip.training.optim import build_optimizer
-from langclip.training.trainer import METHODS, forward_backward
+from langclip.training.methods import METHODS
+from langclip.training.trainer import forward_backward
 
 SENTENCES = 6  # synthetic captions of 6 sentences x 10 words, ~ 70 tokens with the specials
 

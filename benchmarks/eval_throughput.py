@@ -31,7 +31,7 @@ from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.evaluation.features import encode_images
 from langclip.evaluation.templates import load_templates
 from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
-from langclip.processing.tokenization import train_word_tokenizer
+from langclip.demo.tokenization import train_word_tokenizer
 
 
 def build(classes: int, image_size: int):

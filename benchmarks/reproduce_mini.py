@@ -32,9 +32,9 @@ import statistics
 import sys
 import time
 
-from langclip.processing import demo_world
-from langclip.processing.tokenization import train_word_tokenizer
-from langclip.training import demo, demo_clips, demo_eval, demo_pcclip
+from langclip.demo import world as demo_world
+from langclip.demo.tokenization import train_word_tokenizer
+from langclip.demo import clips as demo_clips, evaluate as demo_eval, pcclip as demo_pcclip, run as demo
 from langclip.training.trainer import train_in_process
 
 # A 2 x 2 of colours and shapes: telling them apart takes both attributes, so zero-shot among them tests composition.

@@ -29,11 +29,12 @@ import torch
 from datasets import Dataset
 from transformers import pipeline
 
-from langclip.processing.generation import ChunkedMapJob, TextGenerator
-from langclip.processing.icl import PromptBuilder
-from langclip.processing.meta_pairs import load_pool
-from langclip.processing.rewrite import Rewriter, llm_proposer
-from langclip.processing.tiny_lm import build_tiny_causal_lm
+from langclip.processing.generation.backends import TextGenerator
+from langclip.processing.generation.job import ChunkedMapJob
+from langclip.processing.generation.prompts import PromptBuilder
+from langclip.processing.generation.meta_pairs import load_pool
+from langclip.processing.generation.rewrite import Rewriter, llm_proposer
+from langclip.demo.tiny_lm import build_tiny_causal_lm
 
 WORDS = "red blue green small large old dog cat car boat bus horse man woman child street beach park field table".split()
 

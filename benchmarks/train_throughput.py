@@ -29,10 +29,12 @@ import torch
 from transformers import CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
-from langclip.processing.text_augment import ContrastiveCollator, TextAugmenter
-from langclip.processing.tokenization import train_word_tokenizer
+from langclip.processing.collators import ContrastiveCollator
+from langclip.processing.text import TextAugmenter
+from langclip.demo.tokenization import train_word_tokenizer
 from langclip.training.optim import build_optimizer
-from langclip.training.trainer import METHODS, forward_backward
+from langclip.training.methods import METHODS
+from langclip.training.trainer import forward_backward
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
 BENCH = dict(width=256, layers=4, heads=4, image_size=64, patch=8, context=32, projection=128)

@@ -12,14 +12,14 @@ import importlib
 import sys
 
 COMMANDS = {
-    "convert": ("langclip.modeling.convert", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
+    "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
     "train": ("langclip.training.trainer", "Train CLIP, LaCLIP or LaCLIP-MT (the flags and YAML config of train.py)."),
-    "demo": ("langclip.training.demo", "Run the self-contained demo on generated data (what `make demo` runs)."),
+    "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
     "eval": ("langclip.evaluation.run", "Evaluate a checkpoint: zero-shot, retrieval, few-shot or linear probe."),
     "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),
-    "meta-pairs": ("langclip.processing.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
-    "rewrite": ("langclip.processing.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
-    "differences": ("langclip.processing.differences", "Write pairwise image-difference texts with an LLM (PC-CLIP)."),
+    "meta-pairs": ("langclip.processing.generation.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
+    "rewrite": ("langclip.processing.generation.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
+    "differences": ("langclip.processing.generation.differences", "Write pairwise image-difference texts with an LLM (PC-CLIP)."),
 }
 
 

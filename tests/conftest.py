@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from langclip import LaCLIPConfig
-from langclip.processing.tokenization import train_word_tokenizer
+from langclip.demo.tokenization import train_word_tokenizer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per xdist worker: tiny ops spin-wait badly on oversubscribed cores
@@ -74,9 +74,9 @@ CAPTIONS = [
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory):
-    """A random byte-level Llama (langclip.processing.tiny_lm) saved with its tokenizer."""
-    from langclip.processing.meta_pairs import SHIPPED_POOLS, load_pool
-    from langclip.processing.tiny_lm import build_tiny_causal_lm
+    """A random byte-level Llama (langclip.demo.tiny_lm) saved with its tokenizer."""
+    from langclip.processing.generation.meta_pairs import SHIPPED_POOLS, load_pool
+    from langclip.demo.tiny_lm import build_tiny_causal_lm
 
     texts = [f"{a} => {b}" for a, b in zip(CAPTIONS, CAPTIONS[1:])]
     texts += [f"{a} => {b}" for name in SHIPPED_POOLS for a, b in load_pool(name).items]  # short prompts in tokens

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from langclip import LaCLIPModel
-from langclip.modeling.convert import convert_open_clip, load_state_dict
+from langclip.modeling.laclip.convert_open_clip import convert_open_clip
+from langclip.modeling.open_clip import load_state_dict
 
 WIDTH, LAYERS, PATCH, GRID, CTX, VOCAB, EMBED = 128, 2, 8, 4, 12, 60, 24
 

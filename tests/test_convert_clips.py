@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 from transformers import AutoModel, CLIPImageProcessor
 
 from langclip.cli import main as cli_main
-from langclip.modeling.convert_clips import clips_config, convert_clips
-from langclip.processing.clips_tokenizer import CLIPSTokenizer
+from langclip.modeling.clips.convert_clips import clips_config, convert_clips
+from langclip.modeling.clips.tokenization_clips import CLIPSTokenizer
 
 VISION = dict(width=32, layers=2, heads=2, patch=8, grid=2)
 TEXT = dict(width=24, layers=2, heads=2, vocab=120, context=10)

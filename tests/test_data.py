@@ -10,9 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from langclip.processing.data import load_image_text_dataset
-from langclip.processing.image_transforms import BadSampleError, ImageTransform, decode_image
-from langclip.processing.text_augment import ContrastiveCollator, TextAugmenter
+from langclip.processing.loading import load_image_text_dataset
+from langclip.processing.transforms import BadSampleError, ImageTransform, decode_image
+from langclip.processing.collators import ContrastiveCollator
+from langclip.processing.text import TextAugmenter
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 

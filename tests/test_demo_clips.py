@@ -5,9 +5,9 @@ import json
 from accelerate.state import AcceleratorState
 from train_utils import TINY_MODEL_CONFIG
 
-from langclip.processing import demo_world
-from langclip.processing.tokenization import train_word_tokenizer
-from langclip.training import demo_clips
+from langclip.demo import world as demo_world
+from langclip.demo.tokenization import train_word_tokenizer
+from langclip.demo import clips as demo_clips
 
 def test_demo_clips_run(tmp_path, capsys):
     train_set, test_set = demo_world.make_world(16, seed=0), demo_world.make_world(8, seed=1)

@@ -5,9 +5,9 @@ import json
 import torch
 
 from langclip import LaCLIPModel
-from langclip.processing import demo_world
-from langclip.processing.tokenization import train_word_tokenizer
-from langclip.training import demo_pcclip
+from langclip.demo import world as demo_world
+from langclip.demo.tokenization import train_word_tokenizer
+from langclip.demo import pcclip as demo_pcclip
 
 TINY = {
     "model_config": json.dumps({

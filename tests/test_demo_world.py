@@ -5,8 +5,8 @@ import random
 import numpy as np
 import pytest
 
-from langclip.processing import demo_world as world
-from langclip.processing.differences import MIN_CHARS, clean_difference
+from langclip.demo import world
+from langclip.processing.generation.filters import MIN_CHARS, clean_difference
 
 
 @pytest.fixture(scope="module")

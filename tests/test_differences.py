@@ -2,7 +2,9 @@
 
 import pytest
 
-from langclip.processing.differences import build_difference_prompt, clean_difference, sample_pairs
+from langclip.processing.generation.differences import sample_pairs
+from langclip.processing.generation.filters import clean_difference
+from langclip.processing.generation.prompts import build_difference_prompt
 
 IDS = [f"img{i}" for i in range(8)]
 LABELS = ["cat", "cat", "dog", "dog", "dog", "bird", "bird", "cat"]

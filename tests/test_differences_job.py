@@ -8,7 +8,8 @@ from datasets import Dataset, load_from_disk
 
 from conftest import CAPTIONS
 from langclip.cli import main as cli
-from langclip.processing.differences import DifferenceWriter, clean_difference, pair_dataset, summarize
+from langclip.processing.generation.differences import DifferenceWriter, pair_dataset, summarize
+from langclip.processing.generation.filters import clean_difference
 
 LONG = "it shows three large red boats on the grass instead of two small blue cars by the sea."
 
@@ -146,7 +147,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm
 def test_push_to_hub_pushes_the_folder_as_a_dataset(tmp_path, captions_file, tiny_lm_dir, monkeypatch):
     calls = []
     monkeypatch.setattr(
-        "langclip.processing.differences.push_folder", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
+        "langclip.processing.generation.differences.push_folder", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
     )
     out = tmp_path / "out"
     cli(job_args(captions_file, out, tiny_lm_dir, "--push-to-hub", "me/diffs", "--hub-private"))

@@ -6,19 +6,8 @@ from collections import Counter
 
 import pytest
 
-from langclip.processing.eda import (
-    EDA,
-    STOP_WORDS,
-    TRANSLATION_PROMPT,
-    BackTranslator,
-    eda_words,
-    load_synonyms,
-    num_changes,
-    random_deletion,
-    random_insertion,
-    random_swap,
-    synonym_replacement,
-)
+from langclip.processing.generation.baselines import BackTranslator, TRANSLATION_PROMPT
+from langclip.processing.text import EDA, STOP_WORDS, eda_words, load_synonyms, num_changes, random_deletion, random_insertion, random_swap, synonym_replacement
 
 SYNONYMS = {"dog": ["puppy"], "grass": ["lawn", "turf"], "the": ["a"]}
 

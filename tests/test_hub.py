@@ -17,10 +17,10 @@ import torch
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_load
 
 from langclip import LaCLIPModel
-from langclip.hub_cards.dataset_card import dataset_card
+from langclip.hub_cards.cards import dataset_card
 from langclip.evaluation.run import TASKS
-from langclip.hub_cards.model_card import TASKS as CARD_TASKS
-from langclip.hub_cards.model_card import eval_results, merge_eval_results, model_card
+from langclip.hub_cards.cards import TASKS as CARD_TASKS
+from langclip.hub_cards.cards import eval_results, merge_eval_results, model_card
 from langclip.hub_cards.push import check_repo_id, hub_token, push_folder, push_model
 
 from conftest import tiny_laclip_config

@@ -10,15 +10,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from langclip.processing.image_transforms import (
-    BadSampleError,
-    ImageTransform,
-    center_crop,
-    decode_image,
-    random_resized_crop_params,
-    resize_shortest_edge,
-)
-from langclip.processing.text_augment import ContrastiveCollator
+from langclip.processing.transforms import BadSampleError, ImageTransform, center_crop, decode_image, random_resized_crop_params, resize_shortest_edge
+from langclip.processing.collators import ContrastiveCollator
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
 

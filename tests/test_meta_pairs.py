@@ -6,16 +6,8 @@ import random
 import pytest
 
 from langclip.cli import main as cli
-from langclip.processing.generation import TextGenerator
-from langclip.processing.meta_pairs import (
-    CHATBOT_PROMPT,
-    SHIPPED_POOLS,
-    MetaPool,
-    chatbot_pool,
-    coco_pool,
-    load_pool,
-    read_pool,
-)
+from langclip.processing.generation.backends import TextGenerator
+from langclip.processing.generation.meta_pairs import CHATBOT_PROMPT, MetaPool, SHIPPED_POOLS, chatbot_pool, coco_pool, load_pool, read_pool
 
 COCO = {
     "images": [{"id": 1}, {"id": 2}, {"id": 3}, {"id": 4}, {"id": 5}],

@@ -7,7 +7,7 @@ from transformers import AutoModel, CLIPModel
 
 from conftest import tiny_laclip_config
 from langclip import CLIPSConfig, CLIPSModel
-from langclip.modeling.modeling_clips import caption_nll, captioner_attention_mask, clips_loss
+from langclip.modeling.clips.modeling_clips import caption_nll, captioner_attention_mask, clips_loss
 
 RELEASED = dict(vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional", text_pooling="last")
 

@@ -5,16 +5,8 @@ import random
 import pytest
 import torch
 
-from langclip.processing.partial_captions import (
-    CLIPSCollator,
-    PartialCaption,
-    block_mask,
-    random_mask,
-    special_frame,
-    split_sentences,
-    subcaption,
-    truncate,
-)
+from langclip.processing.collators import CLIPSCollator
+from langclip.processing.text import PartialCaption, block_mask, random_mask, special_frame, split_sentences, subcaption, truncate
 
 # Sentences with distinct ids, so every output token names its sentence and position.
 SENTENCES = [list(range(100 * s, 100 * s + n)) for s, n in enumerate([5, 8, 3, 12, 6, 9])]

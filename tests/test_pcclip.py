@@ -6,14 +6,9 @@ from peft import LoraConfig, get_peft_model
 
 from langclip import LaCLIPModel
 from langclip.modeling.losses import difference_loss
-from langclip.processing.differences import check_difference_rows
-from langclip.training.pcclip import (
-    TEXT_LAYER_LORA_TARGETS,
-    DifferenceCollator,
-    freeze_all_but_text_layers,
-    pcclip_loss,
-    precompute_image_embeddings,
-)
+from langclip.processing.generation.differences import check_difference_rows
+from langclip.processing.collators import DifferenceCollator
+from langclip.training.methods import TEXT_LAYER_LORA_TARGETS, freeze_all_but_text_layers, pcclip_loss, precompute_image_embeddings
 
 ROWS = [
     {"id_a": "0", "id_b": "1", "difference": "a red circle on the left"},

@@ -7,8 +7,10 @@ import torch
 
 from langclip import LaCLIPModel
 from langclip.training.arguments import DataArguments, ModelArguments, TrainArguments
-from langclip.training.pcclip import DifferenceCollator, freeze_all_but_text_layers, pcclip_loss
-from langclip.training.trainer import METHODS, forward_backward, train
+from langclip.processing.collators import DifferenceCollator
+from langclip.training.methods import freeze_all_but_text_layers, pcclip_loss
+from langclip.training.methods import METHODS
+from langclip.training.trainer import forward_backward, train
 from train_utils import make_training_files, read_log
 from conftest import tiny_laclip_config
 

@@ -15,11 +15,14 @@ from datasets import Dataset, DatasetDict, load_from_disk
 from transformers import pipeline
 
 from langclip.cli import main as cli
-from langclip.processing.generation import ChunkedMapJob, TextGenerator, check_same_ids, resolve_shard
-from langclip.processing.icl import STATUSES, PromptBuilder
-from langclip.processing.meta_pairs import load_pool
-from langclip.processing.rewrite import Rewriter, check_captions, llm_proposer, load_captions, summarize
-from langclip.processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
+from langclip.processing.generation.backends import TextGenerator
+from langclip.processing.generation.job import ChunkedMapJob, check_same_ids, resolve_shard
+from langclip.processing.generation.filters import STATUSES
+from langclip.processing.generation.prompts import PromptBuilder
+from langclip.processing.generation.meta_pairs import load_pool
+from langclip.processing.generation.rewrite import Rewriter, llm_proposer, summarize
+from langclip.processing.loading import check_captions, load_captions
+from langclip.demo.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
 
 from conftest import CAPTIONS
 
@@ -65,7 +68,7 @@ def test_load_captions_every_form(tmp_path, captions_file):
     assert load_captions(str(tmp_path / "folder"))["id"] == ["p", "q"]
     DatasetDict({"val": Dataset.from_dict({"caption": ["c"]})}).save_to_disk(str(tmp_path / "dict"))
     assert load_captions(str(tmp_path / "dict"), split="val")["id"] == ["0"]
-    with pytest.raises(ValueError, match=r"no split 'train' \(splits: \['val'\]\)"):
+    with pytest.raises(ValueError, match=r"no split 'train'; it has val"):
         load_captions(str(tmp_path / "dict"))
     (tmp_path / "x.xml").write_text("<a/>")
     with pytest.raises(ValueError, match=r"unknown caption file type '\.xml'"):

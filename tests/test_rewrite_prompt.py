@@ -6,16 +6,9 @@ import sys
 
 import pytest
 
-from langclip.processing.icl import (
-    OFFICIAL_TASK,
-    PAPER_TASK,
-    STATUSES,
-    PromptBuilder,
-    build_prompt,
-    clean_rewrite,
-    parse_completion,
-)
-from langclip.processing.meta_pairs import MetaPool, load_pool
+from langclip.processing.generation.filters import STATUSES, clean_rewrite, parse_completion
+from langclip.processing.generation.prompts import OFFICIAL_TASK, PAPER_TASK, PromptBuilder, build_prompt
+from langclip.processing.generation.meta_pairs import MetaPool, load_pool
 
 EXAMPLES = [
     ("a dog on grass", "A dog rests on green grass."),
@@ -127,8 +120,8 @@ def test_builder_prompt_uses_the_drawn_examples():
 
 def test_builder_draws_are_the_same_in_another_process():
     code = (
-        "from langclip.processing.icl import PromptBuilder\n"
-        "from langclip.processing.meta_pairs import load_pool\n"
+        "from langclip.processing.generation.prompts import PromptBuilder\n"
+        "from langclip.processing.generation.meta_pairs import load_pool\n"
         "b = PromptBuilder({'bard': load_pool('bard')}, seed=5)\n"
         "print(repr([b.examples(str(i), 'bard', 0) for i in range(5)]))\n"
     )

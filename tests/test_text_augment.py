@@ -5,7 +5,8 @@ from collections import Counter
 import pytest
 import torch
 
-from langclip.processing.text_augment import ContrastiveCollator, TextAugmenter, candidate_texts
+from langclip.processing.collators import ContrastiveCollator
+from langclip.processing.text import TextAugmenter, candidate_texts
 
 CAPTION = "a red circle"
 REWRITES = ["a circle in red", "one red circle shape", "red circle on a picture", "a small red circle"]

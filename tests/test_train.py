@@ -17,10 +17,11 @@ from transformers import CLIPModel
 
 from langclip import LaCLIPModel
 from langclip.cli import main as cli_main
-from langclip.processing.image_transforms import BadSampleError
+from langclip.processing.transforms import BadSampleError
 from langclip.training.arguments import parse_train_args
 from langclip.training.optim import learning_rate, parameter_groups
-from langclip.training.trainer import METHODS, forward_backward, train
+from langclip.training.methods import METHODS
+from langclip.training.trainer import forward_backward, train
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import datasets
 import numpy as np
 from PIL import Image
 
-from langclip.processing.tokenization import train_word_tokenizer
+from langclip.demo.tokenization import train_word_tokenizer
 
 WORDS = "a photo of the red green blue yellow circle square shape picture small large"
 COLOURS = ["red", "green", "blue", "yellow"]

@@ -20,6 +20,7 @@ from pathlib import Path
 import datasets
 import torch
 
+from ..processing import loading
 from .features import encode_images, encode_texts
 from .few_shot import few_shot_accuracy
 from .linear_probe import linear_probe
@@ -32,15 +33,7 @@ TASKS = ("zero-shot", "retrieval", "few-shot", "linear-probe")
 
 def load_split(path: str, split: str, config: str | None = None) -> datasets.Dataset:
     """One split of a Hub dataset, a `save_to_disk` folder or a data folder; errors name what is missing."""
-    folder = Path(path)
-    if (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file():
-        data = datasets.load_from_disk(path)
-    else:
-        data = datasets.load_dataset(path, config)
-    if isinstance(data, datasets.DatasetDict):
-        if split not in data:
-            raise ValueError(f"dataset {path} has no split {split!r}; it has {', '.join(data)}")
-        data = data[split]
+    data = loading.load_split(path, split, config)
     if len(data) == 0:
         raise ValueError(f"dataset {path}, split {split!r}, is empty: nothing to evaluate")
     return data
@@ -123,7 +116,7 @@ def load_model(path: str, device: str):
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    """Run ``args.task`` and return its eval record (see `langclip.hub_cards.model_card`)."""
+    """Run ``args.task`` and return its eval record (see `langclip.hub_cards.cards`)."""
     data = load_split(args.dataset, args.split, args.dataset_config)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, processor = load_model(args.model, device)

@@ -1,7 +1,6 @@
-"""Model and dataset cards, and pushing folders to the Hub (`langclip push`)."""
+"""Model and dataset cards (`cards`), and pushing folders to the Hub (`push`, `langclip push`)."""
 
-from .dataset_card import dataset_card
-from .model_card import eval_results, load_eval_records, model_card
+from .cards import dataset_card, eval_results, load_eval_records, model_card
 from .push import push_folder, push_model, update_eval_results
 
 __all__ = [

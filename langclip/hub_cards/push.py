@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import re
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
@@ -25,10 +26,9 @@ import yaml
 from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, get_token, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from transformers.dynamic_module_utils import get_relative_import_files
 
-from .dataset_card import dataset_card
-from .model_card import eval_results, load_eval_records, merge_eval_results, model_card
+from .cards import dataset_card
+from .cards import eval_results, load_eval_records, merge_eval_results, model_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SKIPPED_DIRECTORIES = {".git", ".cache", "__pycache__"}
@@ -72,9 +72,26 @@ def remote_code_files(config: Mapping) -> dict[str, bytes]:
     for auto_class, cls in (("AutoConfig", config_class), ("AutoModel", MODEL_MAPPING[config_class])):
         source = Path(inspect.getsourcefile(cls))
         auto_map[auto_class] = f"{source.stem}.{cls.__name__}"
-        for path in [source, *map(Path, get_relative_import_files(source))]:
-            files[path.name] = path.read_bytes()
+        files.update(flat_sources(source))
     files["config.json"] = (json.dumps({**config, "auto_map": auto_map}, indent=2, sort_keys=True) + "\n").encode()
+    return files
+
+
+_RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+)(\s+import\b)", re.MULTILINE)
+
+
+def flat_sources(source: Path) -> dict[str, bytes]:
+    """``source`` and every module it imports relatively, by file name, with the imports rewritten
+    to ``from .module import`` (remote code lives in one flat folder beside ``config.json``)."""
+    files, todo = {}, [source]
+    while todo:
+        path = todo.pop()
+        if path.name in files:
+            continue
+        text = path.read_text(encoding="utf-8")
+        for match in _RELATIVE_IMPORT.finditer(text):
+            todo.append(path.parents[len(match.group(2)) - 1] / f"{match.group(3)}.py")
+        files[path.name] = _RELATIVE_IMPORT.sub(r"\1.\3\4", text).encode()
     return files
 
 

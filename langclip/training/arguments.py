@@ -12,7 +12,7 @@ import json
 import yaml
 from transformers import HfArgumentParser
 
-from ..processing.partial_captions import STRATEGIES as PARTIAL_CAPTIONS
+from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
 
 METHOD_NAMES = ("clip", "laclip", "laclip-mt", "clips", "pcclip")
 

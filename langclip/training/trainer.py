@@ -19,19 +19,17 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
-from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, multi_positive_clip_loss
-from ..processing.data import load_image_text_dataset
-from ..processing.image_transforms import ImageTransform
-from ..processing.text_augment import ContrastiveCollator, TextAugmenter
+from ..modeling import LaCLIPModel
+from ..processing.loading import load_image_text_dataset
+from ..processing.transforms import ImageTransform
 from .arguments import (
     DataArguments,
     ModelArguments,
@@ -40,65 +38,14 @@ from .arguments import (
     arguments_from_dict,
     arguments_from_namespace,
 )
-from .clips import clips_collator, clips_features, clips_training_loss
+from .methods import METHODS, Method
 from .optim import build_optimizer, learning_rate, set_learning_rate
-from .pcclip import (TEXT_LAYER_LORA_TARGETS, PCCLIPLoss, difference_features, freeze_all_but_text_layers,
-                     setup_pcclip)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-def contrastive_features(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised (image (B, D), text (B, D) or (B, T, D)) features through the model's forward, at least float32."""
-    output = model(**batch)
-    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
-    images, texts = output.image_embeds.to(dtype), output.text_model_output.pooler_output.to(dtype)
-    if texts.shape[0] == images.shape[0]:
-        return images, output.text_embeds.to(dtype)
-    return images, F.normalize(texts, dim=-1).view(images.shape[0], -1, texts.shape[-1])
-
-
-def contrastive_collator(method: Method, tokenizer, max_length: int, image_transform, data_args: DataArguments,
-                         num_texts: int | None, seed: int) -> ContrastiveCollator:
-    return ContrastiveCollator(
-        tokenizer,
-        max_length,
-        augmenter=TextAugmenter(seed) if method.rewrites else None,
-        num_texts=num_texts if method.multi_positive else None,
-        image_transform=image_transform,
-        skip_bad_samples=data_args.skip_bad_samples,
-    )
-
-
-@dataclass(frozen=True)
-class Method:
-    """A training method: model class, collator factory, features of a batch, and the loss on those features."""
-
-    model_class: type
-    loss: Callable
-    rewrites: bool = False
-    multi_positive: bool = False
-    make_collator: Callable = contrastive_collator
-    features: Callable = contrastive_features
-    config_overrides: dict = field(default_factory=dict)
-    freeze: Callable | None = None  # model -> None: which parameters train when not using LoRA (default: all)
-    lora_targets: str | None = None  # LoRA target regex (default: --lora-target-modules)
-    setup: Callable | None = None  # (method, model, dataset, ...) -> (method, rows, collator): a method's own data
-
-
-METHODS = {
-    "clip": Method(LaCLIPModel, clip_loss),
-    "laclip": Method(LaCLIPModel, clip_loss, rewrites=True),
-    "laclip-mt": Method(LaCLIPModel, multi_positive_clip_loss, rewrites=True, multi_positive=True,
-                        config_overrides={"multi_positive": True}),
-    "pcclip": Method(LaCLIPModel, PCCLIPLoss(), features=difference_features, freeze=freeze_all_but_text_layers,
-                     lora_targets=TEXT_LAYER_LORA_TARGETS, setup=setup_pcclip),
-    "clips": Method(CLIPSModel, clips_training_loss, make_collator=clips_collator, features=clips_features),
-}
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:
@@ -407,7 +354,7 @@ def train_in_process(values: dict) -> dict:
 def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training: dict) -> None:
     """`save_pretrained` of the model (LoRA merged), tokenizer and image processor, and a model card
     (README.md) that lists ``training``; with --push-to-hub, push the folder without its checkpoints."""
-    from ..hub_cards.model_card import model_card
+    from ..hub_cards.cards import model_card
     from ..hub_cards.push import push_model
 
     accelerator.wait_for_everyone()

@@ -21,76 +21,25 @@ Output folder: the merged dataset (`datasets.load_from_disk`), ``rewrite_summary
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import datasets
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, load_from_disk
 from huggingface_hub import DatasetCard
 
-from .eda import EDA, BackTranslator, load_synonyms
-from .generation import ChunkedMapJob, TextGenerator, process_state, resolve_shard
-from .icl import OFFICIAL_TASK, PromptBuilder, clean_rewrite, parse_completion
+from ..loading import check_captions, load_captions
+from ..text import EDA, load_synonyms
+from .backends import Proposer, TextGenerator, request_names
+from .baselines import BackTranslator, backtranslation_proposer, eda_proposer
+from .filters import clean_rewrite, parse_completion
+from .job import ChunkedMapJob, process_state, resolve_shard
 from .meta_pairs import load_pool
+from .prompts import OFFICIAL_TASK, PromptBuilder
 
 OUTPUT_COLUMNS = ("rewrites", "rewrite_sources", "rewrite_status")
 SUMMARY_FILE = "rewrite_summary.json"
-_BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-
-# A proposer maps (captions, ids, requests (row, source, k)) to one (raw rewrite, examples shown) per request.
-Proposer = Callable[[Sequence[str], Sequence[str], list[tuple[int, str, int]]], list[tuple[str, Sequence]]]
-
-
-def load_captions(path: str, caption_column: str = "caption", id_column: str = "id", split: str = "train") -> Dataset:
-    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L) or Parquet.
-
-    A text file's lines become ``caption_column``. Without an ``id_column``, the row index
-    (as a string) is added as the id.
-    """
-    local = Path(path)
-    if local.is_dir() and any((local / name).exists() for name in ("state.json", "dataset_dict.json")):
-        dataset = load_from_disk(path)
-    elif local.is_file():
-        builder = _BUILDERS.get(local.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
-        kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
-        dataset = load_dataset(builder, data_files=str(local), split="train", **kwargs)
-        if builder == "text":
-            dataset = dataset.rename_column("text", caption_column)
-    else:
-        dataset = load_dataset(path, split=split)
-    if isinstance(dataset, datasets.DatasetDict):
-        if split not in dataset:
-            raise ValueError(f"{path}: no split {split!r} (splits: {sorted(dataset)})")
-        dataset = dataset[split]
-    if id_column not in dataset.column_names:
-        dataset = dataset.add_column(id_column, [str(i) for i in range(len(dataset))])  # in memory: no cache file
-    return dataset
-
-
-def check_captions(dataset: Dataset, caption_column: str = "caption", id_column: str = "id") -> None:
-    """Raise a ValueError naming the problem: a missing column, no rows, a caption that is not a
-    non-empty string (with its row and id), or a repeated id."""
-    for column in (caption_column, id_column):
-        if column not in dataset.column_names:
-            raise ValueError(f"no column {column!r} in the input (columns: {dataset.column_names})")
-    if len(dataset) == 0:
-        raise ValueError("the input dataset is empty: nothing to rewrite")
-    seen, row = set(), 0
-    for batch in dataset.select_columns([caption_column, id_column]).iter(10_000):
-        for caption, id_ in zip(batch[caption_column], batch[id_column]):
-            if not isinstance(caption, str) or not caption.strip():
-                raise ValueError(
-                    f"column {caption_column!r}, row {row} (id {id_!r}): expected a non-empty string, got {caption!r}"
-                )
-            if id_ in seen:
-                raise ValueError(f"column {id_column!r}, row {row}: id {id_!r} is repeated; ids must be unique")
-            seen.add(id_)
-            row += 1
 
 
 class Rewriter:
@@ -128,33 +77,13 @@ class Rewriter:
         return columns
 
 
-def _names(ids, requests) -> list[str]:
-    return [f"caption id {ids[row]!r}, source {source!r}" for row, source, _ in requests]
-
-
 def llm_proposer(builder: PromptBuilder, generator: TextGenerator) -> Proposer:
     """LaCLIP: ICL prompts continued by the LM, parsed."""
 
     def propose(captions, ids, requests):
         prompts = [builder(captions[row], ids[row], source, k) for row, source, k in requests]
-        completions = generator([prompt for prompt, _ in prompts], _names(ids, requests))
+        completions = generator([prompt for prompt, _ in prompts], request_names(ids, requests))
         return [(parse_completion(text), examples) for text, (_, examples) in zip(completions, prompts)]
-
-    return propose
-
-
-def eda_proposer(eda: EDA, seed: int = 0) -> Proposer:
-    """EDA, seeded by (seed, caption id, k) like the ICL examples."""
-
-    def propose(captions, ids, requests):
-        return [(eda(captions[row], random.Random(f"{seed}|{ids[row]}|eda|{k}")), ()) for row, _, k in requests]
-
-    return propose
-
-
-def backtranslation_proposer(translator: BackTranslator) -> Proposer:
-    def propose(captions, ids, requests):
-        return [(text, ()) for text in translator([captions[row] for row, _, _ in requests], _names(ids, requests))]
 
     return propose
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import random
-import re
 import shutil
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -24,24 +23,16 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from ..hub_cards.push import add_push_arguments, push_folder
-from .generation import ChunkedMapJob, TextGenerator, process_state, resolve_shard
-from .rewrite import check_captions, load_captions
+from ...hub_cards.push import add_push_arguments, push_folder
+from ..loading import check_captions, load_captions
+from .backends import TextGenerator
+from .filters import MIN_CHARS, clean_difference
+from .job import ChunkedMapJob, process_state, resolve_shard
+from .prompts import DIFFERENCE_PROMPT, build_difference_prompt
 
-DIFFERENCE_PROMPT = (
-    "Image A shows: {caption_a}\n"
-    "Image B shows: {caption_b}\n"
-    "Describe in one or two sentences how image A differs visually from image B.\n"
-    "Image A, compared with image B,"
-)
-MIN_CHARS = 60
 PAIRINGS = ("random", "within-class", "across-class")
 OUTPUT_COLUMNS = ("id_a", "id_b", "difference")
 SUMMARY_FILE = "difference_summary.json"
-
-# code fences, braces, function definitions, HTML tags, markdown headings/bullets/links
-_CODE_OR_MARKUP = re.compile(r"```|[{}]|\bdef \w+\(|</?[a-zA-Z][^>]*>|^\s*(#+|[*-])\s|\[[^\]]*\]\(", re.MULTILINE)
-_FOLLOW_UP = re.compile(r"\b(Note:|Notes:|Please note|Let me know|Do you|Would you|Is there anything|Can I help)", re.I)
 
 
 def sample_pairs(
@@ -83,37 +74,6 @@ def sample_pairs(
         if a != b:
             pairs.append((a, b))
     return pairs
-
-
-def build_difference_prompt(caption_a: str, caption_b: str, template: str = DIFFERENCE_PROMPT) -> str:
-    """The comparative prompt for one pair; the LLM continues after the last line."""
-    for name, caption in (("caption_a", caption_a), ("caption_b", caption_b)):
-        if not isinstance(caption, str) or not caption.strip():
-            raise ValueError(f"{name} must be a non-empty string, got {caption!r}")
-    return template.format(caption_a=caption_a.strip(), caption_b=caption_b.strip())
-
-
-def clean_difference(text: str, min_chars: int = MIN_CHARS) -> tuple[str | None, str]:
-    """Filter one generation as PC-CLIP does: returns (difference or None, status).
-
-    Cut at a follow-up question or note; reject code, markup or non-ASCII text; reject
-    what is left under ``min_chars`` characters. Status is ``ok`` or the rejection reason.
-    """
-    if not isinstance(text, str):
-        return None, "empty"
-    follow_up = _FOLLOW_UP.search(text)
-    if follow_up:
-        text = text[: follow_up.start()]
-    if not text.strip():
-        return None, "empty"
-    if not text.isascii():
-        return None, "non_ascii"
-    if _CODE_OR_MARKUP.search(text):
-        return None, "code_or_markup"
-    text = " ".join(text.split())
-    if len(text) < min_chars:
-        return None, "too_short"
-    return text, "ok"
 
 
 def check_difference_rows(rows, known_ids) -> None:

@@ -24,7 +24,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_clips import CLIPSConfig
-from .losses import clip_loss
+from ..losses import clip_loss
 
 IGNORE_INDEX = -100
 

@@ -1,6 +1,6 @@
 """Convert the released CLIPS checkpoints (OpenCLIP format; ViT-L-14-CLIPS-224/336, ViT-H-14-CLIPS-224) to `CLIPSModel`.
 
-The weight names are OpenCLIP's (see `langclip.modeling.convert`), read with the same
+The weight names are OpenCLIP's (see `langclip.modeling.open_clip`), read with the same
 helpers; what differs is the architecture (DESIGN.md, "CLIPS released architecture"):
 the vision tower has no ``visual.ln_pre`` and is pooled by the mean of its patch tokens
 before ``ln_post``; the text tower is bidirectional (no ``attn_mask``), pooled at the last
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ..processing.clips_tokenizer import CLIPSTokenizer
+from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
-from .convert import load_open_clip_weights, load_state_dict, open_clip_config
 from .modeling_clips import CLIPSModel
+from .tokenization_clips import CLIPSTokenizer
 
 RELEASED_ARCHITECTURE = dict(vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional",
                              text_pooling="last")

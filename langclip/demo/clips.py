@@ -17,9 +17,9 @@ import os
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import CLIPSModel
-from ..processing.image_transforms import ImageTransform
-from .demo_eval import evaluate, headline, markdown_table, save_test_set
-from .trainer import LOG_FILE, train_in_process
+from ..processing.transforms import ImageTransform
+from ..training.trainer import LOG_FILE, train_in_process
+from .evaluate import evaluate, headline, markdown_table, save_test_set
 
 PARTIAL_TOKENS = 16  # K: half the demo's 32-token text context (the paper: 32 of 80)
 CAPTIONER = {"captioner_layers": 1, "captioner_width": 64, "captioner_heads": 4, "captioner_max_length": 64}

@@ -1,7 +1,7 @@
 """LaCLIP: CLIP trained on LLM-rewritten captions (Fan et al., NeurIPS 2023).
 
 The architecture is CLIP's; what changes is the text each image is paired with (aug_T,
-see `langclip.processing.text_augment`) and, for LaCLIP-MT, the loss over all of an
+see `langclip.processing.collators`) and, for LaCLIP-MT, the loss over all of an
 image's texts.
 """
 
@@ -12,7 +12,7 @@ from transformers import CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_laclip import LaCLIPConfig
-from .losses import clip_loss, multi_positive_clip_loss
+from ..losses import clip_loss, multi_positive_clip_loss
 
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import transformers
 
-from .generation import TextGenerator
-from .icl import clean_rewrite, parse_completion
+from .backends import TextGenerator
+from .filters import clean_rewrite, parse_completion
 
-SHIPPED_DIR = Path(__file__).with_name("meta_pairs")
+SHIPPED_DIR = Path(__file__).with_name("pools")
 SHIPPED_POOLS = ("chatgpt", "bard", "human")
 CHATBOT_PROMPT = "Rewrite this caption of an image vividly, and keep it less than thirty words:"
 
@@ -187,7 +187,7 @@ def main(args) -> int:
     else:
         if not args.captions:
             raise SystemExit("--model needs --captions")
-        from .rewrite import load_captions  # rewrite.py imports this module
+        from ..loading import load_captions
 
         captions = load_captions(args.captions, caption_column=args.caption_column)
         captions = captions.select(range(min(args.num_pairs, len(captions))))[args.caption_column]

@@ -14,7 +14,7 @@ import os
 from datasets import ClassLabel
 
 from ..evaluation import run as evaluation
-from ..processing import demo_world
+from . import world as demo_world
 
 
 def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_world.CLASS_NAMES) -> tuple[str, str]:

@@ -1,6 +1,6 @@
 """`langclip demo` (`make demo`): CLIP vs LaCLIP on the generated shapes world, end to end on a CPU.
 
-Steps: generate the world (`langclip.processing.demo_world`); fit a tiny causal LM (about half
+Steps: generate the world (`langclip.demo.world`); fit a tiny causal LM (about half
 a minute) on in-context rewriting prompts built from the world's `rewrite_pool`; rewrite every
 web caption with the real `langclip rewrite` job (prompt, text-generation pipeline, cleaning);
 train a word tokenizer, then CLIP (web captions) and LaCLIP (aug_T over the caption and its
@@ -20,15 +20,17 @@ import time
 
 from datasets import load_from_disk
 
-from ..hub_cards.model_card import model_card
-from ..processing import demo_world, rewrite
-from ..processing.icl import build_prompt
-from ..processing.tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
-from ..processing.tokenization import train_word_tokenizer
-from . import demo_clips, demo_pcclip
-from .arguments import load_yaml_config
-from .demo_eval import evaluate, headline, markdown_table, save_test_set
-from .trainer import LOG_FILE, train_in_process
+from ..hub_cards.cards import model_card
+from ..processing.generation import rewrite
+from ..processing.generation.prompts import build_prompt
+from ..training.arguments import load_yaml_config
+from ..training.trainer import LOG_FILE, train_in_process
+from . import clips as demo_clips
+from . import pcclip as demo_pcclip
+from . import world as demo_world
+from .evaluate import evaluate, headline, markdown_table, save_test_set
+from .tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
+from .tokenization import train_word_tokenizer
 
 # The embedded default run; configs/demo.yaml holds the same values (a test keeps them equal).
 DEMO_CONFIG = {

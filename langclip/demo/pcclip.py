@@ -1,6 +1,6 @@
 """The PC-CLIP part of `langclip demo`: finetune a CLIP on pairwise differences, compare it with its base.
 
-`run` takes the demo world (`langclip.processing.demo_world`) and a base CLIP checkpoint
+`run` takes the demo world (`langclip.demo.world`) and a base CLIP checkpoint
 (``settings["base_model"]``; without one it first trains a CLIP with the demo settings),
 writes the world's ground-truth difference texts (`demo_world.describe_difference`) for
 random training pairs, finetunes with ``--method pcclip`` through `trainer.train`
@@ -36,11 +36,11 @@ from ..evaluation.differences import (
 from ..evaluation.features import encode_images, encode_texts
 from ..evaluation.zero_shot import zero_shot_accuracy
 from ..modeling import LaCLIPModel
-from ..processing import demo_world
-from ..processing.differences import sample_pairs
-from ..processing.image_transforms import ImageTransform
-from .demo_eval import markdown_table
-from .trainer import train_in_process
+from ..processing.generation.differences import sample_pairs
+from ..processing.transforms import ImageTransform
+from ..training.trainer import train_in_process
+from . import world as demo_world
+from .evaluate import markdown_table
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "count")
 LARGER = "The shapes in the first image are larger than the shapes in the second image."

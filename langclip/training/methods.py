@@ -1,25 +1,106 @@
-"""PC-CLIP finetuning pieces: which parameters train, the pair batches, the loss, and the trainer's data setup.
+"""Training methods: what the trainer needs to know about CLIP, LaCLIP, LaCLIP-MT, CLIPS and PC-CLIP.
 
-Only the text encoder's transformer blocks train (or LoRA adapters on them); the image
-tower is frozen, so image embeddings can be computed once and looked up by id.
-`setup_pcclip` is the ``pcclip`` method's hook in `trainer.train`: it turns the image
-dataset and ``--difference-data`` into pair rows, a `DifferenceCollator` and the loss.
+A `Method` names its model class, how rows become batches (its collator), how a batch
+becomes features, and the loss on those features (through `langclip.modeling.losses`).
+`METHODS` maps the ``--method`` names to them.
+
+**clips.** The features are per-row tensors, so `trainer.forward_backward`'s cached-feature
+accumulation (accum_freq > 1) concatenates them like CLIP's: image, web-caption and
+partial-caption embeddings, each row's summed caption NLL and token count, and the loss
+weights (w_c, w_cap) repeated on every row. Summing the recomputed micro-batch gradients
+gives the full-batch gradient of w_c * contrastive + w_cap * caption, the caption term
+being the token mean over the whole local batch.
+
+**pcclip.** Only the text encoder's transformer blocks train (or LoRA adapters on them);
+the image tower is frozen, so image embeddings can be computed once and looked up by id.
+`setup_pcclip` is the method's hook in `trainer.train`: it turns the image dataset and
+``--difference-data`` into pair rows, a `DifferenceCollator` and the loss.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import datasets
 import torch
 import torch.nn.functional as F
+from accelerate.utils import extract_model_from_parallel
 from tqdm.auto import tqdm
 
-from ..modeling.losses import clip_loss, difference_loss
-from ..processing.differences import check_difference_rows
-from ..processing.image_transforms import ImageTransform
-from ..processing.rewrite import load_captions
+from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, clips_loss, difference_loss, multi_positive_clip_loss
+from ..processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
+from ..processing.generation.differences import check_difference_rows
+from ..processing.loading import load_captions
+from ..processing.text import PartialCaption, TextAugmenter
+from ..processing.transforms import ImageTransform
+from .arguments import DataArguments
+
+
+def contrastive_features(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised (image (B, D), text (B, D) or (B, T, D)) features through the model's forward, at least float32."""
+    output = model(**batch)
+    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
+    images, texts = output.image_embeds.to(dtype), output.text_model_output.pooler_output.to(dtype)
+    if texts.shape[0] == images.shape[0]:
+        return images, output.text_embeds.to(dtype)
+    return images, F.normalize(texts, dim=-1).view(images.shape[0], -1, texts.shape[-1])
+
+
+def contrastive_collator(method: Method, tokenizer, max_length: int, image_transform, data_args: DataArguments,
+                         num_texts: int | None, seed: int) -> ContrastiveCollator:
+    return ContrastiveCollator(
+        tokenizer,
+        max_length,
+        augmenter=TextAugmenter(seed) if method.rewrites else None,
+        num_texts=num_texts if method.multi_positive else None,
+        image_transform=image_transform,
+        skip_bad_samples=data_args.skip_bad_samples,
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method: model class, collator factory, features of a batch, and the loss on those features."""
+
+    model_class: type
+    loss: Callable
+    rewrites: bool = False
+    multi_positive: bool = False
+    make_collator: Callable = contrastive_collator
+    features: Callable = contrastive_features
+    config_overrides: dict = field(default_factory=dict)
+    freeze: Callable | None = None  # model -> None: which parameters train when not using LoRA (default: all)
+    lora_targets: str | None = None  # LoRA target regex (default: --lora-target-modules)
+    setup: Callable | None = None  # (method, model, dataset, ...) -> (method, rows, collator): a method's own data
+
+
+def clips_collator(method, tokenizer, max_length: int, image_transform, data_args, num_texts, seed: int) -> CLIPSCollator:
+    """`CLIPSCollator` with the ``--partial-caption`` strategy and ``--partial-tokens`` budget K."""
+    partial = PartialCaption(tokenizer, data_args.partial_caption, data_args.partial_tokens, max_length=max_length,
+                             seed=seed)
+    return CLIPSCollator(tokenizer, max_length, partial, image_transform=image_transform,
+                         synthetic_column=data_args.synthetic_caption_column,
+                         skip_bad_samples=data_args.skip_bad_samples)
+
+
+def clips_features(model, batch: dict) -> tuple[torch.Tensor, ...]:
+    """(image, web, partial embeddings, caption NLL sums, caption token counts, loss weights), per row, >= float32."""
+    output = model(**batch)
+    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
+    config = extract_model_from_parallel(model).config
+    weights = torch.tensor([config.contrastive_loss_weight, config.caption_loss_weight], dtype=dtype,
+                           device=output.image_embeds.device).expand(output.image_embeds.shape[0], 2)
+    return (output.image_embeds.to(dtype), output.text_embeds.to(dtype), output.partial_text_embeds.to(dtype),
+            output.caption_nll_sum.to(dtype), output.caption_tokens, weights)
+
+
+def clips_training_loss(image, web, partial, caption_nll_sum, caption_tokens, loss_weights, logit_scale) -> torch.Tensor:
+    """`clips_loss` total with the weights carried by the features."""
+    return clips_loss(image, web, partial, caption_nll_sum, caption_tokens, logit_scale,
+                      loss_weights[0, 0], loss_weights[0, 1])[0]
+
 
 TEXT_LAYERS = "text_model.encoder.layers."
 # LoRA targets: every linear map of the text transformer blocks.
@@ -43,41 +124,6 @@ def precompute_image_embeddings(model, pixel_values: torch.Tensor, batch_size: i
     return torch.cat([
         model.get_image_features(pixel_values=chunk).pooler_output for chunk in pixel_values.split(batch_size)
     ])
-
-
-class DifferenceCollator:
-    """Rows ``{id_a, id_b, difference}`` -> a PC-CLIP batch.
-
-    ``image_lookup(id)`` returns either a precomputed image embedding (1-d) or pixel values
-    (3-d); the batch holds ``image_embeds_a/b`` or ``pixel_values_a/b`` accordingly, plus
-    the tokenised difference texts. With ``caption_lookup(id)``, it also holds the tokenised
-    captions of the a images (``caption_input_ids``, ``caption_attention_mask``) for the CLIP term.
-    """
-
-    def __init__(
-        self,
-        tokenizer,
-        max_length: int,
-        image_lookup: Callable[[str], torch.Tensor],
-        caption_lookup: Callable[[str], str] | None = None,
-    ):
-        self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.image_lookup = image_lookup
-        self.caption_lookup = caption_lookup
-
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        return self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-
-    def __call__(self, rows: list[Mapping]) -> dict[str, torch.Tensor]:
-        images_a = torch.stack([self.image_lookup(row["id_a"]) for row in rows])
-        images_b = torch.stack([self.image_lookup(row["id_b"]) for row in rows])
-        kind = "image_embeds" if images_a.dim() == 2 else "pixel_values"
-        batch = {f"{kind}_a": images_a, f"{kind}_b": images_b, **self.tokenize([row["difference"] for row in rows])}
-        if self.caption_lookup is not None:
-            captions = self.tokenize([self.caption_lookup(row["id_a"]) for row in rows])
-            batch.update({f"caption_{key}": value for key, value in captions.items()})
-        return batch
 
 
 def _image_features(model, batch: Mapping, side: str) -> torch.Tensor:
@@ -183,3 +229,14 @@ def setup_pcclip(method, model, images, tokenizer, max_length: int, processor, d
         captions = lambda image_id: images[index[image_id]]["caption"]  # noqa: E731
     collator = DifferenceCollator(tokenizer, max_length, lookup, captions)
     return dataclasses.replace(method, loss=PCCLIPLoss(train_args.clip_loss_weight)), pairs, collator
+
+
+METHODS = {
+    "clip": Method(LaCLIPModel, clip_loss),
+    "laclip": Method(LaCLIPModel, clip_loss, rewrites=True),
+    "laclip-mt": Method(LaCLIPModel, multi_positive_clip_loss, rewrites=True, multi_positive=True,
+                        config_overrides={"multi_positive": True}),
+    "pcclip": Method(LaCLIPModel, PCCLIPLoss(), features=difference_features, freeze=freeze_all_but_text_layers,
+                     lora_targets=TEXT_LAYER_LORA_TARGETS, setup=setup_pcclip),
+    "clips": Method(CLIPSModel, clips_training_loss, make_collator=clips_collator, features=clips_features),
+}

@@ -1,4 +1,4 @@
-"""Convert OpenCLIP-format checkpoints (LaCLIP's released LAION-400M models) to langclip folders.
+"""OpenCLIP state dicts: reading them safely, inferring the architecture, renaming the weights to `CLIPModel`'s.
 
 OpenCLIP layout: a ViT (`visual.*`: `conv1`, `class_embedding`, `positional_embedding`,
 `ln_pre`, `transformer.resblocks.N.{ln_1,attn,ln_2,mlp}`, `ln_post`, `proj`), a causal text
@@ -6,19 +6,17 @@ transformer (`token_embedding`, `positional_embedding`, `transformer.resblocks.N
 `ln_final`, `text_projection`) and `logit_scale`. Attention q/k/v are fused in `in_proj_*`;
 `proj` and `text_projection` are applied as ``x @ W`` (so they are transposed here).
 
-    langclip convert --from open_clip laclip-laion400m-b32.pt out/laclip-b32
+Both converters (`laclip.convert_open_clip`, `clips.convert_clips`) use these helpers.
 """
 
 from __future__ import annotations
 
-import argparse
 import re
 from pathlib import Path
 
 import torch
 
-from .configuration_laclip import LaCLIPConfig
-from .modeling_laclip import LaCLIPModel
+from .laclip.configuration_laclip import LaCLIPConfig
 
 _BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
 _BLOCK_NAMES = {
@@ -157,23 +155,6 @@ def convert_open_clip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
     return converted
 
 
-def convert_open_clip(
-    src: str | Path,
-    dst: str | Path | None = None,
-    vision_heads: int | None = None,
-    text_heads: int | None = None,
-    quick_gelu: bool = False,
-) -> LaCLIPModel:
-    """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given."""
-    state_dict = load_state_dict(src)
-    model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
-    load_open_clip_weights(model, state_dict)
-    if dst is not None:
-        model.save_pretrained(dst)
-        _save_image_processor(model.config, dst)
-    return model
-
-
 def load_open_clip_weights(model, state_dict: dict[str, torch.Tensor], untouched: tuple[str, ...] = ()) -> None:
     """Load converted OpenCLIP weights into ``model``; any weight missing (but those under ``untouched``) or left over is an error."""
     missing, unexpected = model.load_state_dict(convert_open_clip_state_dict(state_dict), strict=False)
@@ -182,41 +163,3 @@ def load_open_clip_weights(model, state_dict: dict[str, torch.Tensor], untouched
         raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
 
 
-def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
-    """OpenAI/OpenCLIP preprocessing: resize shortest side, centre crop, OpenAI mean/std."""
-    from transformers import CLIPImageProcessor
-
-    size = config.vision_config.image_size
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(dst)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source_format", choices=["open_clip", "clips"], required=True,
-                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models); "
-                             "clips: the released CLIPS ViT-L/H-14 OpenCLIP checkpoints (-> CLIPSModel).")
-    parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
-    parser.add_argument("dst", help="Output folder for config.json, model.safetensors and the image processor.")
-    parser.add_argument("--vision-heads", type=int, default=None,
-                        help="Attention heads of the vision tower (default: width // 64).")
-    parser.add_argument("--text-heads", type=int, default=None,
-                        help="Attention heads of the text tower (default: width // 64).")
-    parser.add_argument("--quick-gelu", action="store_true",
-                        help="--from open_clip: use QuickGELU (OpenAI-trained weights) instead of exact GELU.")
-    parser.add_argument("--tokenizer", default=None,
-                        help="Tokenizer folder or Hub id to save beside the weights (e.g. openai/clip-vit-base-patch32); "
-                             "with --from clips, the WordPiece vocab.txt of the CLIPS tokenizer.")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.source_format == "clips":
-        from .convert_clips import convert_clips
-
-        convert_clips(args.src, args.dst, args.vision_heads, args.text_heads, args.tokenizer)
-    else:
-        convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
-    if args.tokenizer and args.source_format == "open_clip":
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.dst)
-    print(f"saved {args.dst}")
-    return 0

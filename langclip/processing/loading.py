@@ -24,6 +24,7 @@ import json
 import os
 import tarfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import datasets
 from datasets import Dataset, Features, IterableDataset, Value
@@ -128,6 +129,27 @@ def _is_webdataset(path) -> bool:
     return path.endswith(".tar") or "*" in path
 
 
+def load_split(path: str, split: str = "train", config: str | None = None, streaming: bool = False):
+    """One split of a `save_to_disk` folder (a `Dataset` folder is its own split), a Hub id or a data folder.
+
+    Only ``split`` is loaded; a missing split is an error that names the ones there are.
+    """
+    folder = Path(path)
+    if (folder / "state.json").is_file():
+        return datasets.load_from_disk(path)
+    if (folder / "dataset_dict.json").is_file():
+        data = datasets.load_from_disk(path)
+        if split not in data:
+            raise ValueError(f"dataset {path} has no split {split!r}; it has {', '.join(data)}")
+        return data[split]
+    try:
+        return datasets.load_dataset(path, config, split=split, streaming=streaming)
+    except ValueError as error:
+        if "Unknown split" not in str(error) and "Bad split" not in str(error):
+            raise
+        raise ValueError(f"dataset {path} has no split {split!r} ({error})") from None
+
+
 def load_image_text_dataset(
     path: str | Sequence[str],
     split: str = "train",
@@ -143,12 +165,8 @@ def load_image_text_dataset(
         dataset = load_laclip_csv(path, augmented_files, image_root)
     elif _is_webdataset(path):
         dataset = load_webdataset(path)
-    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "state.json")):
-        dataset = datasets.load_from_disk(path)
-    elif os.path.isdir(path) and os.path.exists(os.path.join(path, "dataset_dict.json")):
-        dataset = datasets.load_from_disk(path)[split]
     else:
-        dataset = datasets.load_dataset(path, split=split, streaming=streaming)
+        dataset = load_split(path, split, streaming=streaming)
     return standardize_columns(dataset, image_column, caption_column, rewrites_column)
 
 
@@ -167,3 +185,48 @@ def standardize_columns(dataset, image_column="image", caption_column="caption",
     if "id" not in columns:
         dataset = dataset.map(lambda _, index: {"id": str(index)}, with_indices=True)
     return dataset
+
+
+_BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+def load_captions(path: str, caption_column: str = "caption", id_column: str = "id", split: str = "train") -> Dataset:
+    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L) or Parquet.
+
+    A text file's lines become ``caption_column``. Without an ``id_column``, the row index
+    (as a string) is added as the id.
+    """
+    local = Path(path)
+    if local.is_file():
+        builder = _BUILDERS.get(local.suffix.lower())
+        if builder is None:
+            raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
+        kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
+        dataset = datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
+        if builder == "text":
+            dataset = dataset.rename_column("text", caption_column)
+    else:
+        dataset = load_split(path, split)
+    if id_column not in dataset.column_names:
+        dataset = dataset.add_column(id_column, [str(i) for i in range(len(dataset))])  # in memory: no cache file
+    return dataset
+
+
+def check_captions(dataset: Dataset, caption_column: str = "caption", id_column: str = "id") -> None:
+    """Raise a ValueError naming the problem: a missing column, no rows, a caption that is not a
+    non-empty string (with its row and id), or a repeated id."""
+    for column in (caption_column, id_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"no column {column!r} in the input (columns: {dataset.column_names})")
+    if len(dataset) == 0:
+        raise ValueError("the input dataset is empty: nothing to rewrite")
+    seen, row = set(), 0
+    for batch in dataset.select_columns([caption_column, id_column]).iter(10_000):
+        for caption, id_ in zip(batch[caption_column], batch[id_column]):
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(
+                    f"column {caption_column!r}, row {row} (id {id_!r}): expected a non-empty string, got {caption!r}"
+                )
+            if id_ in seen:
+                raise ValueError(f"column {id_column!r}, row {row}: id {id_!r} is repeated; ids must be unique")
+            seen.add(id_)
+            row += 1

@@ -1,0 +1,74 @@
+"""`langclip convert`: OpenCLIP-format checkpoints (LaCLIP's released LAION-400M models) to langclip folders.
+
+The weight renaming is shared with the CLIPS converter (`langclip.modeling.open_clip`);
+``--from clips`` hands over to `langclip.modeling.clips.convert_clips`.
+
+    langclip convert --from open_clip laclip-laion400m-b32.pt out/laclip-b32
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
+from .configuration_laclip import LaCLIPConfig
+from .modeling_laclip import LaCLIPModel
+
+
+def convert_open_clip(
+    src: str | Path,
+    dst: str | Path | None = None,
+    vision_heads: int | None = None,
+    text_heads: int | None = None,
+    quick_gelu: bool = False,
+) -> LaCLIPModel:
+    """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given."""
+    state_dict = load_state_dict(src)
+    model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
+    load_open_clip_weights(model, state_dict)
+    if dst is not None:
+        model.save_pretrained(dst)
+        _save_image_processor(model.config, dst)
+    return model
+
+
+def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
+    """OpenAI/OpenCLIP preprocessing: resize shortest side, centre crop, OpenAI mean/std."""
+    from transformers import CLIPImageProcessor
+
+    size = config.vision_config.image_size
+    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(dst)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source_format", choices=["open_clip", "clips"], required=True,
+                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models); "
+                             "clips: the released CLIPS ViT-L/H-14 OpenCLIP checkpoints (-> CLIPSModel).")
+    parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
+    parser.add_argument("dst", help="Output folder for config.json, model.safetensors and the image processor.")
+    parser.add_argument("--vision-heads", type=int, default=None,
+                        help="Attention heads of the vision tower (default: width // 64).")
+    parser.add_argument("--text-heads", type=int, default=None,
+                        help="Attention heads of the text tower (default: width // 64).")
+    parser.add_argument("--quick-gelu", action="store_true",
+                        help="--from open_clip: use QuickGELU (OpenAI-trained weights) instead of exact GELU.")
+    parser.add_argument("--tokenizer", default=None,
+                        help="Tokenizer folder or Hub id to save beside the weights (e.g. openai/clip-vit-base-patch32); "
+                             "with --from clips, the WordPiece vocab.txt of the CLIPS tokenizer.")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.source_format == "clips":
+        from ..clips.convert_clips import convert_clips
+
+        convert_clips(args.src, args.dst, args.vision_heads, args.text_heads, args.tokenizer)
+    else:
+        convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
+    if args.tokenizer and args.source_format == "open_clip":
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.dst)
+    print(f"saved {args.dst}")
+    return 0
+

@@ -1,0 +1,103 @@
+"""The package's imports follow DESIGN.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
+
+Order (an arrow may only point down this list):
+modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
+``demo`` may import everything and nothing imports it; generation and evaluation do not
+import each other. Every import counts, also those inside functions (lazy imports).
+"""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "langclip"
+LAYERS = {
+    "langclip.modeling": 0,
+    "langclip.hub_cards": 1,
+    "langclip.processing": 2,
+    "langclip.processing.generation": 3,
+    "langclip.evaluation": 3,
+    "langclip.training": 4,
+    "langclip.cli": 5,
+    "langclip.demo": 6,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer(module: str) -> str | None:
+    """The longest LAYERS prefix of ``module``."""
+    found = [name for name in LAYERS if module == name or module.startswith(name + ".")]
+    return max(found, key=len) if found else None
+
+
+def imports_of(path: Path) -> set[str]:
+    """Absolute names of the langclip modules ``path`` imports (``from x import y`` counts y when y is a module)."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("langclip"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("langclip"):
+                continue
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                found.add(candidate if candidate in MODULES else target)
+    return {name for name in found if name in MODULES}
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+
+
+def test_layers_cover_every_module():
+    unplaced = [name for name in MODULES if name != "langclip" and layer(name) is None]
+    assert not unplaced, f"modules outside the layout: {unplaced}"
+
+
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_point_down(module):
+    source = layer(module)
+    for target in GRAPH[module]:
+        target_layer = layer(target)
+        if module == "langclip" or target_layer is None or target_layer == source:
+            continue
+        if target_layer == "langclip.demo":
+            pytest.fail(f"{module} imports the demo ({target}); only `langclip demo` may, lazily through cli")
+        assert LAYERS[target_layer] < LAYERS[source] or source == "langclip.demo", (
+            f"{module} ({source}) imports {target} ({target_layer}), which is not below it in DESIGN.md's order"
+        )
+
+
+def test_no_import_cycles():
+    """Depth-first search over module-level and lazy imports; a back edge is a cycle."""
+    state, stack, cycles = {}, [], []
+
+    def visit(name):
+        state[name] = "open"
+        stack.append(name)
+        for target in sorted(GRAPH[name]):
+            if target.startswith(name + ".") or name.startswith(target + ".") and MODULES[target].name == "__init__.py":
+                continue  # a package and its own modules
+            if state.get(target) == "open":
+                cycles.append(stack[stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[name] = "done"
+
+    for name in sorted(GRAPH):
+        if name not in state:
+            visit(name)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in cycles)
