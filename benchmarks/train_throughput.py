@@ -89,7 +89,7 @@ def rows(batch_size: int, seed: int = 0) -> list[dict]:
 
 def our_step(model, optimizer, collator, data):
     batch = collator(data)
-    forward_backward(model, batch, METHODS["laclip"], lambda: model.logit_scale.exp())
+    forward_backward(model, batch, METHODS["laclip"](), lambda: model.logit_scale.exp())
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.clamp_logit_scale_()

@@ -98,7 +98,7 @@ def test_accumulation_gives_the_full_batch_gradient(tokenizer, tiny_config):
     gradients = []
     for accum_freq in (1, 2, 4):
         model.zero_grad()
-        loss = forward_backward(model, batch, METHODS["pcclip"], lambda: model.logit_scale.exp(), accum_freq)
+        loss = forward_backward(model, batch, METHODS["pcclip"](), lambda: model.logit_scale.exp(), accum_freq)
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         torch.testing.assert_close(loss, pcclip_loss(model, batch).detach())
     assert gradients[0] and all(name.startswith("text_model.encoder.layers.") for name in gradients[0])

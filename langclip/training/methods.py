@@ -1,32 +1,22 @@
-"""Training methods: what the trainer needs to know about CLIP, LaCLIP, LaCLIP-MT, CLIPS and PC-CLIP.
+"""Training methods: one small class per method (CLIP, LaCLIP, LaCLIP-MT, CLIPS, PC-CLIP).
 
-A `Method` names its model class, how rows become batches (its collator), how a batch
-becomes features, and the loss on those features (through `langclip.modeling.losses`).
-`METHODS` maps the ``--method`` names to them.
-
-**clips.** The features are per-row tensors, so `trainer.forward_backward`'s cached-feature
-accumulation (accum_freq > 1) concatenates them like CLIP's: image, web-caption and
-partial-caption embeddings, each row's summed caption NLL and token count, and the loss
-weights (w_c, w_cap) repeated on every row. Summing the recomputed micro-batch gradients
-gives the full-batch gradient of w_c * contrastive + w_cap * caption, the caption term
-being the token mean over the whole local batch.
-
-**pcclip.** Only the text encoder's transformer blocks train (or LoRA adapters on them);
-the image tower is frozen, so image embeddings can be computed once and looked up by id.
-`setup_pcclip` is the method's hook in `trainer.train`: it turns the image dataset and
-``--difference-data`` into pair rows, a `DifferenceCollator` and the loss.
+A method names the columns it needs (`check_columns`, before the first step), prepares its
+rows and collator (`prepare_data`), computes the features of a batch (`features`: per-row
+tensors, so the trainer's cached-feature accumulation can concatenate micro-batches) and the
+loss on them (`loss`, through `langclip.modeling.losses`, the functions the models'
+``forward(return_loss=True)`` use too). `METHODS` maps the ``--method`` names to the classes;
+`Method.from_arguments` builds one from the run's model and flags.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import datasets
 import torch
 import torch.nn.functional as F
-from accelerate.utils import extract_model_from_parallel
 from tqdm.auto import tqdm
 
 from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, clips_loss, difference_loss, multi_positive_clip_loss
@@ -35,71 +25,169 @@ from ..processing.generation.differences import check_difference_rows
 from ..processing.loading import load_captions
 from ..processing.text import PartialCaption, TextAugmenter
 from ..processing.transforms import ImageTransform
-from .arguments import DataArguments
 
 
-def contrastive_features(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised (image (B, D), text (B, D) or (B, T, D)) features through the model's forward, at least float32."""
-    output = model(**batch)
-    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
-    images, texts = output.image_embeds.to(dtype), output.text_model_output.pooler_output.to(dtype)
-    if texts.shape[0] == images.shape[0]:
-        return images, output.text_embeds.to(dtype)
-    return images, F.normalize(texts, dim=-1).view(images.shape[0], -1, texts.shape[-1])
-
-
-def contrastive_collator(method: Method, tokenizer, max_length: int, image_transform, data_args: DataArguments,
-                         num_texts: int | None, seed: int) -> ContrastiveCollator:
-    return ContrastiveCollator(
-        tokenizer,
-        max_length,
-        augmenter=TextAugmenter(seed) if method.rewrites else None,
-        num_texts=num_texts if method.multi_positive else None,
-        image_transform=image_transform,
-        skip_bad_samples=data_args.skip_bad_samples,
-    )
+def at_least_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Floating tensors promoted to float32 or wider (losses under bf16 autocast run in float32)."""
+    return tuple(t.to(torch.promote_types(t.dtype, torch.float32)) if t.is_floating_point() else t for t in tensors)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A training method: model class, collator factory, features of a batch, and the loss on those features."""
+    """CLIP: one caption per image, `clip_loss`; the base every other method specialises.
 
-    model_class: type
-    loss: Callable
-    rewrites: bool = False
-    multi_positive: bool = False
-    make_collator: Callable = contrastive_collator
-    features: Callable = contrastive_features
-    config_overrides: dict = field(default_factory=dict)
-    freeze: Callable | None = None  # model -> None: which parameters train when not using LoRA (default: all)
-    lora_targets: str | None = None  # LoRA target regex (default: --lora-target-modules)
-    setup: Callable | None = None  # (method, model, dataset, ...) -> (method, rows, collator): a method's own data
+    Class attributes: ``name`` (the ``--method``), ``model_class``, ``columns`` (the record
+    columns it needs), ``config_overrides`` (model config values it sets) and ``lora_targets``
+    (a regex for LoRA; None: ``--lora-target-modules``).
+    """
+
+    name: ClassVar[str] = "clip"
+    model_class: ClassVar[type] = LaCLIPModel
+    columns: ClassVar[tuple[str, ...]] = ("image", "caption")
+    config_overrides: ClassVar[dict] = {}
+    lora_targets: ClassVar[str | None] = None
+
+    seed: int = 0
+    skip_bad_samples: bool = False
+
+    @classmethod
+    def options(cls, model, model_args, data_args, train_args) -> dict:
+        """This method's constructor arguments from the run's model and flags."""
+        return {"seed": train_args.seed, "skip_bad_samples": data_args.skip_bad_samples}
+
+    @classmethod
+    def from_arguments(cls, model, model_args, data_args, train_args) -> Method:
+        return cls(**cls.options(model, model_args, data_args, train_args))
+
+    def check_columns(self, columns, where: str) -> None:
+        """Raise a ValueError naming the method and every column of `columns` missing from ``where``'s data."""
+        missing = [column for column in self.columns if column not in columns]
+        if missing:
+            raise ValueError(
+                f"--method {self.name} needs the column(s) {', '.join(map(repr, missing))}, which {where} does not "
+                f"have (columns: {', '.join(map(repr, columns))}); map yours with --image-column, --caption-column, "
+                "--rewrites-column or --synthetic-caption-column"
+            )
+
+    def freeze(self, model) -> None:
+        """Set which parameters train when LoRA is off (all, for every method but PC-CLIP)."""
+
+    def prepare_data(self, model, dataset, tokenizer, max_length: int, processor, device):
+        """(rows, collator) for the DataLoader: the records as they are, with random-crop augmentation."""
+        transform = ImageTransform.from_image_processor(processor, train=True, seed=self.seed)
+        return dataset, self.collator(tokenizer, max_length, transform, dataset)
+
+    def collator(self, tokenizer, max_length: int, image_transform, dataset) -> ContrastiveCollator:
+        return ContrastiveCollator(tokenizer, max_length, image_transform=image_transform,
+                                   skip_bad_samples=self.skip_bad_samples)
+
+    def features(self, model, batch: dict) -> tuple[torch.Tensor, ...]:
+        """(image (B, D), text (B, D)) normalised embeddings from the model's forward."""
+        output = model(**batch)
+        return at_least_float32(output.image_embeds, output.text_embeds)
+
+    def loss(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        return clip_loss(image, text, logit_scale)
 
 
-def clips_collator(method, tokenizer, max_length: int, image_transform, data_args, num_texts, seed: int) -> CLIPSCollator:
-    """`CLIPSCollator` with the ``--partial-caption`` strategy and ``--partial-tokens`` budget K."""
-    partial = PartialCaption(tokenizer, data_args.partial_caption, data_args.partial_tokens, max_length=max_length,
-                             seed=seed)
-    return CLIPSCollator(tokenizer, max_length, partial, image_transform=image_transform,
-                         synthetic_column=data_args.synthetic_caption_column,
-                         skip_bad_samples=data_args.skip_bad_samples)
+@dataclass(frozen=True)
+class LaCLIPMethod(Method):
+    """LaCLIP: the text of each image is aug_T's uniform draw among the caption and its rewrites."""
+
+    name: ClassVar[str] = "laclip"
+    columns: ClassVar[tuple[str, ...]] = ("image", "caption", "rewrites")
+
+    def collator(self, tokenizer, max_length: int, image_transform, dataset) -> ContrastiveCollator:
+        return ContrastiveCollator(tokenizer, max_length, augmenter=TextAugmenter(self.seed),
+                                   image_transform=image_transform, skip_bad_samples=self.skip_bad_samples)
 
 
-def clips_features(model, batch: dict) -> tuple[torch.Tensor, ...]:
-    """(image, web, partial embeddings, caption NLL sums, caption token counts, loss weights), per row, >= float32."""
-    output = model(**batch)
-    dtype = torch.promote_types(output.image_embeds.dtype, torch.float32)
-    config = extract_model_from_parallel(model).config
-    weights = torch.tensor([config.contrastive_loss_weight, config.caption_loss_weight], dtype=dtype,
-                           device=output.image_embeds.device).expand(output.image_embeds.shape[0], 2)
-    return (output.image_embeds.to(dtype), output.text_embeds.to(dtype), output.partial_text_embeds.to(dtype),
-            output.caption_nll_sum.to(dtype), output.caption_tokens, weights)
+@dataclass(frozen=True)
+class LaCLIPMTMethod(LaCLIPMethod):
+    """LaCLIP-MT: every image with all T = M + 1 of its texts, `multi_positive_clip_loss`.
+
+    ``num_texts`` None: 1 + the number of rewrites of the first row.
+    """
+
+    name: ClassVar[str] = "laclip-mt"
+    config_overrides: ClassVar[dict] = {"multi_positive": True}
+
+    num_texts: int | None = None
+
+    @classmethod
+    def options(cls, model, model_args, data_args, train_args) -> dict:
+        return {**super().options(model, model_args, data_args, train_args), "num_texts": model_args.num_texts}
+
+    def collator(self, tokenizer, max_length: int, image_transform, dataset) -> ContrastiveCollator:
+        num_texts = self.num_texts or 1 + len(next(iter(dataset)).get("rewrites") or [])
+        return ContrastiveCollator(tokenizer, max_length, augmenter=TextAugmenter(self.seed), num_texts=num_texts,
+                                   image_transform=image_transform, skip_bad_samples=self.skip_bad_samples)
+
+    def features(self, model, batch: dict) -> tuple[torch.Tensor, ...]:
+        """(image (B, D), all texts (B, T, D)) normalised embeddings; text column 0 is aug_T's draw."""
+        output = model(**batch)
+        return at_least_float32(output.image_embeds, output.all_text_embeds)
+
+    def loss(self, image: torch.Tensor, texts: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+        return multi_positive_clip_loss(image, texts, logit_scale)
 
 
-def clips_training_loss(image, web, partial, caption_nll_sum, caption_tokens, loss_weights, logit_scale) -> torch.Tensor:
-    """`clips_loss` total with the weights carried by the features."""
-    return clips_loss(image, web, partial, caption_nll_sum, caption_tokens, logit_scale,
-                      loss_weights[0, 0], loss_weights[0, 1])[0]
+@dataclass(frozen=True)
+class CLIPSMethod(Method):
+    """CLIPS: web caption and partial synthetic caption for the text tower, the full synthetic caption for the captioner.
+
+    Loss: ``contrastive_weight * contrastive + caption_weight * caption`` (`clips_loss`), the
+    weights being the model config's. Features per row: image, web and partial embeddings,
+    each row's summed caption NLL and caption token count; summed over the micro-batches, the
+    recomputed gradients give the full-batch gradient, the caption term being the token
+    mean over the whole local batch.
+    """
+
+    name: ClassVar[str] = "clips"
+    model_class: ClassVar[type] = CLIPSModel
+
+    partial_caption: str = "subcaption"
+    partial_tokens: int = 32
+    synthetic_column: str = "synthetic_caption"
+    contrastive_weight: float = 1.0
+    caption_weight: float = 2.0
+
+    @property
+    def required_columns(self) -> tuple[str, ...]:
+        return ("image", "caption", self.synthetic_column)
+
+    def check_columns(self, columns, where: str) -> None:
+        missing = [column for column in self.required_columns if column not in columns]
+        if missing:
+            raise ValueError(
+                f"--method clips needs the column(s) {', '.join(map(repr, missing))}, which {where} does not have "
+                f"(columns: {', '.join(map(repr, columns))}); name the synthetic caption column with "
+                "--synthetic-caption-column"
+            )
+
+    @classmethod
+    def options(cls, model, model_args, data_args, train_args) -> dict:
+        return {**super().options(model, model_args, data_args, train_args),
+                "partial_caption": data_args.partial_caption, "partial_tokens": data_args.partial_tokens,
+                "synthetic_column": data_args.synthetic_caption_column,
+                "contrastive_weight": model.config.contrastive_loss_weight,
+                "caption_weight": model.config.caption_loss_weight}
+
+    def collator(self, tokenizer, max_length: int, image_transform, dataset) -> CLIPSCollator:
+        partial = PartialCaption(tokenizer, self.partial_caption, self.partial_tokens, max_length=max_length,
+                                 seed=self.seed)
+        return CLIPSCollator(tokenizer, max_length, partial, image_transform=image_transform,
+                             synthetic_column=self.synthetic_column, skip_bad_samples=self.skip_bad_samples)
+
+    def features(self, model, batch: dict) -> tuple[torch.Tensor, ...]:
+        """(image, web, partial (B, D) embeddings, caption NLL sums (B,), caption token counts (B,))."""
+        output = model(**batch)
+        return at_least_float32(output.image_embeds, output.text_embeds, output.partial_text_embeds,
+                                output.caption_nll_sum, output.caption_tokens)
+
+    def loss(self, image, web, partial, caption_nll_sum, caption_tokens, logit_scale) -> torch.Tensor:
+        return clips_loss(image, web, partial, caption_nll_sum, caption_tokens, logit_scale,
+                          self.contrastive_weight, self.caption_weight)[0]
 
 
 TEXT_LAYERS = "text_model.encoder.layers."
@@ -152,32 +240,10 @@ def difference_features(model, batch: Mapping) -> tuple[torch.Tensor, ...]:
     return features
 
 
-@dataclasses.dataclass(frozen=True)
-class PCCLIPLoss:
-    """L = difference_loss(f_a, f_b, g(d)) + clip_weight * clip_loss(n(f_a), n(g(c_a)), s).
-
-    Called as ``loss(image_a, image_b, text[, captions], logit_scale)`` (`difference_features`,
-    then the exponentiated logit scale, which only the CLIP term uses: PC-CLIP's own loss has
-    tau = 1, fixed). The CLIP term needs the captions of the a images.
-    """
-
-    clip_weight: float = 0.0
-
-    def __call__(self, image_a, image_b, text, *captions_and_scale) -> torch.Tensor:
-        *captions, logit_scale = captions_and_scale
-        loss = difference_loss(image_a, image_b, text)
-        if self.clip_weight:
-            if not captions:
-                raise ValueError("clip_weight > 0 needs the captions of the a images in the batch (caption_input_ids)")
-            loss = loss + self.clip_weight * clip_loss(
-                F.normalize(image_a, dim=-1), F.normalize(captions[0], dim=-1), logit_scale
-            )
-        return loss
-
-
 def pcclip_loss(model, batch: Mapping, clip_weight: float = 0.0) -> torch.Tensor:
-    """`PCCLIPLoss` on a model and a `DifferenceCollator` batch."""
-    return PCCLIPLoss(clip_weight)(*difference_features(model, batch), model.logit_scale.exp())
+    """`PCCLIPMethod`'s loss on a model and a `DifferenceCollator` batch."""
+    method = PCCLIPMethod(clip_weight=clip_weight)
+    return method.loss(*method.features(model, batch), model.logit_scale.exp())
 
 
 def load_difference_rows(path: str, image_ids) -> datasets.Dataset:
@@ -196,47 +262,83 @@ def load_difference_rows(path: str, image_ids) -> datasets.Dataset:
     return rows
 
 
-def setup_pcclip(method, model, images, tokenizer, max_length: int, processor, data_args, train_args, device):
-    """The ``pcclip`` method's data: (method with its loss, ``--difference-data`` rows, `DifferenceCollator`).
+@dataclass(frozen=True)
+class PCCLIPMethod(Method):
+    """PC-CLIP finetuning on image pairs and their difference texts.
 
-    Pair ids join the rows of ``--train-data`` by their ``id``. Images go through the eval
-    transform (the image tower is frozen: no augmentation), once for all with
-    ``--precompute-image-embeddings``, else in every batch.
+    L = difference_loss(f_a, f_b, g(d)) + clip_weight * clip_loss(n(f_a), n(g(c_a)), s); PC-CLIP's
+    own loss has tau = 1, fixed, so the logit scale s only enters the optional CLIP term, which
+    needs the captions of the a images. Only the text transformer blocks train (or LoRA on
+    them). Pair ids join the rows of ``--train-data`` by their ``id``; images go through the
+    eval transform (the image tower is frozen: no augmentation), once for all with
+    ``precompute`` (``--precompute-image-embeddings``), else in every batch.
     """
-    if data_args.difference_data is None:
-        raise ValueError("--method pcclip needs --difference-data: rows of (id_a, id_b, difference)")
-    if not isinstance(images, datasets.Dataset):
-        raise ValueError("--method pcclip looks images up by id: --train-data must not be streamed or webdataset shards")
-    index = {str(image_id): row for row, image_id in enumerate(images["id"])}
-    pairs = load_difference_rows(data_args.difference_data, index)
-    transform = ImageTransform.from_image_processor(processor)
 
-    def pixels(image_id: str) -> torch.Tensor:
-        return transform(images[index[image_id]]["image"], where=f"image id {image_id!r}")
+    name: ClassVar[str] = "pcclip"
+    columns: ClassVar[tuple[str, ...]] = ("image", "id")
+    lora_targets: ClassVar[str | None] = TEXT_LAYER_LORA_TARGETS
 
-    lookup = pixels
-    if data_args.precompute_image_embeddings:
-        needed = sorted(set(pairs["id_a"]) | set(pairs["id_b"]), key=index.get)
-        model.to(device).eval()
-        embeddings = {}
-        for start in tqdm(range(0, len(needed), 256), desc="image embeddings", unit="batch"):
-            ids = needed[start : start + 256]
-            features = precompute_image_embeddings(model, torch.stack([pixels(i) for i in ids]).to(device))
-            embeddings.update(zip(ids, features.float().cpu()))
-        lookup = embeddings.__getitem__
-    captions = None
-    if train_args.clip_loss_weight:
-        captions = lambda image_id: images[index[image_id]]["caption"]  # noqa: E731
-    collator = DifferenceCollator(tokenizer, max_length, lookup, captions)
-    return dataclasses.replace(method, loss=PCCLIPLoss(train_args.clip_loss_weight)), pairs, collator
+    clip_weight: float = 0.0
+    difference_data: str | None = None
+    precompute: bool = False
+
+    @classmethod
+    def options(cls, model, model_args, data_args, train_args) -> dict:
+        if data_args.difference_data is None:
+            raise ValueError("--method pcclip needs --difference-data: rows of (id_a, id_b, difference)")
+        return {**super().options(model, model_args, data_args, train_args), "clip_weight": train_args.clip_loss_weight,
+                "difference_data": data_args.difference_data, "precompute": data_args.precompute_image_embeddings}
+
+    def check_columns(self, columns, where: str) -> None:
+        super().check_columns(columns, where)
+        if self.clip_weight and "caption" not in columns:
+            raise ValueError(f"--clip-loss-weight needs the captions of the images: {where} has no 'caption' column")
+
+    def freeze(self, model) -> None:
+        freeze_all_but_text_layers(model)
+
+    def prepare_data(self, model, images, tokenizer, max_length: int, processor, device):
+        """(``--difference-data`` rows, `DifferenceCollator`)."""
+        if not isinstance(images, datasets.Dataset):
+            raise ValueError("--method pcclip looks images up by id: --train-data must not be streamed or webdataset shards")
+        index = {str(image_id): row for row, image_id in enumerate(images["id"])}
+        pairs = load_difference_rows(self.difference_data, index)
+        transform = ImageTransform.from_image_processor(processor)
+
+        def pixels(image_id: str) -> torch.Tensor:
+            return transform(images[index[image_id]]["image"], where=f"image id {image_id!r}")
+
+        lookup = pixels
+        if self.precompute:
+            needed = sorted(set(pairs["id_a"]) | set(pairs["id_b"]), key=index.get)
+            model.to(device).eval()
+            embeddings = {}
+            for start in tqdm(range(0, len(needed), 256), desc="image embeddings", unit="batch"):
+                ids = needed[start : start + 256]
+                features = precompute_image_embeddings(model, torch.stack([pixels(i) for i in ids]).to(device))
+                embeddings.update(zip(ids, features.float().cpu()))
+            lookup = embeddings.__getitem__
+        captions = None
+        if self.clip_weight:
+            captions = lambda image_id: images[index[image_id]]["caption"]  # noqa: E731
+        return pairs, DifferenceCollator(tokenizer, max_length, lookup, captions)
+
+    def features(self, model, batch: Mapping) -> tuple[torch.Tensor, ...]:
+        return difference_features(model, batch)
+
+    def loss(self, image_a, image_b, text, *captions_and_scale) -> torch.Tensor:
+        """Called as ``loss(image_a, image_b, text[, captions], logit_scale)``."""
+        *captions, logit_scale = captions_and_scale
+        loss = difference_loss(image_a, image_b, text)
+        if self.clip_weight:
+            if not captions:
+                raise ValueError("clip_weight > 0 needs the captions of the a images in the batch (caption_input_ids)")
+            loss = loss + self.clip_weight * clip_loss(
+                F.normalize(image_a, dim=-1), F.normalize(captions[0], dim=-1), logit_scale
+            )
+        return loss
 
 
-METHODS = {
-    "clip": Method(LaCLIPModel, clip_loss),
-    "laclip": Method(LaCLIPModel, clip_loss, rewrites=True),
-    "laclip-mt": Method(LaCLIPModel, multi_positive_clip_loss, rewrites=True, multi_positive=True,
-                        config_overrides={"multi_positive": True}),
-    "pcclip": Method(LaCLIPModel, PCCLIPLoss(), features=difference_features, freeze=freeze_all_but_text_layers,
-                     lora_targets=TEXT_LAYER_LORA_TARGETS, setup=setup_pcclip),
-    "clips": Method(CLIPSModel, clips_training_loss, make_collator=clips_collator, features=clips_features),
+METHODS: dict[str, type[Method]] = {
+    method.name: method for method in (Method, LaCLIPMethod, LaCLIPMTMethod, CLIPSMethod, PCCLIPMethod)
 }

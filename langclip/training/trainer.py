@@ -1,4 +1,4 @@
-"""The training loop on `accelerate.Accelerator`: CLIP, LaCLIP, LaCLIP-MT and PC-CLIP finetuning.
+"""The training loop on `accelerate.Accelerator` for every method: CLIP, LaCLIP, LaCLIP-MT, CLIPS and PC-CLIP.
 
 `train(model_args, data_args, train_args)` is what ``accelerate launch train.py`` and
 ``langclip train`` run. One optimizer step sees a contrastive batch of
@@ -6,8 +6,8 @@
 are cached and recomputed (`forward_backward`), features are gathered across processes
 inside the loss, and the step is skipped when the features or gradients are not finite.
 
-A method is one entry of `METHODS`: its model class, how rows become batches, how a batch
-becomes features, and the loss on those features.
+A method is one class of `langclip.training.methods`: its model class, the columns it needs,
+how rows become batches, how a batch becomes features, and the loss on those features.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import LaCLIPModel
 from ..processing.loading import load_image_text_dataset
-from ..processing.transforms import ImageTransform
 from .arguments import (
     DataArguments,
     ModelArguments,
@@ -119,7 +118,7 @@ def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPIma
                               image_mean=CLIP_MEAN, image_std=CLIP_STD)
 
 
-def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
+def build_model(model_args: ModelArguments, method: type[Method], tokenizer) -> LaCLIPModel:
     """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids."""
     if model_args.model_name_or_path:
         return method.model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
@@ -197,7 +196,7 @@ def tracker_config(*arguments) -> dict:
 
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
-    method = METHODS[model_args.method]
+    method_class = METHODS[model_args.method]
     accelerator = Accelerator(
         mixed_precision=train_args.mixed_precision,
         log_with=None if train_args.report_to == "none" else train_args.report_to,
@@ -211,13 +210,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ValueError("give --train-data (or train_data in the YAML config)")
 
     tokenizer = load_tokenizer(model_args)
-    model = build_model(model_args, method, tokenizer)
+    model = build_model(model_args, method_class, tokenizer)
+    method = method_class.from_arguments(model, model_args, data_args, train_args)
     processor = load_image_processor(model_args, model.config.vision_config.image_size)
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if model_args.lora_r > 0:
         model = add_lora(model, model_args, method.lora_targets)
-    elif method.freeze is not None:
+    else:
         method.freeze(model)
 
     dataset = load_image_text_dataset(
@@ -227,16 +227,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         streaming=data_args.streaming,
     )
     streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
-    num_texts = model_args.num_texts
-    if method.multi_positive and num_texts is None:
-        num_texts = 1 + len(next(iter(dataset)).get("rewrites") or [])
+    method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
-    transform = ImageTransform.from_image_processor(processor, train=True, seed=train_args.seed)
-    if method.setup is not None:  # pcclip: rows of image pairs joined by id, and the loss set from the arguments
-        method, dataset, collator = method.setup(method, model, dataset, tokenizer, max_length, processor, data_args,
-                                                 train_args, accelerator.device)
-    else:
-        collator = method.make_collator(method, tokenizer, max_length, transform, data_args, num_texts, train_args.seed)
+    dataset, collator = method.prepare_data(model, dataset, tokenizer, max_length, processor, accelerator.device)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
         drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,

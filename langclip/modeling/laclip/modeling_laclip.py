@@ -7,6 +7,8 @@ image's texts.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from transformers import CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
@@ -17,6 +19,19 @@ from ..losses import clip_loss, multi_positive_clip_loss
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:
     return features / features.norm(p=2, dim=-1, keepdim=True)
+
+
+@dataclass
+class LaCLIPOutput(CLIPOutput):
+    """`CLIPOutput` of a batch of B images, each with one text or T texts.
+
+    loss: () with ``return_loss``; logits_per_image: (B, B); logits_per_text: (B, B);
+    image_embeds: (B, D) and text_embeds: (B, D), L2-normalised (text column 0);
+    all_text_embeds: (B, T, D), every text of each image, normalised, when the input has
+    T texts per image and ``config.multi_positive`` (else None).
+    """
+
+    all_text_embeds: torch.FloatTensor | None = None
 
 
 class LaCLIPModel(CLIPModel):
@@ -44,7 +59,7 @@ class LaCLIPModel(CLIPModel):
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         **kwargs,
-    ) -> CLIPOutput:
+    ) -> LaCLIPOutput:
         if input_ids is None or pixel_values is None:
             raise ValueError("LaCLIPModel.forward needs both input_ids and pixel_values")
         if input_ids.dim() not in (2, 3):
@@ -92,8 +107,9 @@ class LaCLIPModel(CLIPModel):
             else:
                 loss = clip_loss(image_embeds, text_embeds, logit_scale)
 
-        return CLIPOutput(
+        return LaCLIPOutput(
             loss=loss,
+            all_text_embeds=all_text_embeds if use_all_texts else None,
             logits_per_image=logits_per_text.T,
             logits_per_text=logits_per_text,
             text_embeds=text_embeds,
