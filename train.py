@@ -1,4 +1,4 @@
-"""Train CLIP / LaCLIP / LaCLIP-MT: ``accelerate launch train.py --config configs/<run>.yaml [--flag value ...]``."""
+"""Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP: ``accelerate launch train.py --config configs/<run>.yaml [--flag value ...]``."""
 
 from langclip.training.arguments import parse_train_args
 from langclip.training.trainer import train

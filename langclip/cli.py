@@ -13,7 +13,7 @@ import sys
 
 COMMANDS = {
     "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
-    "train": ("langclip.training.trainer", "Train CLIP, LaCLIP or LaCLIP-MT (the flags and YAML config of train.py)."),
+    "train": ("langclip.training.trainer", "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
     "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
     "eval": ("langclip.evaluation.run", "Evaluate a checkpoint: zero-shot, retrieval, few-shot or linear probe."),
     "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),

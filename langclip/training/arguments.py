@@ -192,6 +192,6 @@ def arguments_from_namespace(namespace: argparse.Namespace):
 
 def parse_train_args(argv: list[str] | None = None):
     """Parse ``argv`` (default: sys.argv) into (ModelArguments, DataArguments, TrainArguments)."""
-    parser = argparse.ArgumentParser(description="Train CLIP / LaCLIP / LaCLIP-MT with accelerate.")
+    parser = argparse.ArgumentParser(description="Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP with accelerate.")
     add_arguments(parser)
     return arguments_from_namespace(parser.parse_args(argv))

@@ -184,7 +184,13 @@ def clips_loss(
 
 @dataclass
 class CLIPSOutput(CLIPOutput):
-    """`CLIPOutput` plus the partial-caption embeddings, the caption logits and the two loss terms."""
+    """`CLIPOutput` of B images with their web captions (``text_embeds`` (B, D), ``logits_per_image`` (B, B)), plus:
+
+    partial_text_embeds: (B, D), the partial synthetic captions, normalised;
+    caption_logits: (B, L, V), the captioner's next-token logits over the synthetic caption;
+    caption_nll_sum: (B,), each row's summed next-token NLL; caption_tokens: (B,), its predicted tokens;
+    contrastive_loss, caption_loss: () the two terms of ``loss`` (`clips_loss`).
+    """
 
     partial_text_embeds: torch.FloatTensor | None = None
     caption_logits: torch.FloatTensor | None = None
