@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test install clean
+.PHONY: demo test test-slow install clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS) tests
+
+test-slow: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS) -m slow tests
 
 clean:
 	rm -rf $(VENV) outputs *.egg-info
