@@ -237,3 +237,23 @@ def test_converted_clips_eval_round_trip(clips_dir, tmp_path):
                                   torch.tensor([i % 4 for i in range(12)]))
     assert record["metrics"] == pytest.approx(expected)
     assert AutoConfig.from_pretrained(clips_dir).model_type == "clips"
+
+
+def test_converted_clips_finetunes_with_langclip_train(clips_dir, tmp_path):
+    from train_utils import make_training_files
+
+    from langclip.training.trainer import train_in_process
+
+    values = make_training_files(tmp_path, rows=8)
+    data = datasets.load_from_disk(values["train_data"])
+    data.add_column("synthetic_caption", [f"{c}. the shape is small." for c in data["caption"]]).save_to_disk(
+        str(tmp_path / "clips_data"))
+    summary = train_in_process({"train_data": str(tmp_path / "clips_data"), "method": "clips",
+                                "model_name_or_path": str(clips_dir), "partial_tokens": 6, "max_steps": 2,
+                                "per_device_batch_size": 4, "report_to": "none", "save_steps": 0,
+                                "output_dir": str(tmp_path / "out")})
+    assert summary["step"] == 2 and torch.isfinite(torch.tensor(summary["loss"]))
+    tuned = AutoModelForZeroShotImageClassification.from_pretrained(tmp_path / "out")
+    assert type(tuned) is CLIPSModel and tuned.config.text_last_token_id == 101
+    assert AutoTokenizer.from_pretrained(tmp_path / "out").is_fast  # the converted tokenizer, saved again
+    assert "auto_map" in json.loads((tmp_path / "out" / "config.json").read_text())
