@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_load
+from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_eval_result, metadata_load
 
 from langclip import LaCLIPModel
 from langclip.hub_cards.cards import dataset_card
@@ -267,6 +267,14 @@ def test_pushed_card_names_the_repo_keeps_metadata_and_shows_results(tokenizer, 
     metadata = metadata_load(tmp_path / "README.md")
     assert metadata["base_model"] == "openai/clip-vit-base-patch32" and metadata["datasets"] == ["me/cc3m-rewrites"]
     assert metadata["model-index"][0]["name"] == "me/laclip-tiny"
+    convention = metadata_eval_result(  # huggingface_hub's own spelling of one result
+        model_pretty_name="me/laclip-tiny", task_pretty_name="Zero-shot image classification",
+        task_id="zero-shot-image-classification", metrics_pretty_name="zero-shot top1", metrics_id="top1",
+        metrics_value=0.5, dataset_pretty_name="Colours", dataset_id="shapes/colours", dataset_split="test",
+    )["model-index"][0]["results"][0]
+    convention["metrics"][0].pop("verified")  # False by default, omitted by ModelCardData
+    assert {**convention, "metrics": convention["metrics"]} in [
+        {**r, "metrics": [m]} for r in metadata["model-index"][0]["results"] for m in r["metrics"]]
     loaded = ModelCard(text)
     assert {(r.metric_type, r.dataset_type) for r in loaded.data.eval_results} == {
         ("top1", "shapes/colours"), ("top5", "shapes/colours"), ("accuracy", "my-pets")}  # no ci95, no local path
