@@ -23,15 +23,20 @@ COMMANDS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """The `langclip` parser, with the arguments of the command named by ``argv[0]`` (only that module is imported)."""
     parser = argparse.ArgumentParser(prog="langclip", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if argv and argv[0] == name:
             importlib.import_module(module_name).add_arguments(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     return module.main(args) or 0
 

@@ -1,10 +1,12 @@
 """A loopback stand-in for the part of the Hugging Face Hub API that `huggingface_hub` uses to
-push and download: create repo, create branch, validate YAML, preupload, commit (files inline,
-base64 in the NDJSON body), repo info, and file download (HEAD/GET ``resolve``).
+push and download: whoami, create repo, create branch, validate YAML, preupload, commit (files
+inline, base64 in the NDJSON body), repo info, and file download (HEAD/GET ``resolve``).
 
-Test helper, not library code. Repos live in memory; any non-empty bearer token may write,
-private repos answer only requests that carry a token, and every request is logged in
-``server.requests`` as (method, path) so that tests can count commits.
+Test helper, not library code. Repos live in memory. The token holder is ``user`` (member of
+``orgs``) with ``role`` ("write" or "read"); ``accepted`` limits the valid tokens (None: any
+non-empty bearer token), others get 401 everywhere. Private repos answer only requests that
+carry a token, and every request is logged in ``server.requests`` as (method, path) so that
+tests can count commits.
 
     with HubServer() as hub:
         os.environ["HF_ENDPOINT"] = hub.url
@@ -27,6 +29,7 @@ _REPO = r"(?P<repo>[^/]+/[^/]+)"
 _TYPE = r"(?P<type>model|dataset|space)s"
 _RESOLVE = re.compile(r"^/(?:(?P<type>dataset|space)s/)?" + _REPO + r"/resolve/(?P<rev>[^/]+)/(?P<path>.+)$")
 _ROUTES = [
+    ("GET", re.compile(r"^/api/whoami-v2$"), "whoami"),
     ("POST", re.compile(r"^/api/repos/create$"), "create_repo"),
     ("POST", re.compile(r"^/api/validate-yaml$"), "validate_yaml"),
     ("POST", re.compile(rf"^/api/{_TYPE}/{_REPO}/preupload/(?P<rev>[^/]+)$"), "preupload"),
@@ -106,8 +109,10 @@ class HubServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self):
+    def __init__(self, user: str = "me", orgs: tuple[str, ...] = (), role: str = "write",
+                 accepted: set[str] | None = None):
         super().__init__(("127.0.0.1", 0), _Handler)
+        self.user, self.orgs, self.role, self.accepted = user, orgs, role, accepted
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.repos: dict[tuple[str, str], Repo] = {}
         self.requests: list[tuple[str, str]] = []
@@ -123,15 +128,22 @@ class HubServer(ThreadingHTTPServer):
         self.server_close()
 
     # --- helpers -------------------------------------------------------------------------
-    def _repo(self, handler: _Handler, repo_type: str, repo_id: str, write: bool = False) -> Repo:
+    def _check_token(self, handler: _Handler, write: bool = False) -> str | None:
         token = handler.token
         if token:
             self.tokens.add(token)
+            if self.accepted is not None and token not in self.accepted:
+                raise HubError(401, None, "Invalid credentials in Authorization header")
+        if write and (not token or self.role != "write"):
+            raise HubError(401 if not token else 403, None, "You don't have the rights to write here")
+        return token
+
+    def _repo(self, handler: _Handler, repo_type: str, repo_id: str, write: bool = False) -> Repo:
+        token = self._check_token(handler)
         repo = self.repos.get((repo_type or "model", repo_id))
         if repo is None or (repo.private and not token):
             raise HubError(401 if not token else 404, "RepoNotFound", f"Repository Not Found for url: {handler.path}")
-        if write and not token:
-            raise HubError(401, None, "Invalid credentials in Authorization header")
+        self._check_token(handler, write)
         return repo
 
     @staticmethod
@@ -148,10 +160,14 @@ class HubServer(ThreadingHTTPServer):
         return sum(1 for method, path in self.requests if method == "POST" and f"/{repo_id}/commit/" in path)
 
     # --- routes: each returns (status, headers, payload) ---------------------------------
-    def create_repo(self, handler, body):
-        if not handler.token:
+    def whoami(self, handler, body):
+        if not self._check_token(handler):
             raise HubError(401, None, "Invalid credentials in Authorization header")
-        self.tokens.add(handler.token)
+        return 200, {}, {"type": "user", "name": self.user, "orgs": [{"name": org} for org in self.orgs],
+                         "auth": {"type": "access_token", "accessToken": {"role": self.role}}}
+
+    def create_repo(self, handler, body):
+        self._check_token(handler, write=True)
         request = json.loads(body)
         repo_type = request.get("type") or "model"
         repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
@@ -159,6 +175,8 @@ class HubServer(ThreadingHTTPServer):
         url = f"{self.url}/{prefix}{repo_id}"
         if (repo_type, repo_id) in self.repos:
             return 409, {}, {"error": "You already created this repo", "url": url}
+        if repo_id.split("/")[0] not in (self.user, *self.orgs):
+            raise HubError(403, None, f"You don't have the rights to create a repo under {repo_id.split('/')[0]}")
         repo = Repo(private=request.get("visibility") == "private")
         repo.branches["main"] = (hashlib.sha1(repo_id.encode()).hexdigest(), {})
         self.repos[(repo_type, repo_id)] = repo

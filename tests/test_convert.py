@@ -1,5 +1,6 @@
 """OpenCLIP -> langclip conversion, checked against an independent float64 OpenCLIP forward."""
 
+import json
 import math
 import subprocess
 import sys
@@ -132,6 +133,9 @@ def test_cli(tmp_path):
         check=True, capture_output=True,
     )
     assert (out / "model.safetensors").is_file() and (out / "preprocessor_config.json").is_file()
+    auto_map = json.loads((out / "config.json").read_text())["auto_map"]  # the folder carries its code
+    assert auto_map["AutoModelForZeroShotImageClassification"] == "modeling_laclip.LaCLIPModel"
+    assert {"modeling_laclip.py", "configuration_laclip.py", "losses.py"} <= {p.name for p in out.iterdir()}
 
 
 def test_bad_checkpoints_are_named(tmp_path):

@@ -6,11 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import AutoModel, CLIPImageProcessor
+from transformers import AutoModel, AutoTokenizer, CLIPImageProcessor
 
 from langclip.cli import main as cli_main
 from langclip.modeling.clips.convert_clips import clips_config, convert_clips
-from langclip.modeling.clips.tokenization_clips import CLIPSTokenizer
+from langclip.modeling.clips.modeling_clips import clips_text_layout
+from langclip.modeling.clips.tokenization_clips import clips_tokenizer
 
 VISION = dict(width=32, layers=2, heads=2, patch=8, grid=2)
 TEXT = dict(width=24, layers=2, heads=2, vocab=120, context=10)
@@ -74,9 +75,9 @@ def reference_tower(x, sd, prefix, layers, heads, eps, act):
 def reference_image_features(sd, pixels):
     x = F.conv2d(pixels, sd["visual.conv1.weight"], stride=VISION["patch"]).flatten(2).transpose(1, 2)
     x = torch.cat([sd["visual.class_embedding"].expand(x.shape[0], 1, -1), x], dim=1) + sd["visual.positional_embedding"]
-    x = reference_tower(x, sd, "visual.", VISION["layers"], VISION["heads"], 1e-5, F.gelu)  # no ln_pre
+    x = reference_tower(x, sd, "visual.", VISION["layers"], VISION["heads"], 1e-6, F.gelu)  # no ln_pre
     pooled = F.layer_norm(x[:, 1:].mean(dim=1), (x.shape[-1],), sd["visual.ln_post.weight"], sd["visual.ln_post.bias"],
-                          1e-5)
+                          1e-6)  # the official vision LayerNorm eps
     return pooled @ sd["visual.proj"]
 
 
@@ -102,8 +103,9 @@ def test_converted_model_matches_an_independent_forward(checkpoint, tmp_path):
         "mean", False, "bidirectional", "last")
     assert config.text_config.layer_norm_eps == 1e-6 and config.text_config.hidden_act == "gelu_pytorch_tanh"
     sd = released_state_dict()
-    tokenizer = CLIPSTokenizer.from_pretrained(str(tmp_path / "out"))
-    ids = tokenizer(["a dog on the beach.", "red circles"])["input_ids"]
+    tokens = AutoTokenizer.from_pretrained(tmp_path / "out")(["a dog on the beach.", "red circles"], padding=True,
+                                                            return_tensors="pt")
+    ids = clips_text_layout(tokens["input_ids"], tokens["attention_mask"], TEXT["context"], 0, 2, 101)
     pixels = torch.randn(2, 3, 16, 16)
     loaded = AutoModel.from_pretrained(tmp_path / "out").eval()
     with torch.no_grad():
@@ -116,20 +118,13 @@ def test_converted_model_matches_an_independent_forward(checkpoint, tmp_path):
     assert processor.do_center_crop is False and list(processor.image_mean) == [0.485, 0.456, 0.406]
 
 
-def test_clips_tokenizer_layout(tmp_path):
-    tokenizer = CLIPSTokenizer({token: i for i, token in enumerate(VOCAB)}, context_length=8)
-    batch = tokenizer(["A dog on the beach.", "red circles", "a a a a a a a a a a"])
-    assert batch["input_ids"].tolist() == [
-        [1, 4, 5, 6, 7, 8, 2, 101],          # "." does not fit: content is cut to context - 3
-        [1, 9, 10, 11, 2, 0, 0, 101],        # WordPiece: circles -> circle ##s
-        [1, 4, 4, 4, 4, 4, 2, 101],
-    ]
-    assert batch["attention_mask"].eq(1).all()
-    assert tokenizer.decode(batch["input_ids"][1]) == "red circles"
-    tokenizer.save_pretrained(str(tmp_path))
-    assert torch.equal(CLIPSTokenizer.from_pretrained(str(tmp_path))(["red circles"])["input_ids"], batch["input_ids"][1:2])
-    with pytest.raises(ValueError, match="no unknown token"):
-        CLIPSTokenizer({"a": 0})
+def test_clips_tokenizer_errors(tmp_path):
+    (tmp_path / "vocab.txt").write_text("a\nb\n")
+    with pytest.raises(ValueError, match="vocab.txt: the WordPiece vocabulary has no unknown token '\\[UNK\\]'"):
+        clips_tokenizer(str(tmp_path / "vocab.txt"))
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n")
+    with pytest.raises(ValueError, match=r"no line for the special token ids \[2\]"):
+        clips_tokenizer(str(tmp_path / "vocab.txt"))
 
 
 def test_vit_h_gets_heads_of_80():

@@ -150,5 +150,5 @@ def test_push_to_hub_pushes_the_folder_as_a_dataset(tmp_path, captions_file, tin
         "langclip.processing.generation.differences.push_folder", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
     )
     out = tmp_path / "out"
-    cli(job_args(captions_file, out, tiny_lm_dir, "--push-to-hub", "me/diffs", "--hub-private"))
+    cli(job_args(captions_file, out, tiny_lm_dir, "--push-to-hub", "me/diffs", "--private"))
     assert calls == [(out, "me/diffs", {"repo_type": "dataset", "private": True, "revision": None})]

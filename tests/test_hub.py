@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_load
+from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_eval_result, metadata_load
 
 from langclip import LaCLIPModel
 from langclip.hub_cards.cards import dataset_card
 from langclip.evaluation.run import TASKS
 from langclip.hub_cards.cards import TASKS as CARD_TASKS
 from langclip.hub_cards.cards import eval_results, merge_eval_results, model_card
-from langclip.hub_cards.push import check_repo_id, hub_token, push_folder, push_model
+from langclip.hub_cards.push import check_hub_access, check_repo_id, hub_token, push_folder, push_model
+from langclip.hub_cards.push import update_eval_results
 
 from conftest import tiny_laclip_config
 from hub_server import HubServer
@@ -124,9 +125,10 @@ def test_bad_push_input_gets_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no Hugging Face token: set HF_TOKEN"):
         hub_token()
     (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "weights.bin").write_bytes(b"")
+    (tmp_path / "model" / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="no Hugging Face token"):
         push_folder(tmp_path / "model", "me/model")
+    (tmp_path / "model" / "weights.bin").write_bytes(b"")
     for bad in ("bad name!", "no-namespace", "a/b/c", "me/-dash-"):
         with pytest.raises(ValueError, match=f"invalid repo id '{bad}'"):
             check_repo_id(bad)
@@ -197,6 +199,7 @@ def test_push_then_download_round_trip_with_remote_code(tokenizer, tmp_path):
         assert json.loads(files["config.json"])["auto_map"] == {
             "AutoConfig": "configuration_laclip.LaCLIPConfig",
             "AutoModel": "modeling_laclip.LaCLIPModel",
+            "AutoModelForZeroShotImageClassification": "modeling_laclip.LaCLIPModel",
         }
 
         update = """
@@ -239,3 +242,89 @@ def test_push_dataset_folder_with_its_card(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="bad.json: .*unexpected keyword argument 'temperature'"):
         main(["push", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
               str(tmp_path / "bad.json")])
+
+
+def test_pushed_card_names_the_repo_keeps_metadata_and_shows_results(tokenizer, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    folder = tmp_path / "laclip-local-name"
+    LaCLIPModel(tiny_laclip_config(tokenizer)).save_pretrained(folder)
+    card = model_card(_config(tokenizer), "laclip-local-name", base_model="openai/clip-vit-base-patch32",
+                      datasets=["me/cc3m-rewrites"], training={"lr": 0.001})
+    card.save(folder / "README.md")  # as `langclip train` writes it, before any eval
+    (folder / "train_log.jsonl").write_text('{"step": 1, "path": "/home/me/data"}\n')
+    (folder / "runs" / "run1").mkdir(parents=True)
+    (folder / "runs" / "run1" / "events.out.tfevents.1.host").write_bytes(b"/home/me")
+    few_shot = {"task": "few-shot", "dataset": {"id": str(tmp_path / "data" / "my-pets"), "split": "test"},
+                "metrics": {"accuracy": 0.8, "ci95": 0.02}}
+    with HubServer() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        push_model(folder, "me/laclip-tiny", [ZERO_SHOT, few_shot], token=TOKEN)
+        files = hub.repos[("model", "me/laclip-tiny")].branches["main"][1]
+    assert not any(name.startswith(("train_log", "runs/")) for name in files)  # logs hold local paths
+    text = files["README.md"].decode()
+    (tmp_path / "README.md").write_text(text)
+    metadata = metadata_load(tmp_path / "README.md")
+    assert metadata["base_model"] == "openai/clip-vit-base-patch32" and metadata["datasets"] == ["me/cc3m-rewrites"]
+    assert metadata["model-index"][0]["name"] == "me/laclip-tiny"
+    convention = metadata_eval_result(  # huggingface_hub's own spelling of one result
+        model_pretty_name="me/laclip-tiny", task_pretty_name="Zero-shot image classification",
+        task_id="zero-shot-image-classification", metrics_pretty_name="zero-shot top1", metrics_id="top1",
+        metrics_value=0.5, dataset_pretty_name="Colours", dataset_id="shapes/colours", dataset_split="test",
+    )["model-index"][0]["results"][0]
+    convention["metrics"][0].pop("verified")  # False by default, omitted by ModelCardData
+    assert {**convention, "metrics": convention["metrics"]} in [
+        {**r, "metrics": [m]} for r in metadata["model-index"][0]["results"] for m in r["metrics"]]
+    loaded = ModelCard(text)
+    assert {(r.metric_type, r.dataset_type) for r in loaded.data.eval_results} == {
+        ("top1", "shapes/colours"), ("top5", "shapes/colours"), ("accuracy", "my-pets")}  # no ci95, no local path
+    assert 'from_pretrained("me/laclip-tiny"' in text and "laclip-local-name" not in text
+    assert "Not evaluated yet" not in text and "| 0.8000 | 95% interval ±0.0200 |" in text
+    assert "| lr | 0.001 |" in text  # the training setup survives the rebuild
+
+
+def test_early_hub_check_private_and_revision(tokenizer, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    with HubServer(orgs=("lab",), accepted={TOKEN}) as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        with pytest.raises(ValueError, match="rejected the token"):
+            check_hub_access("me/model", token="hf_wrong")
+        with pytest.raises(ValueError, match="me cannot create other/model: .* under lab, me only"):
+            check_hub_access("other/model", token=TOKEN)
+        assert check_hub_access("lab/model", token=TOKEN) == TOKEN
+        hub.role = "read"
+        with pytest.raises(ValueError, match="read-only"):
+            check_hub_access("me/model", token=TOKEN)
+        assert not any(method == "POST" for method, _ in hub.requests)  # nothing was created or uploaded
+
+        hub.role = "write"  # `langclip train --push-to-hub --private --revision`: checked first, pushed at the end
+        from langclip.training.trainer import train_in_process
+
+        monkeypatch.setenv("HF_TOKEN", "hf_wrong")
+        with pytest.raises(ValueError, match="rejected the token"):
+            train_in_process({"train_data": str(tmp_path / "never-read"), "push_to_hub": True,
+                              "hub_model_id": "me/tiny", "output_dir": str(tmp_path / "out")})
+        assert not (tmp_path / "out").exists()  # failed before any work
+    folder = tmp_path / "ckpt"
+    LaCLIPModel(tiny_laclip_config(tokenizer)).save_pretrained(folder)
+    with HubServer() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        from langclip.cli import main
+
+        main(["push", str(folder), "me/tiny", "--private", "--revision", "dev"])
+        repo = hub.repos[("model", "me/tiny")]
+        assert repo.private and "model.safetensors" in repo.branches["dev"][1] and repo.branches["main"][1] == {}
+
+
+def test_unreachable_hub_is_named(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from conftest import free_port
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    for call in (lambda: check_hub_access("me/model", token=TOKEN),
+                 lambda: update_eval_results("me/model", [ZERO_SHOT], token=TOKEN)):
+        with pytest.raises(ConnectionError, match="cannot reach the Hugging Face Hub at http://127.0.0.1"):
+            call()

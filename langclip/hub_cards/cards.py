@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 # langclip eval task -> (model-index task type, task name)
 TASKS = {
@@ -30,6 +32,9 @@ TASKS = {
     "few-shot": ("few-shot-image-classification", "Few-shot image classification"),
     "linear-probe": ("image-classification", "Linear probe image classification"),
 }
+
+# eval record statistics that describe a metric rather than measure the model: shown beside it, not in the model-index
+SIDE_STATISTICS = {"ci95": "95% interval ±{:.4f}", "validation_accuracy": "validation accuracy {:.4f} (chose C)"}
 
 METHODS = {
     "clip": ("CLIP", "Contrastive image-text pre-training on the original captions."),
@@ -105,23 +110,56 @@ def check_eval_record(record: Mapping, where: str = "eval record") -> None:
     for key in ("id", "split"):
         if not dataset.get(key):
             raise ValueError(f"{where}: dataset.{key} is missing")
-    if not record.get("metrics"):
+    if not record.get("metrics") or not _metrics(record):
         raise ValueError(f"{where}: no metrics")
 
 
+def hub_dataset_type(dataset_id: str) -> str:
+    """The model-index ``dataset.type`` for an eval record's dataset: its Hub id, or, for a local
+    folder or file, the folder's name (a local path means nothing to the card's readers)."""
+    path = Path(dataset_id).expanduser()
+    if not (path.is_absolute() or path.exists() or dataset_id.startswith((".", "~"))):
+        try:
+            validate_repo_id(dataset_id)
+            return dataset_id
+        except HFValidationError:
+            pass
+    return path.resolve().name or dataset_id
+
+
+def _metrics(record: Mapping) -> dict:
+    """The record's metrics that go in the model-index (``SIDE_STATISTICS`` are shown beside them)."""
+    return {metric: value for metric, value in record["metrics"].items() if metric not in SIDE_STATISTICS}
+
+
+def result_key(result: EvalResult) -> str:
+    """``task | dataset | split | metric``: the key of a result's note in the card metadata."""
+    return f"{result.task_type} | {result.dataset_type} | {result.dataset_split} | {result.metric_type}"
+
+
+def eval_notes(records: Iterable[Mapping]) -> dict[str, str]:
+    """`result_key` -> text of the record's `SIDE_STATISTICS` (e.g. the 95% interval), for each of its metrics."""
+    notes = {}
+    for record in records:
+        text = "; ".join(SIDE_STATISTICS[k].format(v) for k, v in record["metrics"].items() if k in SIDE_STATISTICS)
+        if text:
+            notes.update({result_key(result): text for result in eval_results([record])})
+    return notes
+
+
 def eval_results(records: Iterable[Mapping]) -> list[EvalResult]:
-    """One `EvalResult` (task, dataset, metric) per metric of every record."""
+    """One `EvalResult` (task, dataset, metric) per metric of every record (not the `SIDE_STATISTICS`)."""
     results = []
     for record in records:
         check_eval_record(record)
         task_type, task_name = TASKS[record["task"]]
         dataset = record["dataset"]
-        for metric, value in record["metrics"].items():
+        for metric, value in _metrics(record).items():
             results.append(
                 EvalResult(
                     task_type=task_type,
                     task_name=task_name,
-                    dataset_type=dataset["id"],
+                    dataset_type=hub_dataset_type(dataset["id"]),
                     dataset_name=dataset.get("name") or dataset["id"],
                     dataset_config=dataset.get("config"),
                     dataset_split=dataset["split"],
@@ -183,17 +221,24 @@ def model_card(
     license: str = "apache-2.0",
     training: Mapping | None = None,
     method: str | None = None,
+    results: Iterable[EvalResult] = (),
+    notes: Mapping[str, str] | None = None,
 ) -> ModelCard:
-    """A model card for a checkpoint whose config.json holds ``config``.
+    """A model card for a checkpoint whose config.json holds ``config``, named ``model_name`` (the Hub repo id).
 
-    ``training`` (e.g. the run's YAML config) is listed under "Training setup"; ``method``
-    defaults to `infer_method(config)`.
+    The model-index holds ``results`` (earlier ones) merged with those of ``eval_records``; the
+    body's table shows them with their ``notes`` (`eval_notes`). ``training`` (e.g. the run's YAML
+    config) is listed under "Training setup"; ``method`` defaults to `infer_method(config)`.
+    Method, training and notes are also kept in the metadata (``langclip``) for `repo_model_card`.
     """
     method = method or infer_method(config)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     method_name, method_text = METHODS[method]
-    results = eval_results(eval_records)
+    eval_records = list(eval_records)
+    results = merge_eval_results(list(results), eval_results(eval_records))
+    notes = {**(notes or {}), **eval_notes(eval_records)}
+    training = dict(training or {})
     data = ModelCardData(
         library_name="transformers",
         license=license,
@@ -203,12 +248,14 @@ def model_card(
         pipeline_tag="zero-shot-image-classification",
         model_name=model_name,
         eval_results=results or None,
+        langclip={"method": method, "training": training, "notes": notes},
     )
-    setup = {"method": method_name, **_architecture(config), **{k: _cell(v) for k, v in (training or {}).items()}}
+    setup = {"method": method_name, **_architecture(config), **{k: _cell(v) for k, v in training.items()}}
     if results:
         evaluation = _table(
-            ("task", "dataset", "split", "metric", "value"),
-            ((r.task_name, r.dataset_name, r.dataset_split, r.metric_type, f"{r.metric_value:.4f}") for r in results),
+            ("task", "dataset", "split", "metric", "value", "note"),
+            ((r.task_name, r.dataset_name, r.dataset_split, r.metric_type, f"{r.metric_value:.4f}",
+              notes.get(result_key(r), "")) for r in results),
         )
     else:
         evaluation = "Not evaluated yet: `langclip eval ... --push-to-hub` adds results here."
@@ -222,9 +269,13 @@ A {method_name} model trained with [langclip](https://github.com/langclip/langcl
 ```python
 from transformers import AutoModel, AutoProcessor
 
-model = AutoModel.from_pretrained("{model_name}", trust_remote_code=True)  # or langclip.LaCLIPModel
+model = AutoModel.from_pretrained("{model_name}", trust_remote_code=True)  # or langclip's class after `import langclip`
 processor = AutoProcessor.from_pretrained("{model_name}")
+inputs = processor(text=["a photo of a dog", "a photo of a cat"], images=image, return_tensors="pt", padding=True)
+probs = model(**inputs).logits_per_image.softmax(dim=-1)    # (images, texts)
 ```
+
+or, in one line, `pipeline("zero-shot-image-classification", model="{model_name}", trust_remote_code=True)`.
 
 The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads them too.
 
@@ -247,6 +298,34 @@ The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads
 ```
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def repo_model_card(
+    card: ModelCard,
+    config: Mapping,
+    repo_id: str,
+    eval_records: Iterable[Mapping] = (),
+    base_model: str | None = None,
+    datasets: Iterable[str] = (),
+    license: str | None = None,
+) -> ModelCard:
+    """``card`` for the Hub repo ``repo_id``, with ``eval_records`` merged into its results.
+
+    A langclip card (metadata ``langclip``) is rebuilt by `model_card` with the repo id as its
+    name, its earlier results, notes, base model and datasets kept unless given; any other card
+    keeps its text and gets the name and merged results in its metadata.
+    """
+    eval_records = list(eval_records)
+    saved = card.data.to_dict().get("langclip")
+    if not isinstance(saved, Mapping):
+        card.data.eval_results = merge_eval_results(card.data.eval_results, eval_results(eval_records))
+        card.data.model_name = repo_id
+        return card
+    return model_card(
+        config, repo_id, eval_records, base_model or card.data.base_model, list(datasets) or card.data.datasets or (),
+        license or card.data.license or "apache-2.0", saved.get("training"), saved.get("method"),
+        results=card.data.eval_results or (), notes=saved.get("notes"),
+    )
 
 
 def dataset_card(

@@ -15,23 +15,26 @@ imports) are added beside ``config.json``, whose ``auto_map`` points at them, so
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
-import re
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from fnmatch import fnmatch
 from pathlib import Path
 
+import httpx2
 import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, get_token, hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get_token, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from ..modeling.auto import remote_code_files
 from .cards import dataset_card
-from .cards import eval_results, load_eval_records, merge_eval_results, model_card
+from .cards import load_eval_records, model_card, repo_model_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SKIPPED_DIRECTORIES = {".git", ".cache", "__pycache__"}
+# training logs (`langclip train`'s train_log.jsonl, TensorBoard runs): they hold absolute local paths
+LOG_PATTERNS = ("train_log*", "runs/*", "*events.out.tfevents*", "*.log")
 
 
 def hub_token(token: str | None = None) -> str:
@@ -39,6 +42,45 @@ def hub_token(token: str | None = None) -> str:
     token = token or get_token()
     if not token:
         raise ValueError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (pushing needs write access)")
+    return token
+
+
+@contextmanager
+def hub_errors():
+    """Turn a Hub that cannot be reached into a ConnectionError that names the endpoint and the fix."""
+    try:
+        yield
+    except (httpx2.TransportError, LocalEntryNotFoundError) as error:
+        raise ConnectionError(
+            f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: {error}); "
+            "check the network, or HF_ENDPOINT if you use a mirror"
+        ) from None
+
+
+def check_hub_access(repo_id: str, token: str | None = None, repo_type: str = "model") -> str:
+    """Fail fast, before a long job: ``repo_id`` is valid, the Hub is reachable, it accepts the token with
+    write access, and the repo exists or its namespace is the token's user or one of its orgs. Returns the token."""
+    check_repo_id(repo_id)
+    token = hub_token(token)
+    api = HfApi(token=token)
+    with hub_errors():
+        try:
+            user = api.whoami()
+        except HfHubHTTPError as error:
+            if error.response is not None and error.response.status_code == 401:
+                raise ValueError(
+                    f"the Hub at {constants.ENDPOINT} rejected the token (HF_TOKEN or the saved login): "
+                    "create a token with write access at https://huggingface.co/settings/tokens"
+                ) from None
+            raise
+        if user.get("auth", {}).get("accessToken", {}).get("role") == "read":
+            raise ValueError(f"the token of {user.get('name')} is read-only: pushing to {repo_id} needs a write token")
+        namespaces = {user.get("name"), *(org.get("name") for org in user.get("orgs") or [])}
+        if repo_id.split("/")[0] not in namespaces and not api.repo_exists(repo_id, repo_type=repo_type):
+            raise ValueError(
+                f"{user.get('name')} cannot create {repo_id}: the token may create repos under "
+                f"{', '.join(sorted(n for n in namespaces if n))} only"
+            )
     return token
 
 
@@ -51,48 +93,6 @@ def check_repo_id(repo_id: str) -> str:
     except HFValidationError as error:
         raise ValueError(f"invalid repo id {repo_id!r}: {error}") from None
     return repo_id
-
-
-def remote_code_files(config: Mapping) -> dict[str, bytes]:
-    """``config.json`` with an ``auto_map``, plus the sources it names, for a langclip model type.
-
-    Empty for model types that transformers itself provides (e.g. ``clip``).
-    """
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
-    from transformers.models.auto.modeling_auto import MODEL_MAPPING
-
-    import langclip.modeling  # noqa: F401  (registers the langclip model types)
-
-    if config.get("model_type") not in CONFIG_MAPPING:
-        raise ValueError(f"config.json: unknown model_type {config.get('model_type')!r}")
-    config_class = CONFIG_MAPPING[config["model_type"]]
-    if not config_class.__module__.startswith("langclip."):
-        return {}
-    files, auto_map = {}, {}
-    for auto_class, cls in (("AutoConfig", config_class), ("AutoModel", MODEL_MAPPING[config_class])):
-        source = Path(inspect.getsourcefile(cls))
-        auto_map[auto_class] = f"{source.stem}.{cls.__name__}"
-        files.update(flat_sources(source))
-    files["config.json"] = (json.dumps({**config, "auto_map": auto_map}, indent=2, sort_keys=True) + "\n").encode()
-    return files
-
-
-_RELATIVE_IMPORT = re.compile(r"^(\s*from\s+)(\.+)(\w+)(\s+import\b)", re.MULTILINE)
-
-
-def flat_sources(source: Path) -> dict[str, bytes]:
-    """``source`` and every module it imports relatively, by file name, with the imports rewritten
-    to ``from .module import`` (remote code lives in one flat folder beside ``config.json``)."""
-    files, todo = {}, [source]
-    while todo:
-        path = todo.pop()
-        if path.name in files:
-            continue
-        text = path.read_text(encoding="utf-8")
-        for match in _RELATIVE_IMPORT.finditer(text):
-            todo.append(path.parents[len(match.group(2)) - 1] / f"{match.group(3)}.py")
-        files[path.name] = _RELATIVE_IMPORT.sub(r"\1.\3\4", text).encode()
-    return files
 
 
 def _folder_files(folder: Path, ignore_patterns: Iterable[str] = ()) -> dict[str, Path]:
@@ -133,19 +133,19 @@ def push_folder(
     (the card, remote code); folder files matching a glob of ``ignore_patterns`` stay
     behind. Returns the commit URL.
     """
-    check_repo_id(repo_id)
-    token = hub_token(token)
     folder_files = _folder_files(Path(folder), ignore_patterns)
+    token = check_hub_access(repo_id, token, repo_type)
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    if revision and revision != "main":
-        api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    extra = dict(files or {})
-    operations = [CommitOperationAdd(path, extra.pop(path, local)) for path, local in folder_files.items()]
-    operations += [CommitOperationAdd(path, content) for path, content in extra.items()]
-    commit = api.create_commit(
-        repo_id, operations, commit_message=commit_message, repo_type=repo_type, revision=revision
-    )
+    with hub_errors():
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision and revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        extra = dict(files or {})
+        operations = [CommitOperationAdd(path, extra.pop(path, local)) for path, local in folder_files.items()]
+        operations += [CommitOperationAdd(path, content) for path, content in extra.items()]
+        commit = api.create_commit(
+            repo_id, operations, commit_message=commit_message, repo_type=repo_type, revision=revision
+        )
     return commit.commit_url
 
 
@@ -162,23 +162,26 @@ def push_model(
     token: str | None = None,
     commit_message: str = "Upload langclip model",
     ignore_patterns: Iterable[str] = (),
+    include_logs: bool = False,
 ) -> str:
     """Push a checkpoint folder with its model card and remote code; returns the commit URL.
 
-    The card is the folder's README.md with ``eval_records`` merged into its model-index, or,
-    without one, `model_card` built from config.json, the records and ``training``.
+    The card is the folder's README.md rebuilt for ``repo_id`` with ``eval_records`` merged in
+    (`repo_model_card`), or, without one, `model_card` built from config.json, the records and
+    ``training``. Training logs (`LOG_PATTERNS`: they hold local paths) stay behind unless ``include_logs``.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise ValueError(f"{folder} has no config.json: is it a checkpoint folder (save_pretrained output)?")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config.pop("auto_map", None)  # written afresh by remote_code_files
     if (folder / "README.md").is_file():
-        card = ModelCard.load(folder / "README.md")
-        card.data.eval_results = merge_eval_results(card.data.eval_results, eval_results(eval_records))
-        card.data.model_name = card.data.model_name or repo_id
+        card = repo_model_card(ModelCard.load(folder / "README.md"), config, repo_id, eval_records, base_model,
+                               datasets, license)
     else:
         card = model_card(config, repo_id, eval_records, base_model, datasets, license, training)
     files = {**remote_code_files(config), "README.md": str(card).encode()}
+    ignore_patterns = [*ignore_patterns, *(() if include_logs else LOG_PATTERNS)]
     return push_folder(folder, repo_id, files, "model", private, revision, token, commit_message, ignore_patterns)
 
 
@@ -190,28 +193,30 @@ def update_eval_results(
     commit_message: str = "Update eval results with langclip",
 ) -> str:
     """Merge ``eval_records`` into the model-index of the card on the Hub, in one commit; returns the commit URL."""
-    check_repo_id(repo_id)
-    token = hub_token(token)
-    try:
-        readme = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
-    except EntryNotFoundError:
-        raise ValueError(
-            f"{repo_id} has no README.md to add results to: push the model with `langclip push` first"
-        ) from None
-    card = ModelCard.load(readme)
-    card.data.eval_results = merge_eval_results(card.data.eval_results, eval_results(eval_records))
-    card.data.model_name = card.data.model_name or repo_id
-    api = HfApi(token=token)
-    operation = CommitOperationAdd("README.md", str(card).encode())
-    return api.create_commit(repo_id, [operation], commit_message=commit_message, revision=revision).commit_url
+    token = check_hub_access(repo_id, token)
+    with hub_errors():
+        try:
+            readme = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
+        except RemoteEntryNotFoundError:
+            raise ValueError(
+                f"{repo_id} has no README.md to add results to: push the model with `langclip push` first"
+            ) from None
+        config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
+        card = repo_model_card(ModelCard.load(readme), config, repo_id, eval_records)
+        api = HfApi(token=token)
+        operation = CommitOperationAdd("README.md", str(card).encode())
+        return api.create_commit(repo_id, [operation], commit_message=commit_message, revision=revision).commit_url
 
 
 def add_push_arguments(parser: argparse.ArgumentParser, create: bool = True) -> None:
-    """``--push-to-hub`` and its options for `train`, `rewrite` and `eval`; ``create=False``: the repo exists."""
+    """``--push-to-hub REPO_ID`` with ``--revision`` and, where the repo may be created (``create``), ``--private``:
+    the one spelling of these flags for `rewrite`, `differences`, `eval` (and `push`, `train`)."""
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Push the result to this Hub repo (namespace/name).")
     if create:
-        parser.add_argument("--hub-private", action="store_true", help="Create the Hub repo as private.")
-    parser.add_argument("--hub-revision", help="Branch to push to (created if missing); defaults to main.")
+        parser.add_argument("--private", dest="hub_private", action="store_true",
+                            help="Create the Hub repo as private.")
+    parser.add_argument("--revision", dest="hub_revision",
+                        help="Hub branch to push to (created from main if missing); defaults to main.")
 
 
 def _read_mapping(path: str | None) -> dict | None:
@@ -230,6 +235,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repo-type", choices=("model", "dataset"), default="model", help="Kind of Hub repo.")
     parser.add_argument("--private", action="store_true", help="Create the repo as private.")
     parser.add_argument("--revision", help="Branch to push to (created from main if missing); defaults to main.")
+    parser.add_argument("--include-logs", action="store_true",
+                        help="Also upload training logs (train_log.jsonl, TensorBoard runs/), which hold local paths.")
     parser.add_argument("--commit-message", default="Upload with langclip", help="Message of the Hub commit.")
     parser.add_argument(
         "--eval-results", nargs="+", default=[], metavar="JSON", help="`langclip eval` JSON files for the model-index."
@@ -267,6 +274,7 @@ def main(args: argparse.Namespace) -> int:
             args.private,
             args.revision,
             commit_message=args.commit_message,
+            include_logs=args.include_logs,
         )
     print(f"pushed {args.folder} to {args.repo_id}: {url}")
     return 0

@@ -132,6 +132,8 @@ class TrainArguments:
     report_to: str = _help("Tracker for accelerate: tensorboard, wandb, ..., or none.", default="tensorboard")
     push_to_hub: bool = _help("Upload the final model folder to the Hub (honours HF_ENDPOINT, HF_TOKEN).", default=False)
     hub_model_id: str | None = _help("Hub repository id for --push-to-hub.", default=None)
+    private: bool = _help("With --push-to-hub: create the Hub repo as private.", default=False)
+    revision: str | None = _help("With --push-to-hub: branch to push to (created from main if missing).", default=None)
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import LaCLIPModel
+from ..modeling.auto import save_processors, write_remote_code
 from ..processing.loading import load_image_text_dataset
 from .arguments import (
     DataArguments,
@@ -197,6 +198,10 @@ def tracker_config(*arguments) -> dict:
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
     method_class = METHODS[model_args.method]
+    if train_args.push_to_hub:  # token, repo and permissions checked before the long job, not after it
+        from ..hub_cards.push import check_hub_access
+
+        check_hub_access(train_args.hub_model_id)
     accelerator = Accelerator(
         mixed_precision=train_args.mixed_precision,
         log_with=None if train_args.report_to == "none" else train_args.report_to,
@@ -358,20 +363,22 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
         model = model.merge_and_unload()
     output_dir = train_args.output_dir
     model.save_pretrained(output_dir)
-    tokenizer.save_pretrained(output_dir)
-    processor.save_pretrained(output_dir)
+    save_processors(output_dir, tokenizer, processor)
+    write_remote_code(output_dir)
     with open(os.path.join(output_dir, STATE_FILE), "w") as handle:
         json.dump(state, handle)
     name = train_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))
-    shown_elsewhere = ("method", "model_config", "output_dir", "push_to_hub", "hub_model_id")
+    shown_elsewhere = ("method", "model_config", "output_dir", "push_to_hub", "hub_model_id", "private", "revision")
     training = {k: v for k, v in training.items() if v is not None and k not in shown_elsewhere}
     start = model_args.model_name_or_path
     hub_start = start if start and not os.path.isdir(start) else None  # the card's base_model is a Hub id
-    card = model_card(model.config.to_dict(), name, base_model=hub_start, training=training, method=model_args.method)
+    hub_data = [d for d in [training.get("train_data")] if isinstance(d, str) and not os.path.exists(d)]
+    card = model_card(model.config.to_dict(), name, base_model=hub_start, datasets=hub_data, training=training,
+                      method=model_args.method)
     card.save(os.path.join(output_dir, "README.md"))
     if train_args.push_to_hub:
-        url = push_model(output_dir, train_args.hub_model_id, ignore_patterns=[
-            f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*", "runs/*"])
+        url = push_model(output_dir, train_args.hub_model_id, private=train_args.private, revision=train_args.revision,
+                         ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*"])
         print(f"pushed {output_dir} to {url}")
 
 

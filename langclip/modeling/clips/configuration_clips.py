@@ -24,6 +24,10 @@ class CLIPSConfig(CLIPConfig):
         `"causal"` or `"bidirectional"` self-attention in the text tower.
     text_pooling (`str`, defaults to `"eos"`):
         `"eos"`: the first EOS token; `"last"`: the last position.
+    text_last_token_id (`int`, optional):
+        The released layout: the text tower completes ``[bos] ids [eos]`` (right-padded) to
+        ``[bos] ids [eos] pad ... pad [text_last_token_id]`` of ``max_position_embeddings``
+        positions, all attended (`clips_text_layout`). None (default): inputs are used as given.
     captioner_layers / captioner_width / captioner_heads (`int`):
         Size of the captioner decoder; ``captioner_width`` 0 means the text tower's width.
     captioner_max_length (`int`, defaults to 128):
@@ -36,7 +40,8 @@ class CLIPSConfig(CLIPConfig):
     Each tower's activation and LayerNorm eps are its sub-config's ``hidden_act`` and
     ``layer_norm_eps``. The defaults are the standard HF CLIP; the released CLIPS models
     are ``vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional",
-    text_pooling="last"`` with text ``hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6``.
+    text_pooling="last", text_last_token_id=101`` with text ``hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6``
+    and vision ``layer_norm_eps=1e-6``.
     """
 
     model_type = "clips"
@@ -45,6 +50,7 @@ class CLIPSConfig(CLIPConfig):
     vision_pre_layernorm: bool = True
     text_attention: str = "causal"
     text_pooling: str = "eos"
+    text_last_token_id: int | None = None
     captioner_layers: int = 2
     captioner_width: int = 0
     captioner_heads: int = 4
@@ -56,8 +62,8 @@ class CLIPSConfig(CLIPConfig):
     @property
     def is_standard_clip(self) -> bool:
         """True when the towers are exactly `transformers.CLIPModel`'s."""
-        return (self.vision_pooling, self.vision_pre_layernorm, self.text_attention, self.text_pooling) == (
-            "cls", True, "causal", "eos")
+        return (self.vision_pooling, self.vision_pre_layernorm, self.text_attention, self.text_pooling,
+                self.text_last_token_id) == ("cls", True, "causal", "eos", None)
 
     def validate_architecture(self):
         """Checks the CLIPS options (the towers validate themselves)."""

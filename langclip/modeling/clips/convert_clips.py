@@ -4,14 +4,17 @@ The weight names are OpenCLIP's (see `langclip.modeling.open_clip`), read with t
 helpers; what differs is the architecture (DESIGN.md, "CLIPS released architecture"):
 the vision tower has no ``visual.ln_pre`` and is pooled by the mean of its patch tokens
 before ``ln_post``; the text tower is bidirectional (no ``attn_mask``), pooled at the last
-position after ``ln_final``, with tanh-approximate GELU and LayerNorm eps 1e-6;
-``text_projection`` is a (width, dim) matrix applied as ``x @ W``. Sizes, heads (width // 64,
-but 16 for ViT-H's 1280, or given) and the context length (80) are read from the tensor shapes.
+position of the layout ``[1] ids [2] 0 ... 0 [101]`` after ``ln_final``, with tanh-approximate
+GELU; both towers use LayerNorm eps 1e-6 (the official ``norm_layer``); ``text_projection``
+is a (width, dim) matrix applied as ``x @ W``. Sizes, heads (width // 64, but 16 for ViT-H's
+1280, or given) and the context length (80) are read from the tensor shapes. Images are
+squash-resized bilinearly (the official pipeline) to the model size, ImageNet mean/std.
 
-Assumptions, not checked against a downloaded checkpoint (none can be fetched here): the
-vision tower keeps OpenCLIP's default LayerNorm eps 1e-5 and exact GELU. The released
-files hold the contrastive towers only; captioner weights, if a file has them
-(``text_decoder.*``), are not converted, and the converted captioner is freshly initialised.
+The written folder holds the weights, the image processor, the tokenizer (a standard
+`PreTrainedTokenizerFast` from ``vocab.txt``, see `clips_tokenizer`) with a `CLIPProcessor`,
+and the remote code (`write_remote_code`). The released files hold the contrastive towers
+only; captioner weights, if a file has them (``text_decoder.*``), are not converted, and the
+converted captioner is freshly initialised.
 
     langclip convert --from clips open_clip_pytorch_model.bin out/clips-vit-l-14 --tokenizer vocab.txt
 """
@@ -25,10 +28,12 @@ import torch
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
 from .modeling_clips import CLIPSModel
-from .tokenization_clips import CLIPSTokenizer
+from ..auto import save_processors, write_remote_code
+from .tokenization_clips import clips_tokenizer
 
 RELEASED_ARCHITECTURE = dict(vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional",
-                             text_pooling="last")
+                             text_pooling="last", text_last_token_id=101)
+RELEASED_VISION = dict(layer_norm_eps=1e-6)
 RELEASED_TEXT = dict(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
                      pad_token_id=0)
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -44,7 +49,7 @@ def clips_config(state_dict: dict[str, torch.Tensor], vision_heads: int | None =
     vision_heads = vision_heads or (width // VISION_HEAD_WIDTH[width] if width in VISION_HEAD_WIDTH else None)
     base = open_clip_config(state_dict, vision_heads, text_heads)
     return CLIPSConfig(text_config={**base.text_config.to_dict(), **RELEASED_TEXT},
-                       vision_config=base.vision_config.to_dict(), projection_dim=base.projection_dim,
+                       vision_config={**base.vision_config.to_dict(), **RELEASED_VISION}, projection_dim=base.projection_dim,
                        **RELEASED_ARCHITECTURE)
 
 
@@ -61,18 +66,22 @@ def convert_clips(src: str | Path, dst: str | Path | None = None, vision_heads: 
         print(f"{len(state_dict) - len(towers)} captioner weights ({CAPTIONER_PREFIX}*) not converted")
     if dst is not None:
         model.save_pretrained(dst)
-        _save_image_processor(model.config, dst)
+        image_processor = _image_processor(model.config)
         if vocab_file:
             context = model.config.text_config.max_position_embeddings
-            CLIPSTokenizer.from_vocab_file(vocab_file, context_length=context).save_pretrained(str(dst))
+            save_processors(dst, clips_tokenizer(vocab_file, context_length=context), image_processor)
+        else:
+            image_processor.save_pretrained(dst)
+        write_remote_code(dst)
     return model
 
 
-def _save_image_processor(config: CLIPSConfig, dst: str | Path) -> None:
-    """CLIPS preprocessing: squash resize to the model size (no crop), ImageNet mean/std."""
+def _image_processor(config: CLIPSConfig):
+    """CLIPS preprocessing: bilinear squash resize to the model size (no crop), ImageNet mean/std."""
     from transformers import CLIPImageProcessor
+    from transformers.image_utils import PILImageResampling
 
     size = config.vision_config.image_size
-    CLIPImageProcessor(size={"height": size, "width": size}, do_center_crop=False,
-                       crop_size={"height": size, "width": size}, image_mean=IMAGENET_MEAN,
-                       image_std=IMAGENET_STD).save_pretrained(dst)
+    return CLIPImageProcessor(size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR,
+                              do_center_crop=False, crop_size={"height": size, "width": size},
+                              image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)

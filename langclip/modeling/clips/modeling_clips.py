@@ -45,17 +45,45 @@ class CLIPSVisionModel(CLIPVisionModel):
         return outputs
 
 
+def clips_text_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, context_length: int,
+                      pad_token_id: int, eos_token_id: int, last_token_id: int) -> torch.Tensor:
+    """(B, L) right-padded ``[bos] ids [eos]`` -> (B, context_length) ``[bos] ids [eos] pad ... pad [last]``.
+
+    Positions with ``attention_mask`` 0 become ``pad_token_id``; a row with more than
+    ``context_length - 1`` real tokens is cut to ``context_length - 2`` and ended with EOS (as the
+    released tokenizer cuts). Input already in the layout (L = context_length, last column
+    ``last_token_id``) is returned as is.
+    """
+    batch, length = input_ids.shape
+    if length == context_length and bool(input_ids[:, -1].eq(last_token_id).all()):
+        return input_ids
+    keep = min(length, context_length - 1)
+    body = input_ids[:, :keep].clone()
+    if attention_mask is not None:
+        body = body.masked_fill(attention_mask[:, :keep] == 0, pad_token_id)
+    real = attention_mask.sum(dim=-1) if attention_mask is not None else torch.full((batch,), length)
+    overflow = real.to(body.device) > context_length - 1
+    if bool(overflow.any()):
+        body[overflow, context_length - 2] = eos_token_id
+    tail = torch.full((batch, context_length - keep), pad_token_id, dtype=body.dtype, device=body.device)
+    tail[:, -1] = last_token_id
+    return torch.cat([body, tail], dim=1)
+
+
 class CLIPSTextModel(CLIPTextModel):
     """`CLIPTextModel` with ``"causal"`` or ``"bidirectional"`` attention and ``"eos"`` or ``"last"`` pooling.
 
-    Bidirectional attention masks only the padding given in ``attention_mask``; the released
-    CLIPS tokenizer (`CLIPSTokenizer`) gives no padding mask, as the released models attend to all 80 positions.
+    Bidirectional attention masks only the padding given in ``attention_mask``. ``"last"``
+    pools the last real position of each row (the last 1 of ``attention_mask``). With
+    ``last_token_id`` (the released layout) inputs are first completed by `clips_text_layout`
+    and attended in full, as the released models attend to all positions.
     """
 
-    def __init__(self, config, attention: str = "causal", pooling: str = "eos"):
+    def __init__(self, config, attention: str = "causal", pooling: str = "eos", last_token_id: int | None = None):
         super().__init__(config)
         self.attention = attention
         self.pooling = pooling
+        self.last_token_id = last_token_id
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -63,6 +91,10 @@ class CLIPSTextModel(CLIPTextModel):
         if input_ids is None:
             raise ValueError("You have to specify input_ids")
         input_ids = input_ids.view(-1, input_ids.shape[-1])
+        if self.last_token_id is not None:
+            input_ids = clips_text_layout(input_ids, attention_mask, self.config.max_position_embeddings,
+                                          self.config.pad_token_id, self.eos_token_id, self.last_token_id)
+            attention_mask = None
         hidden_states = self.embeddings(input_ids=input_ids, position_ids=position_ids)
         causal = self.attention == "causal"
         make_mask = create_causal_mask if causal else create_bidirectional_mask
@@ -73,7 +105,12 @@ class CLIPSTextModel(CLIPTextModel):
                                      **kwargs).last_hidden_state
         hidden_states = self.final_layer_norm(hidden_states)
         if self.pooling == "last":
-            pooled = hidden_states[:, -1]
+            if attention_mask is None:
+                last = torch.full((hidden_states.shape[0],), hidden_states.shape[1] - 1, device=hidden_states.device)
+            else:  # the last real position of each row, wherever the padding is
+                positions = torch.arange(attention_mask.shape[-1], device=hidden_states.device)
+                last = (attention_mask.bool() * positions).argmax(dim=-1)
+            pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), last]
         else:
             first_eos = (input_ids == self.eos_token_id).int().argmax(dim=-1)
             pooled = hidden_states[torch.arange(hidden_states.shape[0], device=hidden_states.device), first_eos]
@@ -203,7 +240,8 @@ class CLIPSOutput(CLIPOutput):
 class CLIPSModel(CLIPModel):
     """`CLIPModel` with a captioner; ``forward`` takes the web caption, the partial and the full synthetic caption.
 
-    Inputs: ``pixel_values``; ``input_ids``/``attention_mask`` (web caption);
+    Inputs: ``pixel_values`` (N images); ``input_ids``/``attention_mask`` (web caption, one per image; or, for
+    inference without ``return_loss`` and the synthetic captions, any M texts: ``logits_per_image`` is then (N, M));
     ``partial_input_ids``/``partial_attention_mask`` (partial synthetic caption, optional);
     ``caption_input_ids``/``caption_attention_mask`` (full synthetic caption, framed by BOS/EOS, optional).
     ``logits_per_image`` and ``text_embeds`` refer to the web caption.
@@ -216,9 +254,10 @@ class CLIPSModel(CLIPModel):
         if (config.vision_pooling, config.vision_pre_layernorm) != ("cls", True):
             self.vision_model = CLIPSVisionModel._from_config(
                 config.vision_config, pooling=config.vision_pooling, pre_layernorm=config.vision_pre_layernorm)
-        if (config.text_attention, config.text_pooling) != ("causal", "eos"):
+        if (config.text_attention, config.text_pooling, config.text_last_token_id) != ("causal", "eos", None):
             self.text_model = CLIPSTextModel._from_config(
-                config.text_config, attention=config.text_attention, pooling=config.text_pooling)
+                config.text_config, attention=config.text_attention, pooling=config.text_pooling,
+                last_token_id=config.text_last_token_id)
         self.captioner = CLIPSCaptioner(config)
         self.post_init()
 
@@ -241,6 +280,10 @@ class CLIPSModel(CLIPModel):
         """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
         self.logit_scale.clamp_(0, self.config.logit_scale_max)
 
+    def _web_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """The web tokens' padding mask for the captioner: none in the released layout (every position attended)."""
+        return None if self.config.text_last_token_id is not None else attention_mask
+
     def captioner_inputs(self, image_states: torch.Tensor, web_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(image patch tokens after the vision tower's post-LayerNorm, web-caption token states)."""
         return self.vision_model.post_layernorm(image_states[:, 1:]), web_states
@@ -261,10 +304,14 @@ class CLIPSModel(CLIPModel):
     ) -> CLIPSOutput:
         if input_ids is None or pixel_values is None:
             raise ValueError("CLIPSModel.forward needs both input_ids (web caption) and pixel_values")
+        paired = return_loss or partial_input_ids is not None or caption_input_ids is not None
         for name, ids in (("input_ids", input_ids), ("partial_input_ids", partial_input_ids),
                           ("caption_input_ids", caption_input_ids)):
-            if ids is not None and (ids.dim() != 2 or ids.shape[0] != pixel_values.shape[0]):
-                raise ValueError(f"{name} must be (batch={pixel_values.shape[0]}, length), got {tuple(ids.shape)}")
+            if ids is not None and (ids.dim() != 2 or (paired and ids.shape[0] != pixel_values.shape[0])):
+                raise ValueError(
+                    f"{name} must be (batch={pixel_values.shape[0]}, length), got {tuple(ids.shape)}: return_loss and "
+                    "the partial/full synthetic captions pair text i with image i (only plain input_ids, without "
+                    "return_loss, may hold any number M of texts)")
         vision = self.get_image_features(pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding)
         text = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
         image_embeds = F.normalize(vision.pooler_output, dim=-1)
@@ -276,7 +323,7 @@ class CLIPSModel(CLIPModel):
         logits = nll_sum = tokens = None
         if caption_input_ids is not None:
             image_tokens, web_tokens = self.captioner_inputs(vision.last_hidden_state, text.last_hidden_state)
-            logits = self.captioner.logits(image_tokens, web_tokens, attention_mask, caption_input_ids)
+            logits = self.captioner.logits(image_tokens, web_tokens, self._web_mask(attention_mask), caption_input_ids)
             nll_sum, tokens = caption_nll(logits, caption_input_ids, caption_attention_mask)
 
         logit_scale = self.logit_scale.exp()
@@ -305,7 +352,9 @@ class CLIPSModel(CLIPModel):
         top_k: int = 0,
         generator: torch.Generator | None = None,
     ) -> torch.LongTensor:
-        """Recaption images from their web captions: (B, T) ids, BOS first, each row ended by EOS then padding.
+        """Recaption images from their web captions: (B, 1 + T) ids, BOS first, each row ended by EOS then padding.
+
+        T <= ``max_new_tokens`` new tokens (default and upper bound: ``captioner_max_length - 1``).
 
         Greedy by default; ``do_sample`` samples from softmax(logits / temperature), within
         the ``top_k`` best tokens when top_k > 0. No KV cache: every step re-runs the decoder
@@ -316,11 +365,13 @@ class CLIPSModel(CLIPModel):
         vision = self.get_image_features(pixel_values=pixel_values)
         web = self.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         image_tokens, web_tokens = self.captioner_inputs(vision.last_hidden_state, web.last_hidden_state)
-        steps = min(max_new_tokens or self.config.captioner_max_length, self.config.captioner_max_length) - 1
+        longest = self.config.captioner_max_length - 1  # BOS takes one of the captioner's positions
+        steps = min(max_new_tokens or longest, longest)
+        web_mask = self._web_mask(attention_mask)
         ids = torch.full((input_ids.shape[0], 1), text_config.bos_token_id, dtype=torch.long, device=input_ids.device)
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         for _ in range(steps):
-            logits = self.captioner.logits(image_tokens, web_tokens, attention_mask, ids)[:, -1].float()
+            logits = self.captioner.logits(image_tokens, web_tokens, web_mask, ids)[:, -1].float()
             if do_sample:
                 logits = logits / temperature
                 if top_k > 0:

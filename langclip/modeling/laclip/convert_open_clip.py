@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..auto import save_processors, write_remote_code
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_laclip import LaCLIPConfig
 from .modeling_laclip import LaCLIPModel
@@ -22,23 +23,32 @@ def convert_open_clip(
     vision_heads: int | None = None,
     text_heads: int | None = None,
     quick_gelu: bool = False,
+    tokenizer: str | None = None,
 ) -> LaCLIPModel:
-    """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given."""
+    """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given, with its image
+    processor, the ``tokenizer`` (folder or Hub id) joined to it by a `CLIPProcessor`, and its remote code."""
     state_dict = load_state_dict(src)
     model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
     load_open_clip_weights(model, state_dict)
     if dst is not None:
         model.save_pretrained(dst)
-        _save_image_processor(model.config, dst)
+        image_processor = _image_processor(model.config)
+        if tokenizer:
+            from transformers import AutoTokenizer
+
+            save_processors(dst, AutoTokenizer.from_pretrained(tokenizer), image_processor)
+        else:
+            image_processor.save_pretrained(dst)
+        write_remote_code(dst)
     return model
 
 
-def _save_image_processor(config: LaCLIPConfig, dst: str | Path) -> None:
+def _image_processor(config: LaCLIPConfig):
     """OpenAI/OpenCLIP preprocessing: resize shortest side, centre crop, OpenAI mean/std."""
     from transformers import CLIPImageProcessor
 
     size = config.vision_config.image_size
-    CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size}).save_pretrained(dst)
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models); "
                              "clips: the released CLIPS ViT-L/H-14 OpenCLIP checkpoints (-> CLIPSModel).")
     parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
-    parser.add_argument("dst", help="Output folder for config.json, model.safetensors and the image processor.")
+    parser.add_argument("dst", help="Output folder for config.json, model.safetensors, the image processor and the remote code.")
     parser.add_argument("--vision-heads", type=int, default=None,
                         help="Attention heads of the vision tower (default: width // 64).")
     parser.add_argument("--text-heads", type=int, default=None,
@@ -64,11 +74,7 @@ def main(args: argparse.Namespace) -> int:
 
         convert_clips(args.src, args.dst, args.vision_heads, args.text_heads, args.tokenizer)
     else:
-        convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu)
-    if args.tokenizer and args.source_format == "open_clip":
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(args.tokenizer).save_pretrained(args.dst)
+        convert_open_clip(args.src, args.dst, args.vision_heads, args.text_heads, args.quick_gelu, args.tokenizer)
     print(f"saved {args.dst}")
     return 0
 

@@ -23,10 +23,11 @@ def _normalize(features: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LaCLIPOutput(CLIPOutput):
-    """`CLIPOutput` of a batch of B images, each with one text or T texts.
+    """`CLIPOutput` of N images and M texts, or of B images with T texts each.
 
-    loss: () with ``return_loss``; logits_per_image: (B, B); logits_per_text: (B, B);
-    image_embeds: (B, D) and text_embeds: (B, D), L2-normalised (text column 0);
+    loss: () with ``return_loss`` (needs M = N: text i belongs to image i);
+    logits_per_image: (N, M); logits_per_text: (M, N);
+    image_embeds: (N, D) and text_embeds: (M, D), L2-normalised (with T texts per image: column 0, M = B);
     all_text_embeds: (B, T, D), every text of each image, normalised, when the input has
     T texts per image and ``config.multi_positive`` (else None).
     """
@@ -35,9 +36,10 @@ class LaCLIPOutput(CLIPOutput):
 
 
 class LaCLIPModel(CLIPModel):
-    """`CLIPModel` whose forward takes one text per image, (B, L), or T texts per image, (B, T, L).
+    """`CLIPModel` whose forward takes M texts for N images, (M, L), or T texts per image, (B, T, L).
 
-    With (B, T, L) inputs, column 0 holds the text that aug_T sampled. Without
+    With (M, L) inputs it scores every image against every text, as `CLIPModel` does
+    (``logits_per_image`` (N, M)); the loss pairs text i with image i. With (B, T, L) inputs, column 0 holds the text that aug_T sampled. Without
     `config.multi_positive` only column 0 is encoded and the ordinary CLIP loss is used;
     with it, all T texts are encoded and the loss is `multi_positive_clip_loss`.
     `logits_per_image`, `logits_per_text` and `text_embeds` always refer to column 0.
@@ -70,16 +72,19 @@ class LaCLIPModel(CLIPModel):
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} differs from input_ids shape {tuple(input_ids.shape)}"
             )
-        if input_ids.shape[0] != pixel_values.shape[0]:
+        paired = input_ids.dim() == 3 or return_loss
+        if paired and input_ids.shape[0] != pixel_values.shape[0]:
             raise ValueError(
-                f"image and text batch sizes differ: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts"
+                f"image and text batch sizes differ: {pixel_values.shape[0]} images, {input_ids.shape[0]} texts; "
+                f"{'return_loss' if return_loss else '(batch, texts, length) input_ids'} pair text i with image i "
+                "(without return_loss, (M, length) input_ids score every image against every text)"
             )
         multi_text = input_ids.dim() == 3
         use_all_texts = multi_text and self.config.multi_positive
         if multi_text and not use_all_texts:
             input_ids = input_ids[:, 0]
             attention_mask = attention_mask[:, 0] if attention_mask is not None else None
-        batch_size, num_texts = input_ids.shape[0], (input_ids.shape[1] if use_all_texts else 1)
+        num_texts = input_ids.shape[1] if use_all_texts else 1
 
         vision_outputs = self.get_image_features(
             pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
@@ -93,7 +98,7 @@ class LaCLIPModel(CLIPModel):
         image_embeds = _normalize(vision_outputs.pooler_output)
         all_text_embeds = _normalize(text_outputs.pooler_output)
         if use_all_texts:
-            all_text_embeds = all_text_embeds.view(batch_size, num_texts, -1)
+            all_text_embeds = all_text_embeds.view(input_ids.shape[0], num_texts, -1)
             text_embeds = all_text_embeds[:, 0]
         else:
             text_embeds = all_text_embeds
