@@ -228,6 +228,9 @@ class FeatureStore:
         self._model_key = None
 
     def model_key(self) -> str:
+        """What the features depend on besides the data; without a disk cache one store holds one model."""
+        if not self.options.cache_dir:
+            return ""
         if self._model_key is None:
             self._model_key = hashlib.sha256(json.dumps([
                 weights_fingerprint(self.model, text=False), self.processor.to_json_string(),
