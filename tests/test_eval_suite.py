@@ -302,3 +302,26 @@ def test_shipped_manifests_load_and_follow_the_protocol():
     assert [(d.path, d.caption_separator, d.tasks) for d in retrieval.datasets] == [
         ("clip-benchmark/wds_mscoco_captions", "\n", ["retrieval"]), ("clip-benchmark/wds_flickr30k", "\n", ["retrieval"])]
     assert [d.key for d in load_suite("quick").datasets] == ["cifar10", "dtd", "pets", "flickr30k"]
+
+
+def test_training_evaluates_the_suite_and_puts_the_final_results_in_the_card(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from langclip.training.trainer import train_in_process
+    from train_utils import make_training_files
+
+    values = make_training_files(tmp_path)
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict(
+        {"image": [_image(NAMES[i % 4], i) for i in range(8)], "label": [i % 4 for i in range(8)]},
+        features=CLASSIFICATION)}).save_to_disk(tmp_path / "eval_data")
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump({"name": "mini", "datasets": {"shapes": {
+        "name": "Shapes", "path": str(tmp_path / "eval_data"), "templates": ["a photo of a {}."]}}}))
+    output = tmp_path / "run"
+    train_in_process({**values, "method": "clip", "max_steps": 4, "output_dir": str(output),
+                      "eval_suite": str(tmp_path / "eval.yaml"), "eval_steps": 3})
+    assert sorted(p.name for p in (output / "eval").iterdir()) == ["step-3", "step-4"]  # every 3 steps and the end
+    final = json.loads((output / "eval" / "step-4" / "results.json").read_text())
+    assert final["suite"] == "mini" and [r["key"] for r in final["results"]] == ["shapes"]
+    card = ModelCard.load(output / "README.md")
+    index = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert index[("Shapes", "top1")] == final["results"][0]["metrics"]["top1"]
