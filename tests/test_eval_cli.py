@@ -96,7 +96,11 @@ def test_few_shot_and_linear_probe_run_from_the_cli(setup):
     record = _eval(setup, "few-shot", "--n-way", "3", "--n-shot", "2", "--n-query", "3", "--episodes", "7")
     expected = few_shot_accuracy(images, torch.tensor(test["label"]), 3, 2, 3, 7, seed=0)
     assert record["metrics"] == pytest.approx(expected)
-    record = _eval(setup, "linear-probe", "--validation-split", "validation")
+    bf16 = _eval(setup, "few-shot", "--n-way", "3", "--n-shot", "2", "--n-query", "3", "--episodes", "7",
+                 "--dtype", "bfloat16")  # a bf16 model gets bf16 pixels; features come back as float32
+    assert set(bf16["metrics"]) == {"accuracy", "ci95"} and 0 <= bf16["metrics"]["accuracy"] <= 1
+    with pytest.warns(UserWarning, match="at the edge of the grid"):  # chance-level features: C = 1e-3 is best
+        record = _eval(setup, "linear-probe", "--validation-split", "validation")
     assert set(record["metrics"]) == {"accuracy", "mean_per_class", "validation_accuracy"}
     assert 0 <= record["metrics"]["accuracy"] <= 1 and record["settings"]["C"] > 0
     assert record["settings"]["train_rows"] == 16 and record["settings"]["validation_rows"] == 8
