@@ -165,19 +165,20 @@ def test_suite_writes_json_table_plot_and_reuses_cached_features(setup, tmp_path
     assert len(compared) == 2 + 4 + 1 and (tmp_path / "cmp" / "compare.png").stat().st_size > 0
 
 
-def test_retrieval_with_ties_is_the_same_at_batch_sizes_1_7_and_64(setup):
+def test_retrieval_with_ties_is_the_same_at_batch_sizes_1_7_and_64_with_workers_and_streamed(setup):
     model, tokenizer, processor = load_model(str(setup / "model"), "cpu")
     spec = load_suite(str(setup / "tiny.yaml"), only=["captions"]).datasets[0]
     results = []
-    for batch_size in (1, 7, 64):
-        options = EvalOptions(batch_size=batch_size, progress=False)
+    for batch_size, workers, streaming in ((1, 0, False), (7, 0, False), (64, 0, False), (7, 2, False), (5, 0, True)):
+        options = EvalOptions(batch_size=batch_size, num_workers=workers, streaming=streaming, progress=False)
         store = FeatureStore(model, processor, options)
         record = run_task(model, tokenizer, spec, "retrieval", store, options, "tiny")
         found = next(iter(store.memory.values()))
         assert torch.equal(found.full[3], found.full[10]) and torch.equal(found.full[0], found.full[12])
         assert record["settings"] == {"texts": 16, "distinct_texts": 11, "distinct_images": 11}
         results.append(record["metrics"])
-    assert results[0] == results[1] == results[2]  # exactly, not approximately
+    # exactly, not approximately; also with 2 decoding workers, and streamed
+    assert results[0] == results[1] == results[2] == results[3] == results[4]
     # the 6 captions of rows 0, 3, 10 and 12 have a copy of their image among the wrong ones, which ties with
     # it: ties count against the model, so none of them is a text->image R@1 hit
     assert results[0]["text_to_image_R@1"] <= 10 / 16

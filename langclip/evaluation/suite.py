@@ -42,7 +42,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..processing import loading
-from .differences import CLASS_PROMPT, comparative_class_embeddings, difference_classification
+from .differences import comparative_class_embeddings, difference_classification
 from .features import ImageFeatures, encode_dataset, encode_texts, weights_fingerprint
 from .few_shot import few_shot_accuracy
 from .retrieval import recall_at_k
@@ -218,13 +218,12 @@ def _column(columns: Sequence[str], wanted: str | Sequence[str], key: str, where
 class FeatureStore:
     """Image features per dataset split: computed once per run and, with ``options.cache_dir``, stored as
     ``<sha256>.safetensors`` keyed by the image-side weights, the image processor, the dataset (its
-    fingerprint when it has one), the split and the columns. ``encoded`` counts the splits encoded."""
+    fingerprint when it has one), the split and the columns."""
 
     def __init__(self, model, processor, options: EvalOptions):
         self.model, self.processor, self.options = model, processor, options
         self.memory: dict[str, ImageFeatures] = {}
         self.fingerprints: dict[tuple[str, str], str | None] = {}
-        self.encoded = 0
         self._model_key = None
 
     def model_key(self) -> str:
@@ -259,7 +258,6 @@ class FeatureStore:
                                    self.options.batch_size, self.options.num_workers, self.options.progress,
                                    description=f"{spec.title} {split}")
             found.columns = {role: found.columns[column] for role, column in columns.items()}
-            self.encoded += 1
             if cache_file is not None:
                 found.save(cache_file)
         self.memory[key] = found
