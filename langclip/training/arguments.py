@@ -146,6 +146,12 @@ class TrainArguments:
             raise ValueError("--per-device-batch-size and --accum-freq must be >= 1")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push-to-hub needs --hub-model-id")
+        if self.eval_steps < 0:
+            raise ValueError(f"--eval-steps must be >= 0, got {self.eval_steps}")
+        if self.eval_suite:  # a bad manifest fails before training, not at the first evaluation
+            from ..evaluation.suite import load_suite
+
+            load_suite(self.eval_suite)
 
 
 DATACLASSES = (ModelArguments, DataArguments, TrainArguments)
