@@ -138,7 +138,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset-path", nargs="+", default=[], metavar="KEY=FOLDER",
                         help="Suite: evaluate dataset KEY from a local copy (e.g. a gated ImageNet, or CUB).")
     parser.add_argument("--datasets", nargs="+", metavar="KEY", help="Suite: run only these datasets of it.")
-    parser.add_argument("--output-dir", help="Where results go (default: outputs/eval/<suite> or outputs/eval).")
+    parser.add_argument("--output-dir", help="Where results go (default: outputs/eval/<suite>/<model name>, or "
+                        "outputs/eval for a single task).")
     parser.add_argument("--output", help="Single task: the JSON file of its record (default: in --output-dir).")
     parser.add_argument("--dataset-config", help="Single task: configuration name of the dataset, if it has several.")
     parser.add_argument("--dataset-name", help="Single task: readable dataset name for the table and the model card.")
@@ -224,7 +225,8 @@ def main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.suite:
         suite = load_suite(args.suite, _dataset_paths(args.dataset_path), args.datasets)
-        output_dir = Path(args.output_dir or f"outputs/eval/{suite.name}")
+        model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.model.rstrip("/")).name)
+        output_dir = Path(args.output_dir or f"outputs/eval/{suite.name}/{model_name}")
         model, tokenizer, processor = load_model(args.model, _device(args), args.dtype)
         records = run_suite(model, tokenizer, processor, suite, options_of(args, args.cache_dir or str(output_dir /
                             "cache")), args.model)
