@@ -198,7 +198,7 @@ def load_rows(path: str, split: str = "train") -> Dataset:
         return load_split(path, split)
     builder = _BUILDERS.get(local.suffix.lower())
     if builder is None:
-        raise ValueError(f"{path}: unknown file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
+        raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
     kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
     return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
 
