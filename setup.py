@@ -8,7 +8,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["langclip", "langclip.*"]),
-    package_data={"langclip": ["processing/generation/pools/*.jsonl", "evaluation/metrics/*/*.py"]},
+    package_data={
+        "langclip": ["processing/generation/pools/*.jsonl", "evaluation/metrics/*/*.py", "evaluation/suites/*.yaml"]
+    },
     python_requires=">=3.10",
     install_requires=[
         # torch is a lower bound only: an installed torch that satisfies it is never replaced.
@@ -27,6 +29,7 @@ setup(
         "pyyaml>=6.0",
         "tqdm>=4.66",
         "tokenizers>=0.20",
+        "matplotlib>=3.7",  # the eval suite's results.png
     ],
     extras_require={
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "tensorboard>=2.15", "matplotlib>=3.7"],

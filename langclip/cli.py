@@ -15,7 +15,7 @@ COMMANDS = {
     "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
     "train": ("langclip.training.trainer", "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
     "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
-    "eval": ("langclip.evaluation.run", "Evaluate a checkpoint: zero-shot, retrieval, few-shot or linear probe."),
+    "eval": ("langclip.evaluation.run", "Evaluate a checkpoint on a suite (laclip, retrieval, quick) or one task; compare runs."),
     "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),
     "meta-pairs": ("langclip.processing.generation.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
     "rewrite": ("langclip.processing.generation.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),

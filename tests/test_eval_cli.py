@@ -78,14 +78,17 @@ def test_zero_shot_and_retrieval_match_the_functional_api(setup, capsys):
     assert record["metrics"] == pytest.approx(expected)
     assert record["dataset"]["split"] == "test" and record["num_examples"] == 40
     assert record["settings"] == {"templates": "laclip_imagenet", "classes": 4}
-    assert len(list((setup / "cache").glob("*.safetensors"))) == 1  # the classifier was cached
+    assert len(list((setup / "cache").glob("*.safetensors"))) == 2  # the classifier and the image features
     assert format_table(record) in capsys.readouterr().out
 
     record = _eval(setup, "retrieval", "--caption-column", "captions")
     texts = [text for captions in test["captions"] for text in captions]
     expected = retrieval_recall(images, encode_texts(model, tokenizer, texts, progress=False),
                                 torch.arange(40).repeat_interleave(2))
-    assert record["metrics"] == pytest.approx(expected) and record["settings"] == {"texts": 80}
+    assert {k: v for k, v in record["metrics"].items() if not k.startswith("mean")} == pytest.approx(expected)
+    assert record["metrics"]["mean_R@1"] == pytest.approx(
+        (expected["image_to_text_R@1"] + expected["text_to_image_R@1"]) / 2)
+    assert record["settings"] == {"texts": 80, "distinct_texts": 8, "distinct_images": 20}  # rows i, i + 20 alike
 
 
 def test_few_shot_and_linear_probe_run_from_the_cli(setup):
@@ -93,8 +96,12 @@ def test_few_shot_and_linear_probe_run_from_the_cli(setup):
     record = _eval(setup, "few-shot", "--n-way", "3", "--n-shot", "2", "--n-query", "3", "--episodes", "7")
     expected = few_shot_accuracy(images, torch.tensor(test["label"]), 3, 2, 3, 7, seed=0)
     assert record["metrics"] == pytest.approx(expected)
-    record = _eval(setup, "linear-probe", "--validation-split", "validation")
-    assert set(record["metrics"]) == {"accuracy", "validation_accuracy"}
+    bf16 = _eval(setup, "few-shot", "--n-way", "3", "--n-shot", "2", "--n-query", "3", "--episodes", "7",
+                 "--dtype", "bfloat16")  # a bf16 model gets bf16 pixels; features come back as float32
+    assert set(bf16["metrics"]) == {"accuracy", "ci95"} and 0 <= bf16["metrics"]["accuracy"] <= 1
+    with pytest.warns(UserWarning, match="at the edge of the grid"):  # chance-level features: C = 1e-3 is best
+        record = _eval(setup, "linear-probe", "--validation-split", "validation")
+    assert set(record["metrics"]) == {"accuracy", "mean_per_class", "validation_accuracy"}
     assert 0 <= record["metrics"]["accuracy"] <= 1 and record["settings"]["C"] > 0
     assert record["settings"]["train_rows"] == 16 and record["settings"]["validation_rows"] == 8
 
@@ -102,16 +109,16 @@ def test_few_shot_and_linear_probe_run_from_the_cli(setup):
 def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
     plain = datasets.Dataset.from_dict({"image": [_image("red", 0)], "label": [0]})  # label is int64, not ClassLabel
     plain.save_to_disk(tmp_path / "plain")
-    with pytest.raises(ValueError, match="not ClassLabel, so it carries no class names: pass --class-names"):
+    with pytest.raises(ValueError, match="so it carries no class names: give `classnames` in the manifest \\(or --class-names"):
         _eval(setup, "zero-shot", "--dataset", str(tmp_path / "plain"), "--split", "train")
     datasets.Dataset.from_dict({"image": [], "label": [], "captions": []}, features=FEATURES).save_to_disk(
         tmp_path / "empty", num_shards=1
     )
-    with pytest.raises(ValueError, match="is empty: nothing to evaluate"):
+    with pytest.raises(ValueError, match="has no rows: nothing to evaluate"):
         _eval(setup, "zero-shot", "--dataset", str(tmp_path / "empty"))
     with pytest.raises(ValueError, match="has no split 'val'; it has train, validation, test"):
         _eval(setup, "zero-shot", "--split", "val")
-    with pytest.raises(ValueError, match="no column 'caption' \\(set --caption-column\\)"):
+    with pytest.raises(ValueError, match="no column 'caption' \\(set `caption_column` in the manifest, --caption-column"):
         _eval(setup, "retrieval")
     with pytest.raises(ValueError, match="must be different data"):  # a bare Dataset folder has no splits
         _eval(setup, "linear-probe", "--dataset", str(tmp_path / "plain"), "--validation-split", "validation")

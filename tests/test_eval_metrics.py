@@ -20,7 +20,13 @@ from langclip.evaluation.templates import (
     check_templates,
     load_templates,
 )
-from langclip.evaluation.zero_shot import average_templates, topk_accuracy, zero_shot_accuracy, zero_shot_classifier
+from langclip.evaluation.zero_shot import (
+    average_templates,
+    mean_per_class_accuracy,
+    topk_accuracy,
+    zero_shot_accuracy,
+    zero_shot_classifier,
+)
 
 # Rows: images 0..2; columns: texts 0..4 with text_to_image = [0, 0, 1, 2, 2].
 # Image 0: best caption (text 0, 0.9) ties with text 2 of image 1 -> rank 1.
@@ -77,7 +83,20 @@ def test_topk_accuracy_counts_ties_against_the_model():
 def test_zero_shot_accuracy_uses_cosine_similarity():
     classifier = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     images = torch.tensor([[10.0, 1.0], [1.0, 3.0], [2.0, 1.0]])  # scale must not matter
-    assert zero_shot_accuracy(images, classifier, torch.tensor([0, 1, 1]), topk=(1, 2)) == {"top1": 2 / 3, "top2": 1.0}
+    # predictions 0, 1, 0: class 0 recalls 1/1, class 1 recalls 1/2 -> mean per class 3/4 (top-1 is 2/3)
+    assert zero_shot_accuracy(images, classifier, torch.tensor([0, 1, 1]), topk=(1, 2)) == {
+        "top1": 2 / 3, "top2": 1.0, "mean_per_class": 0.75}
+
+
+def test_mean_per_class_accuracy_by_hand_with_ties():
+    scores = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.2, 0.9], [0.0, 0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    # class 0: row 0 right, row 1 a tie (counts against) -> 1/2; class 1: row 2 right, rows 3, 4 wrong -> 1/3;
+    # class 2 never occurs, so it is not averaged: (1/2 + 1/3) / 2 = 5/12 (plain top-1: 2/5)
+    assert mean_per_class_accuracy(scores, labels) == pytest.approx(5 / 12)
+    assert topk_accuracy(scores, labels, (1,)) == {"top1": 2 / 5}
+    with pytest.raises(ValueError, match="label 3 at row 0"):
+        mean_per_class_accuracy(scores, torch.tensor([3, 0, 0, 0, 0]))
 
 
 def test_topk_accuracy_errors():

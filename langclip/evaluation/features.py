@@ -1,20 +1,48 @@
-"""Batched, L2-normalised features from any `CLIPModel`-compatible model.
+"""Batched, L2-normalised features from any `CLIPModel`-compatible model, and a feature cache.
 
 `get_image_features` / `get_text_features` return a `BaseModelOutputWithPooling` in
 transformers 5; the projected features are its ``pooler_output``.
+
+Identical inputs get bit-identical features, whatever the batch size: `encode_texts` encodes
+each distinct text once, and `encode_dataset` each distinct image (by its preprocessed
+pixels) once. A tie between two copies of the same image or caption is then an exact tie,
+which the metrics count against the model, so results do not depend on the batch size.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
+
+from ..processing.transforms import decode_image
+
+TEXT_PREFIXES = ("text_model.", "text_projection.")
 
 
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
+
+
+def _dtype(model: torch.nn.Module) -> torch.dtype:
+    return next(model.parameters()).dtype
+
+
+def weights_fingerprint(model: torch.nn.Module, text: bool) -> str:
+    """sha256 over the names and bytes of the text-tower weights (``text=True``) or of all other weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        if name.startswith(TEXT_PREFIXES) == text:
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 @torch.inference_mode()
@@ -24,10 +52,12 @@ def encode_images(
     progress: bool = True,
     total: int | None = None,
 ) -> torch.Tensor:
-    """n(f(x)) for every image, one batch of ``pixel_values`` (B, 3, H, W) at a time; returns float32 (N, D) on CPU."""
-    device = _device(model)
+    """n(f(x)) for every image, one batch of ``pixel_values`` (B, 3, H, W) at a time; returns float32 (N, D) on CPU.
+
+    Pixels are cast to the model's dtype (a bf16 model gets bf16 pixels)."""
+    device, dtype = _device(model), _dtype(model)
     features = [
-        F.normalize(model.get_image_features(pixel_values=pixels.to(device)).pooler_output.float(), dim=-1).cpu()
+        F.normalize(model.get_image_features(pixel_values=pixels.to(device, dtype)).pooler_output.float(), dim=-1).cpu()
         for pixels in tqdm(pixel_value_batches, desc="images", unit="batch", total=total, disable=not progress)
     ]
     if not features:
@@ -43,15 +73,20 @@ def encode_texts(
     batch_size: int = 256,
     progress: bool = True,
 ) -> torch.Tensor:
-    """n(g(t)) for every text, tokenised ``batch_size`` at a time; returns float32 (N, D) on CPU."""
+    """n(g(t)) for every text; each distinct text is tokenised and encoded once, ``batch_size`` at a time.
+
+    Returns float32 (N, D) on CPU; equal texts get bit-identical rows."""
     if len(texts) == 0:
         raise ValueError("encode_texts got no texts")
+    position = {}
+    index = torch.tensor([position.setdefault(text, len(position)) for text in texts])
+    unique = list(position)
     device = _device(model)
     max_length = model.config.text_config.max_position_embeddings
     features = []
-    for start in tqdm(range(0, len(texts), batch_size), desc="texts", unit="batch", disable=not progress):
+    for start in tqdm(range(0, len(unique), batch_size), desc="texts", unit="batch", disable=not progress):
         tokens = tokenizer(
-            list(texts[start : start + batch_size]),
+            unique[start : start + batch_size],
             padding=True,
             truncation=True,
             max_length=max_length,
@@ -59,4 +94,97 @@ def encode_texts(
         ).to(device)
         output = model.get_text_features(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"])
         features.append(F.normalize(output.pooler_output.float(), dim=-1).cpu())
-    return torch.cat(features)
+    return torch.cat(features)[index]
+
+
+@dataclass
+class ImageFeatures:
+    """Features of a dataset's images: ``unique`` (U, D) rows of the distinct images, ``index`` (N,) the
+    row of each image in ``unique``, and ``columns``, the other requested columns as lists of N values."""
+
+    unique: torch.Tensor
+    index: torch.Tensor
+    columns: dict[str, list]
+
+    @property
+    def full(self) -> torch.Tensor:
+        """(N, D): one row per image, copies for repeated images."""
+        return self.unique[self.index]
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        save_file({"unique": self.unique.contiguous(), "index": self.index}, temporary,
+                  metadata={"columns": json.dumps(self.columns)})
+        temporary.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> ImageFeatures:
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as handle:
+            columns = json.loads(handle.metadata()["columns"])
+        tensors = load_file(path)
+        return cls(tensors["unique"], tensors["index"], columns)
+
+
+class _Collate:
+    """Rows -> (``pixel_values`` (B, 3, H, W), {column: values}); decodes with `decode_image` (errors name the row)."""
+
+    def __init__(self, processor, image_column: str, columns: Sequence[str]):
+        self.processor, self.image_column, self.columns = processor, image_column, list(columns)
+
+    def __call__(self, rows: list[dict]):
+        images = []
+        for row in rows:
+            where = f"column {self.image_column!r} of row {row.get('__key__', row.get('id', '?'))}"
+            if row[self.image_column] is None:
+                raise ValueError(f"no image in {where}")
+            images.append(decode_image(row[self.image_column], where))
+        pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
+        return pixels, {column: [row[column] for row in rows] for column in self.columns}
+
+
+@torch.inference_mode()
+def encode_dataset(
+    model: torch.nn.Module,
+    processor,
+    data,
+    image_column: str,
+    columns: Sequence[str] = (),
+    batch_size: int = 64,
+    num_workers: int = 0,
+    progress: bool = True,
+    description: str = "images",
+) -> ImageFeatures:
+    """n(f(x)) of every image of ``data`` (a `datasets.Dataset` or `IterableDataset`) in one pass, with ``columns``.
+
+    Images are decoded and preprocessed in ``num_workers`` DataLoader workers; each distinct
+    image (equal ``pixel_values``) is encoded once, so copies get bit-identical features.
+    """
+    from torch.utils.data import DataLoader
+
+    names = data.column_names or []
+    keys = [key for key in ("__key__", "id") if key in names and key not in columns][:1]  # names rows in errors
+    data = data.select_columns(list(dict.fromkeys([image_column, *columns, *keys])))
+    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_Collate(processor, image_column, columns))
+    total = -(-len(data) // batch_size) if hasattr(data, "__len__") else None
+    device, dtype = _device(model), _dtype(model)
+    seen, index, unique, values = {}, [], [], {column: [] for column in columns}
+    for pixels, batch_columns in tqdm(loader, desc=description, unit="batch", total=total, disable=not progress):
+        fresh = []
+        for row in pixels:
+            key = hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest()
+            if key not in seen:
+                seen[key] = len(seen)
+                fresh.append(row)
+            index.append(seen[key])
+        if fresh:
+            output = model.get_image_features(pixel_values=torch.stack(fresh).to(device, dtype))
+            unique.append(F.normalize(output.pooler_output.float(), dim=-1).cpu())
+        for column in columns:
+            values[column] += batch_columns[column]
+    if not index:
+        raise ValueError("the dataset has no rows: nothing to evaluate")
+    return ImageFeatures(torch.cat(unique), torch.tensor(index), values)

@@ -1,110 +1,57 @@
-"""`langclip eval`: evaluate a checkpoint on an image dataset, write the results as JSON, print a table.
+"""`langclip eval`: evaluate a checkpoint on a suite of datasets or on one dataset, write JSON, print a table.
 
+    langclip eval --model openai/clip-vit-base-patch32 --suite laclip          # or quick, retrieval, a manifest
     langclip eval --model out/laclip --dataset my/imagenet-val --split validation --task zero-shot
     langclip eval --model out/laclip --dataset my/coco-karpathy --split test --task retrieval \\
         --caption-column captions
+    langclip eval --compare outputs/eval/clip outputs/eval/laclip            # side by side
 
-Datasets are Hub ids, local dataset folders (`save_to_disk`) or data folders that
-`datasets.load_dataset` reads (imagefolder with metadata.jsonl, parquet, ...). Class names
-come from the label column's `ClassLabel` feature unless ``--class-names`` is given.
+A suite writes one JSON per dataset and task, ``results.json``, ``results.md`` and
+``results.png`` to ``--output-dir`` (see `suite`). A single task is a one-dataset suite made
+from the flags; it writes ``<output-dir>/<dataset>__<task>.json`` (or ``--output``). Datasets
+are Hub ids, `save_to_disk` folders or data folders that `datasets.load_dataset` reads; only the
+split asked for is loaded. Any `transformers` CLIP-like checkpoint works.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import datasets
 import torch
 
-from ..processing import loading
-from .features import encode_images, encode_texts
-from .few_shot import few_shot_accuracy
-from .linear_probe import linear_probe
-from .retrieval import retrieval_recall
+from .suite import (
+    TASKS,
+    ZERO_SHOT_METRICS,
+    EvalOptions,
+    FeatureStore,
+    compare_table,
+    load_results,
+    load_suite,
+    plot_scores,
+    results_table,
+    run_suite,
+    run_task,
+    shipped_suites,
+    spec_from_mapping,
+    write_results,
+)
+from .differences import CLASS_PROMPT
 from .templates import TEMPLATE_SETS, load_templates
-from .zero_shot import zero_shot_accuracy, zero_shot_classifier
 
-TASKS = ("zero-shot", "retrieval", "few-shot", "linear-probe")
-
-
-def load_split(path: str, split: str, config: str | None = None) -> datasets.Dataset:
-    """One split of a Hub dataset, a `save_to_disk` folder or a data folder; errors name what is missing."""
-    data = loading.load_split(path, split, config)
-    if len(data) == 0:
-        raise ValueError(f"dataset {path}, split {split!r}, is empty: nothing to evaluate")
-    return data
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _check_column(data: datasets.Dataset, column: str, flag: str) -> None:
-    if column not in data.column_names:
-        raise ValueError(f"no column {column!r} (set {flag}); the dataset has {', '.join(data.column_names)}")
-
-
-def class_names(data: datasets.Dataset, label_column: str, names: str | None = None) -> list[str]:
-    """``names`` (a file with one name per line, or comma-separated), else the label column's ClassLabel names."""
-    if names:
-        path = Path(names)
-        found = path.read_text(encoding="utf-8").splitlines() if path.is_file() else names.split(",")
-        found = [name.strip() for name in found if name.strip()]
-    else:
-        _check_column(data, label_column, "--label-column")
-        feature = data.features[label_column]
-        if not isinstance(feature, datasets.ClassLabel):
-            raise ValueError(
-                f"column {label_column!r} is {type(feature).__name__}, not ClassLabel, so it carries no class names: "
-                "pass --class-names (a file with one name per line, or a comma-separated list)"
-            )
-        found = list(feature.names)
-    if not found:
-        raise ValueError("no class names given")
-    return found
-
-
-def image_batches(
-    data: datasets.Dataset, image_column: str, processor, batch_size: int
-) -> Iterator[torch.Tensor]:
-    """``pixel_values`` for ``batch_size`` rows at a time."""
-    _check_column(data, image_column, "--image-column")
-    data = data.select_columns([image_column])  # decode only the images
-    for start in range(0, len(data), batch_size):
-        images = data[start : start + batch_size][image_column]
-        for offset, image in enumerate(images):
-            if image is None:
-                raise ValueError(f"row {start + offset} has no image in column {image_column!r}")
-        yield processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
-
-
-def captions(data: datasets.Dataset, caption_column: str) -> tuple[list[str], torch.Tensor]:
-    """All captions (a string or a list of strings per row) and, for each, the row of its image."""
-    _check_column(data, caption_column, "--caption-column")
-    texts, text_to_image = [], []
-    for row, value in enumerate(data[caption_column]):
-        row_captions = [value] if isinstance(value, str) else list(value or [])
-        if not row_captions or not all(isinstance(text, str) and text.strip() for text in row_captions):
-            raise ValueError(
-                f"row {row} of column {caption_column!r} needs one or more non-empty captions, got {value!r}"
-            )
-        texts += row_captions
-        text_to_image += [row] * len(row_captions)
-    return texts, torch.tensor(text_to_image)
-
-
-def labels_of(data: datasets.Dataset, label_column: str) -> torch.Tensor:
-    _check_column(data, label_column, "--label-column")
-    return torch.tensor(data[label_column], dtype=torch.long)
-
-
-def load_model(path: str, device: str):
-    """Model, tokenizer and image processor of a checkpoint folder or Hub id."""
+def load_model(path: str, device: str, dtype: str = "float32"):
+    """Model (eval mode, ``dtype``), tokenizer and image processor of a checkpoint folder or Hub id."""
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPImageProcessorPil
 
     import langclip.modeling  # noqa: F401  (registers the langclip model types)
 
-    model = AutoModel.from_pretrained(path).to(device).eval()
+    model = AutoModel.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
     try:
         processor = AutoImageProcessor.from_pretrained(path)
@@ -115,64 +62,61 @@ def load_model(path: str, device: str):
     return model, tokenizer, processor
 
 
-def run_eval(args: argparse.Namespace) -> dict:
-    """Run ``args.task`` and return its eval record (see `langclip.hub_cards.cards`)."""
-    data = load_split(args.dataset, args.split, args.dataset_config)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer, processor = load_model(args.model, device)
+def class_names_flag(value: str) -> list[str]:
+    """``--class-names``: a file with one name per line, or comma-separated names."""
+    path = Path(value)
+    found = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    found = [name.strip() for name in found if name.strip()]
+    if not found:
+        raise ValueError(f"--class-names {value!r} holds no class names")
+    return found
 
-    def features_of(split_data: datasets.Dataset) -> torch.Tensor:
-        batches = image_batches(split_data, args.image_column, processor, args.batch_size)
-        return encode_images(model, batches, total=-(-len(split_data) // args.batch_size))
 
-    settings = {}
-    if args.task == "zero-shot":
-        names = class_names(data, args.label_column, args.class_names)
-        labels = labels_of(data, args.label_column)
-        classifier = zero_shot_classifier(
-            model, tokenizer, names, load_templates(args.templates), args.batch_size, args.cache_dir
-        )
-        metrics = zero_shot_accuracy(features_of(data), classifier, labels, topk=(1, 5))
-        settings = {"templates": args.templates, "classes": len(names)}
-    elif args.task == "retrieval":
-        texts, text_to_image = captions(data, args.caption_column)
-        text_features = encode_texts(model, tokenizer, texts, args.batch_size)
-        metrics = retrieval_recall(features_of(data), text_features, text_to_image, ks=(1, 5, 10))
-        settings = {"texts": len(texts)}
-    elif args.task == "few-shot":
-        metrics = few_shot_accuracy(
-            features_of(data), labels_of(data, args.label_column), args.n_way, args.n_shot, args.n_query,
-            args.episodes, args.seed,
-        )
-        settings = {"n_way": args.n_way, "n_shot": args.n_shot, "n_query": args.n_query, "episodes": args.episodes}
-    else:
-        train = load_split(args.dataset, args.train_split, args.dataset_config)
-        if args.validation_split:
-            validation = load_split(args.dataset, args.validation_split, args.dataset_config)
-        else:
-            parts = train.train_test_split(test_size=args.validation_fraction, seed=args.seed)
-            train, validation = parts["train"], parts["test"]
-        if len({train._fingerprint, validation._fingerprint, data._fingerprint}) < 3:
-            raise ValueError(
-                f"linear probe: --train-split {args.train_split!r}, the validation split and --split {args.split!r} "
-                f"must be different data, but {args.dataset} gives the same rows for two of them"
-            )
-        splits = [(features_of(d).numpy(), labels_of(d, args.label_column).numpy()) for d in (train, validation, data)]
-        metrics = linear_probe(*splits)
-        settings = {"C": metrics.pop("C"), "train_rows": len(train), "validation_rows": len(validation)}
-    return {
-        "task": args.task,
-        "model": args.model,
-        "dataset": {"id": args.dataset, "name": args.dataset_name or args.dataset, "config": args.dataset_config,
-                    "split": args.split},
-        "num_examples": len(data),
-        "metrics": metrics,
-        "settings": settings,
+def single_spec(args: argparse.Namespace):
+    """The one-dataset suite entry that the single-task flags describe."""
+    values = {
+        "path": args.dataset, "name": args.dataset_name, "split": args.split, "config": args.dataset_config,
+        "label_column": args.label_column, "caption_column": args.caption_column,
+        "caption_separator": args.caption_separator, "id_column": args.id_column, "tasks": [args.task],
+        "metric": args.metric, "train_split": args.train_split, "validation_split": args.validation_split,
+        "validation_fraction": args.validation_fraction, "comparative": args.comparative, "alpha": args.alpha,
+        "differences": args.differences,
     }
+    if args.image_column:
+        values["image_column"] = args.image_column
+    if args.class_names:
+        values["classnames"] = class_names_flag(args.class_names)
+    if args.templates is None and args.comparative:
+        values["templates"] = [CLASS_PROMPT]  # the PC-CLIP paper's class prompt
+    else:
+        templates = args.templates or "openai_imagenet"
+        values["templates"] = templates if templates in TEMPLATE_SETS else list(load_templates(templates))
+    key = re.sub(r"[^A-Za-z0-9_.-]+", "_", args.dataset_name or Path(args.dataset.rstrip("/")).name) or "dataset"
+    return spec_from_mapping(key, values, f"--dataset {args.dataset}")
+
+
+def options_of(args: argparse.Namespace, cache_dir: str | None) -> EvalOptions:
+    return EvalOptions(
+        batch_size=args.batch_size, num_workers=args.num_workers, cache_dir=cache_dir, streaming=args.streaming,
+        n_way=args.n_way, n_shot=args.n_shot, n_query=args.n_query, episodes=args.episodes, seed=args.seed,
+        probe_cs=args.probe_cs,
+    )
+
+
+def _device(args: argparse.Namespace) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    """Run the single task the flags describe (``--dataset``, ``--task``) and return its eval record."""
+    spec = single_spec(args)
+    model, tokenizer, processor = load_model(args.model, _device(args), args.dtype)
+    options = options_of(args, args.cache_dir)
+    return run_task(model, tokenizer, spec, args.task, FeatureStore(model, processor, options), options, args.model)
 
 
 def format_table(record: dict) -> str:
-    """The record's metrics as an aligned text table."""
+    """One record's metrics as an aligned text table."""
     rows = [("task", "dataset", "split", "metric", "value")]
     rows += [
         (record["task"], record["dataset"]["name"], record["dataset"]["split"], metric, f"{value:.4f}")
@@ -185,27 +129,46 @@ def format_table(record: dict) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..hub_cards.push import add_push_arguments
 
-    parser.add_argument("--model", required=True, help="Checkpoint folder or Hub id (LaCLIP or plain CLIP).")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id, save_to_disk folder or data folder.")
-    parser.add_argument("--dataset-config", help="Configuration name of the dataset, if it has several.")
-    parser.add_argument("--dataset-name", help="Readable dataset name for the table and the model card.")
-    parser.add_argument("--split", default="test", help="Split to evaluate (the test split of the linear probe).")
-    parser.add_argument("--task", choices=TASKS, default="zero-shot", help="Evaluation protocol.")
-    parser.add_argument("--image-column", default="image", help="Column holding the images.")
-    parser.add_argument("--label-column", default="label", help="Column of class indices (zero-shot, few-shot, probe).")
-    parser.add_argument(
-        "--caption-column", default="caption", help="Retrieval: column of one caption or a list of captions per image."
-    )
-    parser.add_argument(
-        "--class-names", help="File with one class name per line, or comma-separated names (default: ClassLabel names)."
-    )
-    parser.add_argument(
-        "--templates",
-        default="openai_imagenet",
-        help=f"Zero-shot prompt templates: {', '.join(TEMPLATE_SETS)}, or a file with one template per line.",
-    )
-    parser.add_argument("--cache-dir", help="Folder that caches zero-shot classifiers between runs.")
+    parser.add_argument("--model", help="Checkpoint folder or Hub id (any transformers CLIP-like model).")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", help=f"Suite to run: {', '.join(shipped_suites())}, or a manifest YAML file.")
+    what.add_argument("--dataset", help="Single task: Hub dataset id, save_to_disk folder or data folder.")
+    what.add_argument("--compare", nargs="+", metavar="DIR",
+                      help="Table (and plot) of several `--suite` output folders side by side; runs no model.")
+    parser.add_argument("--dataset-path", nargs="+", default=[], metavar="KEY=FOLDER",
+                        help="Suite: evaluate dataset KEY from a local copy (e.g. a gated ImageNet, or CUB).")
+    parser.add_argument("--datasets", nargs="+", metavar="KEY", help="Suite: run only these datasets of it.")
+    parser.add_argument("--output-dir", help="Where results go (default: outputs/eval/<suite>/<model name>, or "
+                        "outputs/eval for a single task).")
+    parser.add_argument("--output", help="Single task: the JSON file of its record (default: in --output-dir).")
+    parser.add_argument("--dataset-config", help="Single task: configuration name of the dataset, if it has several.")
+    parser.add_argument("--dataset-name", help="Single task: readable dataset name for the table and the model card.")
+    parser.add_argument("--split", default="test", help="Single task: split to evaluate (the probe's test split).")
+    parser.add_argument("--task", choices=TASKS, default="zero-shot", help="Single task: evaluation protocol.")
+    parser.add_argument("--metric", choices=ZERO_SHOT_METRICS, default="top1",
+                        help="Single task: the zero-shot score (mean_per_class for Aircraft, Pets, Caltech, Flowers).")
+    parser.add_argument("--image-column", help="Single task: column holding the images (default: image, or the "
+                        "first of webp/png/jpg/jpeg).")
+    parser.add_argument("--label-column", default="label", help="Single task: column of class indices or names.")
+    parser.add_argument("--caption-column", default="caption",
+                        help="Retrieval: column of one caption, a list of captions, or joined captions per image.")
+    parser.add_argument("--caption-separator", help="Retrieval: split each caption string at this text (e.g. '\\n').")
+    parser.add_argument("--id-column", default="id", help="Difference classification: column of image ids.")
+    parser.add_argument("--class-names",
+                        help="File with one class name per line, or comma-separated names (default: ClassLabel names).")
+    parser.add_argument("--templates", help=f"Zero-shot prompt templates: {', '.join(TEMPLATE_SETS)}, or a file with "
+                        "one per line (default: openai_imagenet; with --comparative, 'This is a photo of a {}').")
+    parser.add_argument("--comparative", metavar="DIFFS", help="Zero-shot with PC-CLIP comparative prompting: a file "
+                        "of class_a, class_b, difference rows (difference: how class a differs from class b).")
+    parser.add_argument("--alpha", type=float, default=0.9, help="Comparative prompting: weight of the class prompt.")
+    parser.add_argument("--differences", help="Difference classification: `langclip differences` output "
+                        "(rows id_a, id_b, difference) whose ids are in --dataset's --id-column.")
+    parser.add_argument("--cache-dir", help="Folder caching image features and zero-shot classifiers per model and "
+                        "dataset (default with --suite: <output-dir>/cache; none for a single task).")
     parser.add_argument("--batch-size", type=int, default=64, help="Images or texts per forward pass.")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers decoding images.")
+    parser.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="Model dtype (bfloat16 on GPUs).")
+    parser.add_argument("--streaming", action="store_true", help="Stream Hub datasets instead of downloading them.")
     parser.add_argument("--device", help="Torch device (default: cuda when available, else cpu).")
     parser.add_argument("--n-way", type=int, default=5, help="Few-shot: classes per episode.")
     parser.add_argument("--n-shot", type=int, default=5, help="Few-shot: support images per class.")
@@ -218,27 +181,70 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--validation-fraction", type=float, default=0.2, help="Linear probe: share of the train split held out for C."
     )
+    parser.add_argument("--probe-cs", type=float, nargs="+",
+                        help="Linear probe: grid of inverse regularisation strengths C (default: 1e-3 ... 1e3).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of few-shot episodes and the validation hold-out.")
-    parser.add_argument("--output", help="Where to write the JSON results (default: outputs/eval/<task>.json).")
     add_push_arguments(parser, create=False)
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.push_to_hub:  # fail before the evaluation, not after it
-        from ..hub_cards.push import check_repo_id, hub_token
+def _dataset_paths(pairs: list[str]) -> dict[str, str]:
+    found = {}
+    for pair in pairs:
+        key, sep, folder = pair.partition("=")
+        if not sep or not key or not folder:
+            raise ValueError(f"--dataset-path expects KEY=FOLDER, got {pair!r}")
+        found[key] = folder
+    return found
 
-        check_repo_id(args.push_to_hub)
-        hub_token()
+
+def compare(dirs: list[str], output_dir: str) -> int:
+    runs = {}
+    for folder in dirs:
+        combined = load_results(folder)
+        name = combined.get("model") or Path(folder).name
+        runs[name if name not in runs else f"{name} ({folder})"] = combined["results"]
+    table = compare_table(runs)
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(output_dir) / "compare.md").write_text(table + "\n", encoding="utf-8")
+    plot = plot_scores(runs, Path(output_dir) / "compare.png")
+    print(table)
+    print(f"written to {Path(output_dir) / 'compare.md'} and {plot}")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.compare:
+        return compare(args.compare, args.output_dir or "outputs/eval/compare")
+    if not args.model:
+        raise ValueError("give --model (a checkpoint folder or Hub id) to evaluate")
+    if args.push_to_hub:  # fail before the evaluation, not after it
+        from ..hub_cards.push import check_hub_access
+
+        check_hub_access(args.push_to_hub)
     start = time.perf_counter()
-    record = run_eval(args)
-    record["seconds"] = round(time.perf_counter() - start, 2)
-    output = Path(args.output or f"outputs/eval/{args.task}.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    print(format_table(record))
-    print(f"results written to {output}")
+    if args.suite:
+        suite = load_suite(args.suite, _dataset_paths(args.dataset_path), args.datasets)
+        model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.model.rstrip("/")).name)
+        output_dir = Path(args.output_dir or f"outputs/eval/{suite.name}/{model_name}")
+        model, tokenizer, processor = load_model(args.model, _device(args), args.dtype)
+        records = run_suite(model, tokenizer, processor, suite, options_of(args, args.cache_dir or str(output_dir /
+                            "cache")), args.model)
+        write_results(records, output_dir, args.model, suite.name, suite.skipped)
+        print(results_table(records))
+        for key, reason in suite.skipped.items():
+            print(f"not run: {key}, {reason}")
+        print(f"results written to {output_dir} (results.json, results.md, results.png) in "
+              f"{time.perf_counter() - start:.0f} s")
+    else:
+        record = run_eval(args)
+        output = Path(args.output or Path(args.output_dir or "outputs/eval") / f"{record['key']}__{args.task}.json")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        print(format_table(record))
+        print(f"results written to {output}")
+        records = [record]
     if args.push_to_hub:
         from ..hub_cards.push import update_eval_results
 
-        print(f"model-index updated: {update_eval_results(args.push_to_hub, [record], args.hub_revision)}")
+        print(f"model-index updated: {update_eval_results(args.push_to_hub, records, args.hub_revision)}")
     return 0

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from .features import encode_texts
+from .features import encode_texts, weights_fingerprint
 from .templates import check_templates
 
 
@@ -28,12 +28,8 @@ def average_templates(features: torch.Tensor) -> torch.Tensor:
 
 def _text_tower_key(model: torch.nn.Module, classnames: Sequence[str], templates: Sequence[str]) -> str:
     """sha256 over the text tower's weights, the class names and the templates."""
-    digest = hashlib.sha256(json.dumps([list(classnames), list(templates)]).encode())
-    for name, tensor in model.state_dict().items():
-        if name.startswith(("text_model.", "text_projection.")):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    names = json.dumps([list(classnames), list(templates), weights_fingerprint(model, text=True)])
+    return hashlib.sha256(names.encode()).hexdigest()
 
 
 def zero_shot_classifier(
@@ -89,12 +85,24 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, topk: Sequence[int
     return {f"top{k}": (ranks < k).double().mean().item() for k in topk}
 
 
+def mean_per_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 recall of each class present in ``labels``, averaged over those classes (the CLIP protocol's
+    metric for Aircraft, Pets, Caltech-101 and Flowers); ties count against the model, as in `topk_accuracy`."""
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    topk_accuracy(scores, labels, (1,))  # the same checks of shapes and label range
+    correct = (rank_of_targets(scores, labels) == 0).double()
+    classes, inverse = labels.unique(return_inverse=True)
+    per_class = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, inverse, correct)
+    return (per_class / torch.bincount(inverse)).mean().item()
+
+
 def zero_shot_accuracy(
     image_features: torch.Tensor,
     classifier: torch.Tensor,
     labels: torch.Tensor,
     topk: Sequence[int] = (1, 5),
 ) -> dict[str, float]:
-    """Top-k accuracy of cosine similarity n(f(x)) . W_c between images (N, D) and the (C, D) classifier."""
+    """Top-k and mean-per-class accuracy of cosine similarity n(f(x)) . W_c between images (N, D) and the
+    (C, D) classifier: ``{"top1": ..., "top5": ..., "mean_per_class": ...}``."""
     scores = F.normalize(image_features.float(), dim=-1) @ F.normalize(classifier.float(), dim=-1).T
-    return topk_accuracy(scores, labels, topk)
+    return {**topk_accuracy(scores, labels, topk), "mean_per_class": mean_per_class_accuracy(scores, labels)}

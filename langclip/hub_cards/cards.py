@@ -31,6 +31,7 @@ TASKS = {
     "retrieval": ("zero-shot-image-retrieval", "Zero-shot image-text retrieval"),
     "few-shot": ("few-shot-image-classification", "Few-shot image classification"),
     "linear-probe": ("image-classification", "Linear probe image classification"),
+    "difference-classification": ("zero-shot-classification", "Image difference classification (PC-CLIP)"),
 }
 
 # eval record statistics that describe a metric rather than measure the model: shown beside it, not in the model-index
@@ -92,10 +93,13 @@ Zero-shot accuracy depends strongly on the class names and templates used."""
 
 
 def load_eval_records(paths: Iterable[str | Path]) -> list[dict]:
-    """Read eval records from JSON files (an object, or a list of objects, per file) and check them."""
+    """Read eval records from JSON files (a record, a list of records, or a `langclip eval --suite` results.json
+    whose ``results`` are the records) and check them."""
     records = []
     for path in paths:
         content = json.loads(Path(path).read_text(encoding="utf-8"))
+        if isinstance(content, dict) and "results" in content:
+            content = content["results"]
         for index, record in enumerate(content if isinstance(content, list) else [content]):
             check_eval_record(record, where=f"{path}, record {index}")
             records.append(record)

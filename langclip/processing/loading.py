@@ -189,23 +189,29 @@ def standardize_columns(dataset, image_column="image", caption_column="caption",
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
+
+def load_rows(path: str, split: str = "train") -> Dataset:
+    """The rows of a table file (CSV, TSV, one-line-per-row text as column ``text``, JSON(L), Parquet) or
+    ``split`` of a dataset folder or Hub id (`load_split`)."""
+    local = Path(path)
+    if not local.is_file():
+        return load_split(path, split)
+    builder = _BUILDERS.get(local.suffix.lower())
+    if builder is None:
+        raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
+    kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
+    return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
+
+
 def load_captions(path: str, caption_column: str = "caption", id_column: str = "id", split: str = "train") -> Dataset:
     """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L) or Parquet.
 
     A text file's lines become ``caption_column``. Without an ``id_column``, the row index
     (as a string) is added as the id.
     """
-    local = Path(path)
-    if local.is_file():
-        builder = _BUILDERS.get(local.suffix.lower())
-        if builder is None:
-            raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
-        kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
-        dataset = datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
-        if builder == "text":
-            dataset = dataset.rename_column("text", caption_column)
-    else:
-        dataset = load_split(path, split)
+    dataset = load_rows(path, split)
+    if Path(path).suffix.lower() == ".txt" and Path(path).is_file():
+        dataset = dataset.rename_column("text", caption_column)
     if id_column not in dataset.column_names:
         dataset = dataset.add_column(id_column, [str(i) for i in range(len(dataset))])  # in memory: no cache file
     return dataset

@@ -130,6 +130,12 @@ class TrainArguments:
     resume: bool = _help("Continue from the latest checkpoint in --output-dir.", default=False)
     logging_steps: int = _help("Send metrics to the trackers every this many steps.", default=10)
     report_to: str = _help("Tracker for accelerate: tensorboard, wandb, ..., or none.", default="tensorboard")
+    eval_suite: str | None = _help(
+        "Evaluation suite (a shipped one such as quick, or a manifest file) run on the main process every "
+        "--eval-steps and at the end; scores go to the trackers, the final results into the model card.",
+        default=None,
+    )
+    eval_steps: int = _help("Run --eval-suite every this many steps (0: only at the end).", default=0)
     push_to_hub: bool = _help("Upload the final model folder to the Hub (honours HF_ENDPOINT, HF_TOKEN).", default=False)
     hub_model_id: str | None = _help("Hub repository id for --push-to-hub.", default=None)
     private: bool = _help("With --push-to-hub: create the Hub repo as private.", default=False)
@@ -142,6 +148,12 @@ class TrainArguments:
             raise ValueError("--per-device-batch-size and --accum-freq must be >= 1")
         if self.push_to_hub and not self.hub_model_id:
             raise ValueError("--push-to-hub needs --hub-model-id")
+        if self.eval_steps < 0:
+            raise ValueError(f"--eval-steps must be >= 0, got {self.eval_steps}")
+        if self.eval_suite:  # a bad manifest fails before training, not at the first evaluation
+            from ..evaluation.suite import load_suite
+
+            load_suite(self.eval_suite)
 
 
 DATACLASSES = (ModelArguments, DataArguments, TrainArguments)

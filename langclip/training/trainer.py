@@ -27,6 +27,7 @@ from accelerate.utils import TorchDynamoPlugin, set_seed
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
+from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_processors, write_remote_code
 from ..processing.loading import load_image_text_dataset
@@ -266,7 +267,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc=f"train {model_args.method}", unit="step")
-    loss = None
+    loss = eval_records = None
     epoch = state["step"] // steps_per_epoch if steps_per_epoch else 0
     while state["step"] < total_steps:
         collator.epoch = epoch
@@ -299,13 +300,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                      global_batch / (time.perf_counter() - started))
             if train_args.save_steps and state["step"] % train_args.save_steps == 0 and state["step"] < total_steps:
                 save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit)
+            if train_args.eval_suite and (state["step"] >= total_steps or (
+                    train_args.eval_steps and state["step"] % train_args.eval_steps == 0)):
+                eval_records = evaluate_during_training(accelerator, unwrapped, tokenizer, processor,
+                                                        train_args.eval_suite, state["step"], train_args.output_dir,
+                                                        train_args.per_device_batch_size)
             if state["step"] >= total_steps:
                 break
         epoch += 1
     progress.close()
     summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
     save_final(accelerator, model, tokenizer, processor, model_args, train_args, state,
-               training={k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()})
+               training={k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()},
+               eval_records=eval_records or ())
     if data_args.skip_bad_samples:
         accelerator.print(f"skipped {state['skipped_samples']} unreadable samples")
     accelerator.end_training()
@@ -349,9 +356,11 @@ def train_in_process(values: dict) -> dict:
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training: dict) -> None:
+def save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training: dict,
+               eval_records=()) -> None:
     """`save_pretrained` of the model (LoRA merged), tokenizer and image processor, and a model card
-    (README.md) that lists ``training``; with --push-to-hub, push the folder without its checkpoints."""
+    (README.md) that lists ``training`` and ``eval_records``; with --push-to-hub, push the folder without its
+    checkpoints."""
     from ..hub_cards.cards import model_card
     from ..hub_cards.push import push_model
 
@@ -373,8 +382,8 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
     start = model_args.model_name_or_path
     hub_start = start if start and not os.path.isdir(start) else None  # the card's base_model is a Hub id
     hub_data = [d for d in [training.get("train_data")] if isinstance(d, str) and not os.path.exists(d)]
-    card = model_card(model.config.to_dict(), name, base_model=hub_start, datasets=hub_data, training=training,
-                      method=model_args.method)
+    card = model_card(model.config.to_dict(), name, eval_records, base_model=hub_start, datasets=hub_data,
+                      training=training, method=model_args.method)
     card.save(os.path.join(output_dir, "README.md"))
     if train_args.push_to_hub:
         url = push_model(output_dir, train_args.hub_model_id, private=train_args.private, revision=train_args.revision,
