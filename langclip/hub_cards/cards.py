@@ -55,6 +55,12 @@ METHODS = {
     ),
 }
 
+# config.json's contrastive_loss -> what the card says made the model
+CONTRASTIVE_LOSSES = {
+    "softmax": "softmax (CLIP's symmetric cross-entropy)",
+    "sigmoid": "sigmoid (SigLIP's pairwise sigmoid, learnable bias logit_bias)",
+}
+
 CITATIONS = """\
 @inproceedings{fan2023laclip,
   title={Improving CLIP Training with Language Rewrites},
@@ -187,24 +193,28 @@ def model_card(
     """A model card for a checkpoint whose config.json holds ``config``.
 
     ``training`` (e.g. the run's YAML config) is listed under "Training setup"; ``method``
-    defaults to `infer_method(config)`.
+    defaults to `infer_method(config)`; the contrastive loss row (and a ``siglip`` tag) comes
+    from the config's ``contrastive_loss``.
     """
     method = method or infer_method(config)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     method_name, method_text = METHODS[method]
+    loss = config.get("contrastive_loss", "softmax")
+    if loss not in CONTRASTIVE_LOSSES:
+        raise ValueError(f"config.json: unknown contrastive_loss {loss!r}; expected one of {', '.join(CONTRASTIVE_LOSSES)}")
     results = eval_results(eval_records)
     data = ModelCardData(
         library_name="transformers",
         license=license,
-        tags=["langclip", "clip", method, "zero-shot-image-classification"],
+        tags=["langclip", "clip", method, "zero-shot-image-classification"] + (["siglip"] if loss == "sigmoid" else []),
         datasets=list(datasets) or None,
         base_model=base_model,
         pipeline_tag="zero-shot-image-classification",
         model_name=model_name,
         eval_results=results or None,
     )
-    setup = {"method": method_name, **_architecture(config), **{k: _cell(v) for k, v in (training or {}).items()}}
+    setup = {"method": method_name, "contrastive loss": CONTRASTIVE_LOSSES[loss], **_architecture(config), **{k: _cell(v) for k, v in (training or {}).items()}}
     if results:
         evaluation = _table(
             ("task", "dataset", "split", "metric", "value"),

@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import LaCLIPModel
+from ..modeling.clips.tokenization_clips import CONFIG_FILE as CLIPS_TOKENIZER_FILE
+from ..modeling.clips.tokenization_clips import CLIPSTokenizer
 from ..processing.loading import load_image_text_dataset
 from .arguments import (
     DataArguments,
@@ -102,10 +104,12 @@ def forward_backward(
 
 
 def load_tokenizer(model_args: ModelArguments):
-    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint."""
+    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint (a converted CLIPS: its `CLIPSTokenizer`)."""
     path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if path is None:
         raise ValueError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
+    if os.path.isfile(os.path.join(path, CLIPS_TOKENIZER_FILE)):  # a converted CLIPS release (`langclip convert`)
+        return CLIPSTokenizer.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
         raise ValueError(f"the tokenizer at {path} is not a fast tokenizer")
