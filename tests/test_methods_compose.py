@@ -170,3 +170,14 @@ def test_pcclip_finetunes_the_text_tower_of_any_checkpoint(files, paths, tmp_pat
     before, after = start.state_dict(), tuned.state_dict()
     changed = {key for key in before if not torch.equal(before[key], after[key])}
     assert changed and all(key.startswith("text_model.encoder.layers.") for key in changed), changed
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("clips_laclip_rewrites", ("rewrites", "clips", "softmax", "all")),
+    ("laclip_mt_sigmoid", ("rewrites", "multi-positive", "sigmoid", "all")),
+    ("pcclip_converted_clips", ("caption", "difference", "softmax", "text")),
+])
+def test_combination_configs_parse_to_their_combination(name, expected):
+    method = method_from_flags("--config", str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"))
+    assert (method.text_sampling, method.objective.name, method.objective.contrastive_loss,
+            method.train_parts) == expected
