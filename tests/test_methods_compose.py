@@ -181,3 +181,39 @@ def test_combination_configs_parse_to_their_combination(name, expected):
     method = method_from_flags("--config", str(Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"))
     assert (method.text_sampling, method.objective.name, method.objective.contrastive_loss,
             method.train_parts) == expected
+
+
+def test_sigmoid_accumulation_gradient_equals_the_full_batch_gradient(tokenizer):
+    """Cached-and-recomputed micro-batches under the sigmoid loss: t and b take their gradient once, all negatives kept."""
+    from conftest import tiny_laclip_config
+    from test_train import full_batch
+
+    from langclip.training.trainer import forward_backward
+
+    model = LaCLIPModel(tiny_laclip_config(tokenizer, multi_positive=True, contrastive_loss="sigmoid")).double()
+    method = Method.preset("laclip-mt", contrastive_loss="sigmoid")
+    batch = full_batch(tokenizer, num_texts=3)
+    grads, losses = [], []
+    for accum_freq in (1, 4):
+        model.zero_grad()
+        losses.append(forward_backward(model, batch, method, model, accum_freq))
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
+    assert grads[0]["logit_bias"] != 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-9, atol=1e-12, msg=name)
+    with torch.no_grad():
+        torch.testing.assert_close(losses[0], model(**batch, return_loss=True).loss)
+
+
+def test_clips_with_the_sigmoid_loss_uses_it_in_both_contrastive_terms(tokenizer):
+    from test_modeling_clips import batch, tiny_clips_config
+
+    model = CLIPSModel(tiny_clips_config(tokenizer, contrastive_loss="sigmoid")).eval()
+    assert model.logit_bias.item() == -10.0
+    with torch.no_grad():
+        output = model(**batch(tokenizer), return_loss=True)
+        scale = model.logit_scale.exp()
+        expected = (sigmoid_loss(output.image_embeds, output.text_embeds, scale, model.logit_bias)
+                    + sigmoid_loss(output.image_embeds, output.partial_text_embeds, scale, model.logit_bias)) / 2
+    torch.testing.assert_close(output.contrastive_loss, expected)
