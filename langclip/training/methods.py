@@ -453,7 +453,8 @@ class Method:
                 f"--objective {self.objective.name} with --text-sampling {self.text_sampling} needs the column(s) {', '.join(map(repr, missing))}, which {where} does not "
                 f"have (columns: {', '.join(map(repr, columns))}); map yours with --image-column, --caption-column, "
                 "--rewrites-column or --synthetic-caption-column"
-                + ("; --clip-loss-weight needs the captions of the images" if "caption" in missing else "")
+                + ("; --clip-loss-weight needs the captions of the images"
+                   if "caption" in missing and getattr(self.objective, "clip_weight", 0) else "")
             )
 
     def augmenter(self) -> TextAugmenter | None:
