@@ -6,8 +6,9 @@
 are cached and recomputed (`forward_backward`), features are gathered across processes
 inside the loss, and the step is skipped when the features or gradients are not finite.
 
-A method is one class of `langclip.training.methods`: its model class, the columns it needs,
-how rows become batches, how a batch becomes features, and the loss on those features.
+A method is a `langclip.training.methods.Method` (text sampling x objective x parts trained,
+``--method`` a preset of them): its model class, the columns it needs, how rows become
+batches, how a batch becomes features, and the loss on those features.
 """
 
 from __future__ import annotations
