@@ -24,7 +24,7 @@ from langclip.processing.text import PartialCaption
 from langclip.processing.collators import ContrastiveCollator
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.training.optim import build_optimizer
-from langclip.training.methods import METHODS
+from langclip.training.methods import Method
 from langclip.training.trainer import forward_backward
 
 SENTENCES = 6  # synthetic captions of 6 sentences x 10 words, ~ 70 tokens with the specials
@@ -40,7 +40,7 @@ def clips_rows(batch_size: int) -> list[dict]:
 
 
 def step(model, optimizer, method: str, collator, data, accum_freq: int = 1) -> None:
-    forward_backward(model, collator(data), METHODS[method](), lambda: model.logit_scale.exp(), accum_freq)
+    forward_backward(model, collator(data), Method.preset(method), model, accum_freq)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.clamp_logit_scale_()

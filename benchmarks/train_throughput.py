@@ -33,7 +33,7 @@ from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.training.optim import build_optimizer
-from langclip.training.methods import METHODS
+from langclip.training.methods import Method
 from langclip.training.trainer import forward_backward
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
@@ -89,7 +89,7 @@ def rows(batch_size: int, seed: int = 0) -> list[dict]:
 
 def our_step(model, optimizer, collator, data):
     batch = collator(data)
-    forward_backward(model, batch, METHODS["laclip"](), lambda: model.logit_scale.exp())
+    forward_backward(model, batch, Method.preset("laclip"), model)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.clamp_logit_scale_()

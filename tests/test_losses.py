@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from conftest import free_port
 
 from langclip.modeling import losses
-from langclip.modeling.losses import clip_loss, multi_positive_clip_loss
+from langclip.modeling.losses import clip_loss, multi_positive_clip_loss, sigmoid_loss
 
 
 def _normalized(*shape, seed=0):
@@ -161,3 +161,98 @@ def test_difference_loss_rejects_a_pair_of_an_image_with_itself():
     fb[1] = fa[1] * 2  # same direction: the same image up to scale
     with pytest.raises(ValueError, match=r"pairs \[1\] compare an image with itself"):
         difference_loss(fa, fb, torch.randn(3, 4))
+
+
+def _reference_sigmoid_loss(img, txt, t, b):
+    """Written out: 1/B sum_i sum_k sum_j log(1 + exp(-z_ik (t x_i.y_kj + b))), z = +1 iff i == k."""
+    x, y = img.detach().numpy(), txt.detach().numpy()
+    y = y[:, None] if y.ndim == 2 else y
+    total = 0.0
+    for i in range(len(x)):
+        for k in range(len(y)):
+            for j in range(y.shape[1]):
+                z = 1.0 if i == k else -1.0
+                total += math.log1p(math.exp(-z * (t * float(x[i] @ y[k, j]) + b)))
+    return total / len(x)
+
+
+@pytest.mark.parametrize("text_shape", [(5, 6), (5, 3, 6)], ids=["single-positive", "multi-positive"])
+def test_sigmoid_loss_matches_hand_computation(text_shape):
+    img, txt = _normalized(5, 6, seed=13), _normalized(*text_shape, seed=14)
+    t, b = torch.tensor(10.0, dtype=torch.float64), torch.tensor(-4.0, dtype=torch.float64)
+    assert sigmoid_loss(img, txt, t, b).item() == pytest.approx(_reference_sigmoid_loss(img, txt, 10.0, -4.0), rel=1e-12)
+
+
+def test_sigmoid_multi_positive_makes_every_text_of_an_image_a_positive():
+    """T identical texts per image: T times the single-text loss (each copy is a positive of its own image only)."""
+    img, txt = _normalized(4, 6, seed=15), _normalized(4, 6, seed=16)
+    t, b = torch.tensor(7.0, dtype=torch.float64), torch.tensor(-2.0, dtype=torch.float64)
+    repeated = txt[:, None].expand(4, 3, 6)
+    assert sigmoid_loss(img, repeated, t, b).item() == pytest.approx(3 * sigmoid_loss(img, txt, t, b).item(), rel=1e-12)
+
+
+def test_sigmoid_gradcheck():
+    img, txt = _normalized(3, 4, seed=17).requires_grad_(), _normalized(3, 2, 4, seed=18).requires_grad_()
+    t = torch.tensor(5.0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(-1.0, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sigmoid_loss, (img, txt, t, b))
+    assert torch.autograd.gradcheck(sigmoid_loss, (img, txt[:, 0].detach().clone().requires_grad_(), t, b))
+
+
+def test_sigmoid_bad_input_is_named():
+    t, b = torch.tensor(1.0), torch.tensor(0.0)
+    with pytest.raises(ValueError, match="batch sizes differ: 4 images, 3 texts"):
+        sigmoid_loss(torch.randn(4, 8), torch.randn(3, 2, 8), t, b)
+    with pytest.raises(ValueError, match="text_features must have 3 dimensions"):
+        sigmoid_loss(torch.randn(4, 8), torch.randn(4, 2, 2, 8), t, b)
+    with pytest.raises(ValueError, match="image_features contains NaN"):
+        sigmoid_loss(torch.full((2, 3), float("nan")), torch.randn(2, 3), t, b)
+
+
+def _sigmoid_worker(rank, world_size, port, img, texts, out):
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    blocks = []
+    block = losses._sigmoid_block
+    losses._sigmoid_block = lambda x, y, *rest, **kw: blocks.append(tuple(y.shape)) or block(x, y, *rest, **kw)
+    local = len(img) // world_size
+    results = []
+    for txt in texts:
+        local_img = img[rank * local : (rank + 1) * local].clone().requires_grad_()
+        local_txt = txt[rank * local : (rank + 1) * local].clone().requires_grad_()
+        t = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+        loss = sigmoid_loss(local_img, local_txt, t, b)
+        loss.backward()
+        results.append((loss.detach(), local_img.grad, local_txt.grad, t.grad, b.grad))
+    out[rank] = (results, blocks)
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_sigmoid_ring_exchange_equals_the_global_batch(world_size):
+    """Under gloo: mean rank loss = global loss, local grads / P = global grads (1e-6), single- and multi-positive;
+    every logit block is local x local (no global logit matrix)."""
+    batch = 6
+    img = _normalized(batch, 5, seed=19)
+    texts = [_normalized(batch, 5, seed=20), _normalized(batch, 3, 5, seed=21)]
+    out = mp.Manager().dict()
+    mp.spawn(_sigmoid_worker, args=(world_size, free_port(), img, texts, out), nprocs=world_size, join=True)
+    for form, txt in enumerate(texts):
+        g_img, g_txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
+        t = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
+        b = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
+        global_loss = sigmoid_loss(g_img, g_txt, t, b)
+        global_loss.backward()
+        ranks = [out[rank][0][form] for rank in range(world_size)]
+        mean = lambda k: sum(r[k] for r in ranks) / world_size  # noqa: E731
+        torch.testing.assert_close(mean(0), global_loss.detach(), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(torch.cat([r[1] for r in ranks]) / world_size, g_img.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(torch.cat([r[2] for r in ranks]) / world_size, g_txt.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(mean(3), t.grad, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(mean(4), b.grad, rtol=1e-6, atol=1e-6)
+    for rank in range(world_size):
+        assert {shape[0] for shape in out[rank][1]} == {batch // world_size}
+        assert len(out[rank][1]) == 2 * world_size  # own block + P - 1 received, per form

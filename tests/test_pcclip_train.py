@@ -9,7 +9,7 @@ from langclip import LaCLIPModel
 from langclip.training.arguments import DataArguments, ModelArguments, TrainArguments
 from langclip.processing.collators import DifferenceCollator
 from langclip.training.methods import freeze_all_but_text_layers, pcclip_loss
-from langclip.training.methods import METHODS
+from langclip.training.methods import Method
 from langclip.training.trainer import forward_backward, train
 from train_utils import make_training_files, read_log
 from conftest import tiny_laclip_config
@@ -98,7 +98,7 @@ def test_accumulation_gives_the_full_batch_gradient(tokenizer, tiny_config):
     gradients = []
     for accum_freq in (1, 2, 4):
         model.zero_grad()
-        loss = forward_backward(model, batch, METHODS["pcclip"](), lambda: model.logit_scale.exp(), accum_freq)
+        loss = forward_backward(model, batch, Method.preset("pcclip"), model, accum_freq)
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         torch.testing.assert_close(loss, pcclip_loss(model, batch).detach())
     assert gradients[0] and all(name.startswith("text_model.encoder.layers.") for name in gradients[0])
@@ -123,7 +123,7 @@ def test_bad_difference_rows_name_file_and_row(files, tmp_path, row, message):
 
 
 def test_missing_difference_data_or_columns(files, tmp_path):
-    with pytest.raises(ValueError, match="--method pcclip needs --difference-data"):
+    with pytest.raises(ValueError, match="--objective difference \\(--method pcclip\\) needs --difference-data"):
         run(files, tmp_path / "out", data={"difference_data": None})
     path = tmp_path / "cols.jsonl"
     write_rows(path, [{"id_a": "0", "other": "1", "difference": "x"}])

@@ -8,7 +8,7 @@ from train_utils import as_flags, make_training_files, read_log
 
 from langclip import CLIPSModel
 from langclip.training.arguments import parse_train_args
-from langclip.training.methods import METHODS
+from langclip.training.methods import Method
 from langclip.training.trainer import forward_backward
 from test_modeling_clips import batch as clips_batch
 from test_modeling_clips import tiny_clips_config
@@ -37,7 +37,7 @@ def test_accumulation_gradient_equals_the_full_batch_gradient(tokenizer):
     grads, losses = [], []
     for accum_freq in (1, 3):
         model.zero_grad()
-        losses.append(forward_backward(model, inputs, METHODS["clips"](contrastive_weight=0.5, caption_weight=1.5), lambda: model.logit_scale.exp(), accum_freq))
+        losses.append(forward_backward(model, inputs, Method.preset("clips"), model, accum_freq))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     expected = model(**inputs, return_loss=True).loss
     torch.testing.assert_close(losses[0], expected.detach(), rtol=1e-12, atol=1e-12)
@@ -60,7 +60,7 @@ def test_clips_trains_through_train(files, tmp_path, partial_caption):
 def test_bad_clips_input(files, tmp_path):
     plain = datasets.load_from_disk(files["train_data"]).remove_columns("synthetic_caption")
     plain.save_to_disk(str(tmp_path / "plain"))
-    with pytest.raises(ValueError, match=r"--method clips needs the column\(s\) 'synthetic_caption'"):
+    with pytest.raises(ValueError, match=r"--objective clips with --text-sampling caption needs the column\(s\) 'synthetic_caption'"):
         run(files, tmp_path, max_steps=1, train_data=str(tmp_path / "plain"))
     for k in (0, -1):
         with pytest.raises(ValueError, match=f"--partial-tokens \\(K\\) must be a positive number of tokens, got {k}"):

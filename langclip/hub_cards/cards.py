@@ -61,6 +61,12 @@ METHODS = {
     ),
 }
 
+# config.json's contrastive_loss -> what the card says made the model
+CONTRASTIVE_LOSSES = {
+    "softmax": "softmax (CLIP's symmetric cross-entropy)",
+    "sigmoid": "sigmoid (SigLIP's pairwise sigmoid, learnable bias logit_bias)",
+}
+
 CITATIONS = """\
 @inproceedings{fan2023laclip,
   title={Improving CLIP Training with Language Rewrites},
@@ -232,13 +238,17 @@ def model_card(
 
     The model-index holds ``results`` (earlier ones) merged with those of ``eval_records``; the
     body's table shows them with their ``notes`` (`eval_notes`). ``training`` (e.g. the run's YAML
-    config) is listed under "Training setup"; ``method`` defaults to `infer_method(config)`.
+    config) is listed under "Training setup"; ``method`` defaults to `infer_method(config)`; the
+    contrastive loss row (and a ``siglip`` tag) comes from the config's ``contrastive_loss``.
     Method, training and notes are also kept in the metadata (``langclip``) for `repo_model_card`.
     """
     method = method or infer_method(config)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     method_name, method_text = METHODS[method]
+    loss = config.get("contrastive_loss", "softmax")
+    if loss not in CONTRASTIVE_LOSSES:
+        raise ValueError(f"config.json: unknown contrastive_loss {loss!r}; expected one of {', '.join(CONTRASTIVE_LOSSES)}")
     eval_records = list(eval_records)
     results = merge_eval_results(list(results), eval_results(eval_records))
     notes = {**(notes or {}), **eval_notes(eval_records)}
@@ -246,7 +256,7 @@ def model_card(
     data = ModelCardData(
         library_name="transformers",
         license=license,
-        tags=["langclip", "clip", method, "zero-shot-image-classification"],
+        tags=["langclip", "clip", method, "zero-shot-image-classification"] + (["siglip"] if loss == "sigmoid" else []),
         datasets=list(datasets) or None,
         base_model=base_model,
         pipeline_tag="zero-shot-image-classification",
@@ -254,7 +264,8 @@ def model_card(
         eval_results=results or None,
         langclip={"method": method, "training": training, "notes": notes},
     )
-    setup = {"method": method_name, **_architecture(config), **{k: _cell(v) for k, v in training.items()}}
+    setup = {"method": method_name, "contrastive loss": CONTRASTIVE_LOSSES[loss], **_architecture(config),
+             **{k: _cell(v) for k, v in training.items()}}
     if results:
         evaluation = _table(
             ("task", "dataset", "split", "metric", "value", "note"),

@@ -5,6 +5,6 @@ from .clips.configuration_clips import CLIPSConfig
 from .clips.modeling_clips import CLIPSModel, clips_loss
 from .laclip.configuration_laclip import LaCLIPConfig
 from .laclip.modeling_laclip import LaCLIPModel
-from .losses import clip_loss, difference_loss, gather_features, multi_positive_clip_loss
+from .losses import clip_loss, contrastive_loss, difference_loss, gather_features, multi_positive_clip_loss, sigmoid_loss
 
-__all__ = ["CLIPSConfig", "CLIPSModel", "LaCLIPConfig", "LaCLIPModel", "clips_loss", "clip_loss", "difference_loss", "gather_features", "multi_positive_clip_loss"]
+__all__ = ["CLIPSConfig", "CLIPSModel", "LaCLIPConfig", "LaCLIPModel", "clips_loss", "clip_loss", "contrastive_loss", "difference_loss", "gather_features", "multi_positive_clip_loss", "sigmoid_loss"]

@@ -6,13 +6,18 @@ with more than one member is initialised, features are all-gathered *with gradie
 against the global batch, and its labels are offset by ``rank * local_batch``. The mean
 of the per-process losses (what DDP's gradient averaging optimises) is then the loss of
 the global batch. Without a process group the functions run as a single process.
+The sigmoid loss gathers nothing: text blocks travel round the ring of processes
+(`_NeighbourExchange`), so no process holds the global logit matrix.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from transformers import initialization as init
 
 
 def _world() -> tuple[int, int]:
@@ -132,6 +137,117 @@ def multi_positive_clip_loss(
     logits_per_text = logit_scale * text_features[:, 0] @ all_image.T
     loss_text = F.cross_entropy(logits_per_text, labels)
     return (loss_image + loss_text) / 2
+
+
+class _NeighbourExchange(torch.autograd.Function):
+    """Send ``features`` to rank + 1, receive rank - 1's; the backward sends the gradient back the other way."""
+
+    @staticmethod
+    def _shift(tensor: torch.Tensor, to: int, source: int) -> torch.Tensor:
+        received = torch.empty_like(tensor)
+        requests = dist.batch_isend_irecv([dist.P2POp(dist.isend, tensor, to), dist.P2POp(dist.irecv, received, source)])
+        for request in requests:
+            request.wait()
+        return received
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
+        rank, world_size = _world()
+        return _NeighbourExchange._shift(features.contiguous(), (rank + 1) % world_size, (rank - 1) % world_size)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        rank, world_size = _world()
+        return _NeighbourExchange._shift(grad.contiguous(), (rank - 1) % world_size, (rank + 1) % world_size)
+
+
+def _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives: bool) -> torch.Tensor:
+    """Sum of -log sigmoid(z * (t * x_i.y_kj + b)) over images i (B), texts k (B'), j (T); z = +1 iff i == k and ``positives``."""
+    logits = logit_scale * torch.einsum("id,kjd->ikj", image_features, text_features) + logit_bias
+    signs = -torch.ones(logits.shape[:2], dtype=logits.dtype, device=logits.device)
+    if positives:
+        signs.diagonal().fill_(1.0)
+    return -F.logsigmoid(signs[:, :, None] * logits).sum()
+
+
+def sigmoid_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor,
+) -> torch.Tensor:
+    """SigLIP's pairwise sigmoid loss (Zhai et al., 2023), single- or multi-positive.
+
+    With normalised images x_i (local B x D), texts y_kj (global batch, T texts per image;
+    ``text_features`` (B, D) is T = 1, (B, T, D) makes every text of an image a positive),
+    t = ``logit_scale`` (already exponentiated), b = ``logit_bias``:
+
+        L = 1/B * sum_i sum_k sum_j -log sigmoid(z_ik * (t * x_i . y_kj + b)),   z_ik = +1 if i == k else -1
+
+    summed over texts, averaged over this process's images. Across P processes each
+    process scores its images against its own texts, then P - 1 times against the texts
+    of rank - 1, rank - 2, ... passed round the ring (negatives only): logits are never
+    larger than (B, B, T), and the mean of the per-process losses is the global-batch loss
+    with the global-batch gradient (the exchange's backward returns each block's gradient).
+    """
+    _check_features("image_features", image_features, 2)
+    if text_features.dim() == 2:
+        _check_features("text_features", text_features, 2)
+        text_features = text_features[:, None]
+    else:
+        _check_features("text_features", text_features, 3)
+    _check_batch(image_features, text_features)
+    loss = _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives=True)
+    _, world_size = _world()
+    for _ in range(world_size - 1):
+        text_features = _NeighbourExchange.apply(text_features)
+        loss = loss + _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives=False)
+    return loss / image_features.shape[0]
+
+
+CONTRASTIVE_LOSSES = ("softmax", "sigmoid")
+SIGMOID_LOGIT_SCALE_INIT = math.log(10.0)
+"""SigLIP's initial log t; its initial b is -10 (`config.logit_bias_init_value`)."""
+
+
+def contrastive_loss(image_features, text_features, logit_scale, logit_bias=None) -> torch.Tensor:
+    """`sigmoid_loss` when a ``logit_bias`` is given, else `clip_loss` ((B, D) texts) or `multi_positive_clip_loss` ((B, T, D))."""
+    if logit_bias is not None:
+        return sigmoid_loss(image_features, text_features, logit_scale, logit_bias)
+    if text_features.dim() == 3:
+        return multi_positive_clip_loss(image_features, text_features, logit_scale)
+    return clip_loss(image_features, text_features, logit_scale)
+
+
+class LogitParametersMixin:
+    """The learnable loss scalars of a `CLIPModel` subclass: log temperature (CLIP's ``logit_scale``) and,
+    when ``config.contrastive_loss == "sigmoid"``, SigLIP's bias ``logit_bias`` (init ``config.logit_bias_init_value``).
+
+    Call `add_logit_bias` in ``__init__`` before ``post_init``. Checkpoints keep the bias as
+    ``logit_bias``; `transformers.CLIPModel` loads them and ignores it.
+    """
+
+    def add_logit_bias(self) -> None:
+        self.logit_bias = None
+        if self.config.contrastive_loss == "sigmoid":
+            self.logit_bias = torch.nn.Parameter(torch.tensor(float(self.config.logit_bias_init_value)))
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if module is self and getattr(self, "logit_bias", None) is not None:
+            init.constant_(self.logit_bias, self.config.logit_bias_init_value)
+
+    def loss_parameters(self) -> dict[str, torch.Tensor]:
+        """``{"logit_scale": exp(logit_scale)}``, plus ``"logit_bias"`` under the sigmoid loss: `contrastive_loss`'s keywords."""
+        parameters = {"logit_scale": self.logit_scale.exp()}
+        if getattr(self, "logit_bias", None) is not None:
+            parameters["logit_bias"] = self.logit_bias
+        return parameters
+
+    @torch.no_grad()
+    def clamp_logit_scale_(self) -> None:
+        """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
+        self.logit_scale.clamp_(0, self.config.logit_scale_max)
 
 
 def difference_loss(

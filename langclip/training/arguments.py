@@ -12,9 +12,11 @@ import json
 import yaml
 from transformers import HfArgumentParser
 
+from ..modeling.losses import CONTRASTIVE_LOSSES
 from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
+from .methods import OBJECTIVES, PRESETS, TEXT_SAMPLINGS, TRAIN_PARTS
 
-METHOD_NAMES = ("clip", "laclip", "laclip-mt", "clips", "pcclip")
+METHOD_NAMES = tuple(PRESETS)
 
 
 def _help(text: str, **kwargs):
@@ -23,7 +25,21 @@ def _help(text: str, **kwargs):
 
 @dataclass
 class ModelArguments:
-    method: str = _help(f"Training method: one of {', '.join(METHOD_NAMES)}.", default="laclip")
+    method: str = _help(
+        f"Training method preset: one of {', '.join(METHOD_NAMES)}; --text-sampling, --objective, --contrastive-loss "
+        "and --train-parts change its options.", default="laclip")
+    text_sampling: str | None = _help(
+        "Text of each image: caption (the web caption) or rewrites (aug_T: uniform among the caption and its "
+        "rewrites). Default: the preset's.", default=None)
+    objective: str | None = _help(
+        f"Loss: one of {', '.join(OBJECTIVES)} (clip: one text per image; multi-positive: all texts of an image, "
+        "LaCLIP-MT; clips: dual contrastive + captioner; difference: PC-CLIP). Default: the preset's.", default=None)
+    contrastive_loss: str = _help(
+        "Form of the clip, multi-positive and clips objectives: softmax (CLIP) or sigmoid (SigLIP, learnable "
+        "t = exp(logit_scale) from 10 and bias b from -10, stored in the checkpoint).", default="softmax")
+    train_parts: str | None = _help(
+        "Parameters that train: all, text (the text transformer blocks) or lora (peft adapters of --lora-r). "
+        "Default: the preset's (pcclip: text), lora when --lora-r > 0.", default=None)
     model_name_or_path: str | None = _help(
         "Checkpoint folder or Hub id to start from (LaCLIP or plain CLIP); its tokenizer and processor are used.",
         default=None,
@@ -43,7 +59,7 @@ class ModelArguments:
     torch_compile: bool = _help("Compile the model with torch.compile.", default=False)
     torch_compile_backend: str = _help("torch.compile backend (inductor, aot_eager, eager, ...).", default="inductor")
     lora_r: int = _help(
-        "LoRA rank for finetuning a pretrained CLIP through peft; 0 trains all weights (pcclip: the text layers).",
+        "LoRA rank for finetuning a pretrained CLIP through peft (--train-parts lora); 0: no LoRA.",
         default=0,
     )
     lora_alpha: int = _help("LoRA scaling alpha.", default=16)
@@ -53,8 +69,13 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.method not in METHOD_NAMES:
-            raise ValueError(f"--method must be one of {METHOD_NAMES}, got {self.method!r}")
+        for flag, value, choices in (("--method", self.method, METHOD_NAMES),
+                                     ("--text-sampling", self.text_sampling, (None, *TEXT_SAMPLINGS)),
+                                     ("--objective", self.objective, (None, *OBJECTIVES)),
+                                     ("--contrastive-loss", self.contrastive_loss, CONTRASTIVE_LOSSES),
+                                     ("--train-parts", self.train_parts, (None, *TRAIN_PARTS))):
+            if value not in choices:
+                raise ValueError(f"{flag} must be one of {tuple(c for c in choices if c)}, got {value!r}")
 
 
 @dataclass

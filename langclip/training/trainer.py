@@ -6,8 +6,9 @@
 are cached and recomputed (`forward_backward`), features are gathered across processes
 inside the loss, and the step is skipped when the features or gradients are not finite.
 
-A method is one class of `langclip.training.methods`: its model class, the columns it needs,
-how rows become batches, how a batch becomes features, and the loss on those features.
+A method is a `langclip.training.methods.Method` (text sampling x objective x parts trained,
+``--method`` a preset of them): its model class, the columns it needs, how rows become
+batches, how a batch becomes features, and the loss on those features.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from .arguments import (
     arguments_from_dict,
     arguments_from_namespace,
 )
-from .methods import METHODS, Method
+from .methods import Method
 from .optim import build_optimizer, learning_rate, set_learning_rate
 
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -59,7 +60,7 @@ def forward_backward(
     model,
     batch: dict,
     method: Method,
-    logit_scale: Callable[[], torch.Tensor],
+    unwrapped=None,
     accum_freq: int = 1,
     backward: Callable = torch.Tensor.backward,
     no_sync: Callable = lambda: contextlib.nullcontext(),
@@ -67,19 +68,22 @@ def forward_backward(
 ) -> torch.Tensor | None:
     """Gradients of the loss of the whole ``batch``, in ``accum_freq`` micro-batches; returns the loss or None.
 
+    ``model`` computes the features (it may be DDP-wrapped); ``unwrapped`` (default: ``model``)
+    holds the loss scalars, `Method.loss_inputs` (logit scale, sigmoid bias, CLIPS weights).
     With accum_freq > 1 (OpenCLIP's accum-freq): pass 1 computes every micro-batch's
     features without gradient; pass 2, for each micro-batch j, recomputes its features with
     gradient, substitutes them into the cached ones and back-propagates the loss of the
-    whole batch. The sum over j of these gradients is the full-batch gradient; the logit
-    scale takes its gradient in the last micro-batch only. Returns None, with no backward,
+    whole batch. The sum over j of these gradients is the full-batch gradient; the loss
+    scalars take their gradient in the last micro-batch only. Returns None, with no backward,
     when any process's features are not finite (``all_finite`` agrees across processes).
     """
+    unwrapped = model if unwrapped is None else unwrapped
     micro_batches = split_batch(batch, accum_freq)
     if len(micro_batches) == 1:
         features = method.features(model, batch)
         if not all_finite(all(torch.isfinite(f).all() for f in features)):
             return None
-        loss = method.loss(*features, logit_scale())
+        loss = method.loss(*features, **method.loss_inputs(unwrapped))
         backward(loss)
         return loss.detach()
     with torch.no_grad():
@@ -92,14 +96,16 @@ def forward_backward(
             features = method.features(model, micro)
             merged = [torch.cat([features[k] if i == j else cached[i][k] for i in range(len(cached))])
                       for k in range(len(features))]
-            scale = logit_scale() if j == last else logit_scale().detach()
-            loss = method.loss(*merged, scale)
+            inputs = method.loss_inputs(unwrapped)
+            if j < last:
+                inputs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+            loss = method.loss(*merged, **inputs)
             backward(loss)
     return loss.detach()
 
 
 def load_tokenizer(model_args: ModelArguments):
-    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint."""
+    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint (converted CLIPS included)."""
     path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if path is None:
         raise ValueError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
@@ -120,18 +126,20 @@ def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPIma
                               image_mean=CLIP_MEAN, image_std=CLIP_STD)
 
 
-def build_model(model_args: ModelArguments, method: type[Method], tokenizer) -> LaCLIPModel:
-    """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids."""
+def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
+    """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids;
+    the method's model class, with its config overrides (e.g. the sigmoid loss and its bias)."""
+    model_class = method.model_class(model_args.model_name_or_path)
     if model_args.model_name_or_path:
-        return method.model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
+        return model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
     if not model_args.model_config:
         raise ValueError("give --model-name-or-path or --model-config to build the model")
     kwargs = json.loads(model_args.model_config)
     text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             **kwargs.pop("text_config", {})}
-    config = method.model_class.config_class(text_config=text, **{**kwargs, **method.config_overrides})
-    return method.model_class(config)
+    config = model_class.config_class(text_config=text, **{**kwargs, **method.config_overrides})
+    return model_class(config)
 
 
 def add_lora(model, model_args: ModelArguments, targets: str | None = None):
@@ -198,7 +206,7 @@ def tracker_config(*arguments) -> dict:
 
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
-    method_class = METHODS[model_args.method]
+    method = Method.from_arguments(model_args, data_args, train_args)
     if train_args.push_to_hub:  # token, repo and permissions checked before the long job, not after it
         from ..hub_cards.push import check_hub_access
 
@@ -216,12 +224,11 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ValueError("give --train-data (or train_data in the YAML config)")
 
     tokenizer = load_tokenizer(model_args)
-    model = build_model(model_args, method_class, tokenizer)
-    method = method_class.from_arguments(model, model_args, data_args, train_args)
+    model = build_model(model_args, method, tokenizer)
     processor = load_image_processor(model_args, model.config.vision_config.image_size)
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    if model_args.lora_r > 0:
+    if method.train_parts == "lora":
         model = add_lora(model, model_args, method.lora_targets)
     else:
         method.freeze(model)
@@ -266,7 +273,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
     global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
-                    desc=f"train {model_args.method}", unit="step")
+                    desc=f"train {model_args.method} ({method.description})", unit="step")
     loss = eval_records = None
     epoch = state["step"] // steps_per_epoch if steps_per_epoch else 0
     while state["step"] < total_steps:
@@ -280,7 +287,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             set_learning_rate(optimizer, learning_rate(state["step"], total_steps, train_args.lr, warmup_steps,
                                                        train_args.lr_start, train_args.lr_end))
             model.train()
-            loss = forward_backward(model, batch, method, lambda: unwrapped.logit_scale.exp(), train_args.accum_freq,
+            loss = forward_backward(model, batch, method, unwrapped, train_args.accum_freq,
                                     accelerator.backward, lambda: accelerator.no_sync(model), all_finite)
             grad_norm = None
             if loss is not None:
@@ -399,4 +406,4 @@ def main(args) -> int:
     return 0
 
 
-__all__ = ["METHODS", "Method", "add_arguments", "forward_backward", "main", "train"]
+__all__ = ["Method", "add_arguments", "forward_backward", "main", "train"]

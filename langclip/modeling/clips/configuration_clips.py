@@ -5,6 +5,8 @@ import math
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig
 
+from ..losses import CONTRASTIVE_LOSSES
+
 VISION_POOLING = ("cls", "mean")
 TEXT_ATTENTION = ("causal", "bidirectional")
 TEXT_POOLING = ("eos", "last")
@@ -36,6 +38,12 @@ class CLIPSConfig(CLIPConfig):
         w_c and w_cap of the total loss w_c * contrastive + w_cap * caption.
     logit_scale_max (`float`, defaults to ln 100):
         Upper bound of the log temperature (see `clamp_logit_scale_`).
+    contrastive_loss (`str`, defaults to `"softmax"`):
+        `"softmax"`: CLIP's cross-entropy (`clip_loss`); `"sigmoid"`: SigLIP's pairwise
+        sigmoid loss (`sigmoid_loss`), with t = exp(logit_scale) (SigLIP starts it at
+        log 10: set ``logit_scale_init_value``) and a learnable bias ``logit_bias``.
+    logit_bias_init_value (`float`, defaults to -10):
+        Initial ``logit_bias`` of the sigmoid loss.
 
     Each tower's activation and LayerNorm eps are its sub-config's ``hidden_act`` and
     ``layer_norm_eps``. The defaults are the standard HF CLIP; the released CLIPS models
@@ -58,6 +66,8 @@ class CLIPSConfig(CLIPConfig):
     contrastive_loss_weight: float = 1.0
     caption_loss_weight: float = 2.0
     logit_scale_max: float = math.log(100.0)
+    contrastive_loss: str = "softmax"
+    logit_bias_init_value: float = -10.0
 
     @property
     def is_standard_clip(self) -> bool:
@@ -80,3 +90,5 @@ class CLIPSConfig(CLIPConfig):
             raise ValueError(f"captioner_max_length must be >= 2, got {self.captioner_max_length}")
         if self.logit_scale_max < 0:
             raise ValueError(f"logit_scale_max must be >= 0, got {self.logit_scale_max}")
+        if self.contrastive_loss not in CONTRASTIVE_LOSSES:
+            raise ValueError(f"contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}")

@@ -24,7 +24,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_clips import CLIPSConfig
-from ..losses import clip_loss
+from ..losses import LogitParametersMixin, contrastive_loss
 
 IGNORE_INDEX = -100
 
@@ -203,16 +203,19 @@ def clips_loss(
     logit_scale: torch.Tensor,
     contrastive_weight: float = 1.0,
     caption_weight: float = 2.0,
+    logit_bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(total, contrastive, caption) CLIPS losses.
 
-        contrastive = 1/2 [ clip_loss(img, web) + clip_loss(img, partial) ]   (clip_loss(img, web) without partial)
-        caption     = sum of next-token NLL / number of caption tokens        (per process)
+        contrastive = 1/2 [ L(img, web) + L(img, partial) ]             (L(img, web) without partial)
+        caption     = sum of next-token NLL / number of caption tokens  (per process)
         total       = w_c * contrastive + w_cap * caption
+
+    L is `clip_loss`, or `sigmoid_loss` when ``logit_bias`` is given (`contrastive_loss`).
     """
-    contrastive = clip_loss(image_features, web_features, logit_scale)
+    contrastive = contrastive_loss(image_features, web_features, logit_scale, logit_bias)
     if partial_features is not None:
-        contrastive = (contrastive + clip_loss(image_features, partial_features, logit_scale)) / 2
+        contrastive = (contrastive + contrastive_loss(image_features, partial_features, logit_scale, logit_bias)) / 2
     if caption_nll_sum is None:
         return contrastive_weight * contrastive, contrastive, None
     caption = caption_nll_sum.sum() / caption_tokens.sum().clamp(min=1)
@@ -237,7 +240,7 @@ class CLIPSOutput(CLIPOutput):
     caption_loss: torch.FloatTensor | None = None
 
 
-class CLIPSModel(CLIPModel):
+class CLIPSModel(LogitParametersMixin, CLIPModel):
     """`CLIPModel` with a captioner; ``forward`` takes the web caption, the partial and the full synthetic caption.
 
     Inputs: ``pixel_values`` (N images); ``input_ids``/``attention_mask`` (web caption, one per image; or, for
@@ -259,6 +262,7 @@ class CLIPSModel(CLIPModel):
                 config.text_config, attention=config.text_attention, pooling=config.text_pooling,
                 last_token_id=config.text_last_token_id)
         self.captioner = CLIPSCaptioner(config)
+        self.add_logit_bias()
         self.post_init()
 
     @torch.no_grad()
@@ -274,11 +278,6 @@ class CLIPSModel(CLIPModel):
             init.normal_(module.weight, std=0.01)
         elif module in (captioner.image_projection, captioner.web_projection, captioner.lm_head):
             init.normal_(module.weight, std=captioner.config.hidden_size**-0.5)
-
-    @torch.no_grad()
-    def clamp_logit_scale_(self) -> None:
-        """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
-        self.logit_scale.clamp_(0, self.config.logit_scale_max)
 
     def _web_mask(self, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
         """The web tokens' padding mask for the captioner: none in the released layout (every position attended)."""
@@ -331,8 +330,8 @@ class CLIPSModel(CLIPModel):
         loss = contrastive = caption = None
         if return_loss:
             loss, contrastive, caption = clips_loss(
-                image_embeds, text_embeds, partial_embeds, nll_sum, tokens, logit_scale,
-                self.config.contrastive_loss_weight, self.config.caption_loss_weight)
+                image_embeds, text_embeds, partial_embeds, nll_sum, tokens, contrastive_weight=self.config.contrastive_loss_weight,
+                caption_weight=self.config.caption_loss_weight, **self.loss_parameters())
         return CLIPSOutput(
             loss=loss, logits_per_image=logits_per_text.T, logits_per_text=logits_per_text, text_embeds=text_embeds,
             image_embeds=image_embeds, text_model_output=text, vision_model_output=vision,

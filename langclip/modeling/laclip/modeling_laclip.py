@@ -14,7 +14,7 @@ from transformers import CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_laclip import LaCLIPConfig
-from ..losses import clip_loss, multi_positive_clip_loss
+from ..losses import LogitParametersMixin, contrastive_loss
 
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:
@@ -35,22 +35,23 @@ class LaCLIPOutput(CLIPOutput):
     all_text_embeds: torch.FloatTensor | None = None
 
 
-class LaCLIPModel(CLIPModel):
+class LaCLIPModel(LogitParametersMixin, CLIPModel):
     """`CLIPModel` whose forward takes M texts for N images, (M, L), or T texts per image, (B, T, L).
 
     With (M, L) inputs it scores every image against every text, as `CLIPModel` does
     (``logits_per_image`` (N, M)); the loss pairs text i with image i. With (B, T, L) inputs, column 0 holds the text that aug_T sampled. Without
     `config.multi_positive` only column 0 is encoded and the ordinary CLIP loss is used;
     with it, all T texts are encoded and the loss is `multi_positive_clip_loss`.
+    With ``config.contrastive_loss == "sigmoid"`` the loss is `sigmoid_loss` (single- or
+    multi-positive) with the learnable ``logit_bias``.
     `logits_per_image`, `logits_per_text` and `text_embeds` always refer to column 0.
     """
 
     config_class = LaCLIPConfig
 
-    @torch.no_grad()
-    def clamp_logit_scale_(self) -> None:
-        """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
-        self.logit_scale.clamp_(0, self.config.logit_scale_max)
+    def __init__(self, config: LaCLIPConfig):
+        super().__init__(config)
+        self.add_logit_bias()
 
     def forward(
         self,
@@ -107,10 +108,8 @@ class LaCLIPModel(CLIPModel):
         logits_per_text = logit_scale * text_embeds @ image_embeds.T
         loss = None
         if return_loss:
-            if use_all_texts:
-                loss = multi_positive_clip_loss(image_embeds, all_text_embeds, logit_scale)
-            else:
-                loss = clip_loss(image_embeds, text_embeds, logit_scale)
+            loss = contrastive_loss(image_embeds, all_text_embeds if use_all_texts else text_embeds,
+                                    **self.loss_parameters())
 
         return LaCLIPOutput(
             loss=loss,
