@@ -4,7 +4,7 @@ Each command lives in the module that owns its work; that module defines
 ``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
 command runs, so `langclip --help` stays fast.
 
-A `langclip.errors.LangclipError` (bad input, named with its fix) is printed as
+A `langclip.errors.LangclipError` (bad input, named with its fix) or a missing file is printed as
 ``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback;
 ``--debug`` (anywhere on the command line) shows the traceback instead.
 """
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     del args.debug
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
-    except LangclipError as error:
+    except (LangclipError, FileNotFoundError) as error:
         if debug:
             raise
         print(f"langclip {args.command}: error: {error}", file=sys.stderr)

@@ -40,7 +40,7 @@ def test_imagefolder_with_metadata_and_column_mapping(tmp_path):
     assert sorted(dataset["id"]) == ["0", "1", "2"]
     row = next(r for r in dataset if r["caption"] == "caption number 2")
     assert np.asarray(decode_image(row["image"]))[0, 0, 0] == 40
-    with pytest.raises(KeyError, match="caption column 'caption' is not in the dataset"):
+    with pytest.raises(ValueError, match="caption column 'caption' is not in the dataset"):
         load_image_text_dataset(str(tmp_path))
 
 

@@ -20,7 +20,9 @@ from pathlib import Path
 import datasets
 import torch
 
+from ..errors import ConfigError, DataError
 from ..processing import loading
+from ..processing.transforms import decode_image
 from .features import encode_images, encode_texts
 from .few_shot import few_shot_accuracy
 from .linear_probe import linear_probe
@@ -31,11 +33,12 @@ from .zero_shot import zero_shot_accuracy, zero_shot_classifier
 TASKS = ("zero-shot", "retrieval", "few-shot", "linear-probe")
 
 
-def load_split(path: str, split: str, config: str | None = None) -> datasets.Dataset:
-    """One split of a Hub dataset, a `save_to_disk` folder or a data folder; errors name what is missing."""
-    data = loading.load_split(path, split, config)
+def load_split(path: str, split: str | None, config: str | None = None) -> datasets.Dataset:
+    """One split of a Hub dataset, a `save_to_disk` folder or a data folder (``None``: ``test``, or all of a
+    `Dataset` folder, which has no splits; naming a split of such a folder is an error)."""
+    data = loading.load_split(path, split or "test", config, require_split=split is not None)
     if len(data) == 0:
-        raise ValueError(f"dataset {path}, split {split!r}, is empty: nothing to evaluate")
+        raise DataError(f"dataset {path}, split {split or 'test'!r}, is empty: nothing to evaluate")
     return data
 
 
@@ -70,12 +73,15 @@ def image_batches(
     """``pixel_values`` for ``batch_size`` rows at a time."""
     _check_column(data, image_column, "--image-column")
     data = data.select_columns([image_column])  # decode only the images
+    if isinstance(data.features[image_column], datasets.Image):
+        data = data.cast_column(image_column, datasets.Image(decode=False))  # decoded here, errors name the row
     for start in range(0, len(data), batch_size):
         images = data[start : start + batch_size][image_column]
         for offset, image in enumerate(images):
             if image is None:
-                raise ValueError(f"row {start + offset} has no image in column {image_column!r}")
-        yield processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+                raise DataError(f"row {start + offset} has no image in column {image_column!r}")
+        images = [decode_image(image, f"row {start + offset}") for offset, image in enumerate(images)]
+        yield processor(images=images, return_tensors="pt")["pixel_values"]
 
 
 def captions(data: datasets.Dataset, caption_column: str) -> tuple[list[str], torch.Tensor]:
@@ -164,7 +170,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         "task": args.task,
         "model": args.model,
         "dataset": {"id": args.dataset, "name": args.dataset_name or args.dataset, "config": args.dataset_config,
-                    "split": args.split},
+                    "split": args.split or "test"},
         "num_examples": len(data),
         "metrics": metrics,
         "settings": settings,
@@ -189,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="Hub dataset id, save_to_disk folder or data folder.")
     parser.add_argument("--dataset-config", help="Configuration name of the dataset, if it has several.")
     parser.add_argument("--dataset-name", help="Readable dataset name for the table and the model card.")
-    parser.add_argument("--split", default="test", help="Split to evaluate (the test split of the linear probe).")
+    parser.add_argument("--split", default=None, help="Split to evaluate (the test split of the linear probe); default "
+                        "test, or all of a save_to_disk Dataset folder, which has no splits and so takes no --split.")
     parser.add_argument("--task", choices=TASKS, default="zero-shot", help="Evaluation protocol.")
     parser.add_argument("--image-column", default="image", help="Column holding the images.")
     parser.add_argument("--label-column", default="label", help="Column of class indices (zero-shot, few-shot, probe).")
@@ -224,6 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.push_to_hub:  # fail before the evaluation, not after it
         from ..hub_cards.push import check_repo_id, hub_token
 

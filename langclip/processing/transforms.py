@@ -38,7 +38,7 @@ class BadSampleError(DataError):
 def _image_error_kind(error: Exception) -> str:
     if isinstance(error, Image.DecompressionBombError):
         return "decompression_bomb"
-    return "truncated" if "truncated" in str(error) else "decode_error"
+    return "truncated" if "truncated" in str(error).lower() else "decode_error"
 
 
 def decode_image(value, where: str = "") -> Image.Image:

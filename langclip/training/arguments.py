@@ -278,7 +278,7 @@ def check_model_config(model_config: str | None, config_class) -> None:
         valid = set(cls().to_dict()) | set(cls.sub_configs)
         for key in mapping:
             if key not in valid:
-                raise ConfigError(f"--model-config: unknown key {prefix}{key!r} for {cls.__name__}"
+                raise ConfigError(f"--model-config: unknown key {prefix + key!r} for {cls.__name__}"
                                   f"{nearest(key, valid)}")
 
 

@@ -39,7 +39,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..errors import CheckpointError, ConfigError
 from ..modeling import LaCLIPModel
-from ..processing.loading import load_image_text_dataset
+from ..processing.loading import check_caption_column, load_image_text_dataset
 from ..processing.transforms import SKIP_KINDS
 from .arguments import (
     DataArguments,
@@ -318,6 +318,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     )
     streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
     method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
+    check_caption_column(dataset, data_args.train_data, allow_missing=data_args.skip_bad_samples)
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     dataset, collator = method.prepare_data(model, dataset, tokenizer, max_length, processor, accelerator.device)
     loader = torch.utils.data.DataLoader(
