@@ -185,14 +185,14 @@ def test_debug_shows_the_traceback(inputs, capsys):
         cli(["convert", "--from", "open_clip", str(root / "pickled_object.pt"), str(root / "conv"), "--debug"])
 
 
-def test_real_entry_points_print_no_traceback(inputs):
+def test_real_entry_point_prints_no_traceback(inputs):
+    """``train.py`` as a process (the same `langclip.cli.main` as the `langclip` script)."""
     root, files = inputs
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for argv in ([sys.executable, str(ROOT / "train.py"), *train(files, root, max_steps=-3)[1:]],
-                 [sys.executable, "-m", "langclip.cli", *CASES[0][1](root, files)]):
-        done = subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-        assert "--max-steps must be a positive" in done.stderr or "resume must be true or false" in done.stderr
+    argv = [sys.executable, str(ROOT / "train.py"), *train(files, root, max_steps=-3)[1:]]
+    done = subprocess.run([str(a) for a in argv], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "langclip train: error: --max-steps must be a positive number of steps, got -3" in done.stderr
 
 
 # ---- run safety -------------------------------------------------------------------------------
@@ -205,51 +205,61 @@ def train_in_process(files, **values):
         AcceleratorState._reset_state(reset_partial_state=True)
 
 
-def test_overwrite_output_dir_replaces_the_old_run_and_resume_continues_this_one(inputs, tmp_path, capsys):
+def test_overwrite_replaces_the_old_run_and_resume_ignore_mismatch_warns(inputs, tmp_path, capsys):
     _, files = inputs
     out = tmp_path / "run"
-    assert train_in_process(files, output_dir=out, max_steps=4, save_steps=1, save_total_limit=0) == 0
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3, 4)]
+    assert train_in_process(files, output_dir=out, max_steps=3, save_steps=1, save_total_limit=0) == 0
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{i}" for i in (1, 2, 3)]
     assert train_in_process(files, output_dir=out, max_steps=2, overwrite_output_dir=True) == 0
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]  # the last step is always saved
     assert [r["step"] for r in read_log(out / "train_log.jsonl")] == [1, 2]
     capsys.readouterr()
-    assert train_in_process(files, output_dir=out, max_steps=3, resume=True) == 0
-    assert "resumed from" in capsys.readouterr().out
-    assert [r["step"] for r in read_log(out / "train_log.jsonl")] == [1, 2, 3]
-    state = json.loads((out / "trainer_state.json").read_text())
-    assert state["step"] == 3 and state["config"]["method"] == "clip" and state["config"]["data_fingerprint"]
-
-
-def test_resume_ignore_mismatch_warns_and_continues(inputs, tmp_path, capsys):
-    _, files = inputs
-    out = tmp_path / "run"
-    assert train_in_process(files, output_dir=out, max_steps=2) == 0
     assert train_in_process(files, output_dir=out, max_steps=3, resume=True, seed=5, resume_ignore_mismatch=True) == 0
     printed = capsys.readouterr().out
-    assert "warning: --resume-ignore-mismatch: seed is 5 here but 0 in" in printed
-    assert json.loads((out / "trainer_state.json").read_text())["config"]["seed"] == 5
+    assert "warning: --resume-ignore-mismatch: seed is 5 here but 0 in" in printed and "at step 2" in printed
+    assert [r["step"] for r in read_log(out / "train_log.jsonl")] == [1, 2, 3]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["step"] == 3 and state["config"]["seed"] == 5 and state["config"]["data_fingerprint"]
 
 
-def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(inputs, tmp_path, capsys):
+def test_full_disk_and_corrupted_latest_checkpoint_resume_from_the_last_complete_one(inputs, tmp_path, capsys,
+                                                                                      monkeypatch):
+    """A save that fails (disk full) leaves the earlier checkpoints complete and says how to continue; a
+    corrupted latest checkpoint is passed over; both resumes redo the lost steps with the same losses."""
+    from accelerate import Accelerator
+
     _, files = inputs
-    broken = tmp_path / "broken"
-    assert train_in_process(files, output_dir=broken, max_steps=4, save_steps=2, method="laclip") == 0
-    full_log = read_log(broken / "train_log.jsonl")
-    weights = broken / "checkpoint-4" / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a save cut short
-    capsys.readouterr()
-    assert train_in_process(files, output_dir=broken, max_steps=4, save_steps=2, method="laclip", resume=True) == 0
-    printed = capsys.readouterr().out
-    assert "checkpoint-4 is incomplete or corrupted" in printed and "checkpoint-2 at step 2" in printed
-    resumed_log = read_log(broken / "train_log.jsonl")
-    assert [r["step"] for r in resumed_log] == [1, 2, 3, 4]
-    for a, b in zip(full_log, resumed_log):  # steps 3 and 4 redone from checkpoint-2 give the same losses
-        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+    out = tmp_path / "run"
+    save_state = Accelerator.save_state
+
+    def disk_full_at_step_4(self, folder, **kwargs):
+        if folder.endswith("checkpoint-4"):
+            Path(folder).mkdir()
+            (Path(folder) / "model.safetensors").write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        return save_state(self, folder, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "save_state", disk_full_at_step_4)
+    assert train_in_process(files, output_dir=out, max_steps=4, save_steps=2, method="laclip") == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "rerun with --resume to continue from" in err and "checkpoint-2" in err
+    assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-2"]
+    full_log = read_log(out / "train_log.jsonl")
+    monkeypatch.setattr(Accelerator, "save_state", save_state)
+    for round in range(2):
+        assert train_in_process(files, output_dir=out, max_steps=4, save_steps=2, method="laclip", resume=True) == 0
+        printed = capsys.readouterr().out
+        assert "checkpoint-2 at step 2" in printed
+        assert ("checkpoint-4 is incomplete or corrupted" in printed) == (round == 1)
+        resumed_log = read_log(out / "train_log.jsonl")
+        assert [r["step"] for r in resumed_log] == [1, 2, 3, 4]
+        for a, b in zip(full_log, resumed_log):
+            assert b["loss"] == pytest.approx(a["loss"], rel=1e-5), a["step"]
+        weights = out / "checkpoint-4" / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # corrupt the latest for the next round
     for name in ("model.safetensors", "optimizer.bin"):
-        (broken / "checkpoint-4" / name).write_bytes(b"")
-        (broken / "checkpoint-2" / name).write_bytes(b"")
-    assert train_in_process(files, output_dir=broken, max_steps=5, save_steps=2, method="laclip", resume=True) == 1
+        (out / "checkpoint-2" / name).write_bytes(b"")
+    assert train_in_process(files, output_dir=out, max_steps=5, save_steps=2, method="laclip", resume=True) == 1
     assert "no readable checkpoint in" in capsys.readouterr().err
 
 

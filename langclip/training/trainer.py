@@ -214,11 +214,18 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(temporary)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(temporary)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with open(os.path.join(temporary, STATE_FILE), "w") as handle:
+                json.dump(state, handle)
+    except OSError as error:  # a full disk, a quota: the earlier checkpoints stay complete
+        shutil.rmtree(temporary, ignore_errors=True)
+        done = checkpoints(output_dir)
+        raise CheckpointError(f"could not save {final} ({error}); free space, then rerun with --resume to continue "
+                              f"from {done[-1] if done else 'the start (no complete checkpoint yet)'}") from error
     if accelerator.is_main_process:
-        with open(os.path.join(temporary, STATE_FILE), "w") as handle:
-            json.dump(state, handle)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
         ours = [path for path in checkpoints(output_dir) if _run_id(path) == state["run_id"]]
