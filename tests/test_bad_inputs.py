@@ -153,6 +153,9 @@ CASES = [
      "broken_coco.json: not valid JSON at line 2"),
     ("meta-pairs-not-coco", lambda r, f: ["meta-pairs", "--coco", str(r / "not_coco.json"),
                                           "--output", str(r / "pool.jsonl")], "not_coco.json: not a COCO captions file"),
+    # push
+    ("push-not-a-checkpoint", lambda r, f: ["push", str(r / "eval_images"), "me/model"], "has no config.json"),
+    ("push-bad-repo-id", lambda r, f: ["push", str(r / "run"), "no-namespace"], "invalid repo id 'no-namespace'"),
     # convert
     ("convert-pickled-object", lambda r, f: ["convert", "--from", "open_clip", str(r / "pickled_object.pt"),
                                              str(r / "conv")], "pickled_object.pt: refused for safety"),
@@ -294,3 +297,23 @@ def test_tiny_model_config_is_valid():
     from langclip.training.arguments import check_model_config
 
     check_model_config(TINY_MODEL_CONFIG, LaCLIPConfig)
+
+
+def test_collators_name_bad_texts_and_count_them_when_skipping(tokenizer):
+    """A None caption or synthetic caption (CLIPS) names its row and column; with skipping it is counted as bad_caption."""
+    from langclip.processing.collators import CLIPSCollator, ContrastiveCollator
+    from langclip.processing.text import PartialCaption
+    from langclip.processing.transforms import SKIP_KINDS, BadSampleError
+
+    pixels = torch.zeros(3, 8, 8)
+    rows = [{"id": str(i), "pixel_values": pixels, "caption": f"a red circle {i}", "synthetic_caption": "a red circle."}
+            for i in range(3)]
+    rows[1]["synthetic_caption"], rows[2]["caption"] = None, 7
+    with pytest.raises(BadSampleError, match="row '2': column 'caption' must be a non-empty string, got 7"):
+        ContrastiveCollator(tokenizer, 16)(rows)
+    with pytest.raises(BadSampleError, match="row '1': column 'synthetic_caption' must be a non-empty string, got None"):
+        CLIPSCollator(tokenizer, 16, PartialCaption(tokenizer, "truncate", 6))(rows)
+    batch = CLIPSCollator(tokenizer, 16, PartialCaption(tokenizer, "truncate", 6), skip_bad_samples=True)(rows)
+    assert batch["pixel_values"].shape[0] == 1
+    assert dict(zip(SKIP_KINDS, batch["num_skipped"].tolist())) == {
+        "decode_error": 0, "decompression_bomb": 0, "truncated": 0, "bad_caption": 2}

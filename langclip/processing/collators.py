@@ -82,12 +82,15 @@ class ContrastiveCollator:
     def transform_image(self, row: dict) -> torch.Tensor:
         return self.image_transform(row["image"], key=self.key(row), where=_where(row))
 
+    text_columns = ("caption_column",)  # attributes naming the columns whose text a row needs
+
     def check_caption(self, row: dict) -> None:
-        """`BadSampleError` (kind ``bad_caption``) naming the row when its caption is not a non-empty string."""
-        caption = row.get(self.caption_column)
-        if self.caption_column in row and not (isinstance(caption, str) and caption.strip()):
-            raise BadSampleError(f"{_where(row)}: column {self.caption_column!r} must be a non-empty string, got "
-                                 f"{caption!r}; fix the row or pass --skip-bad-samples", "bad_caption")
+        """`BadSampleError` (kind ``bad_caption``) naming the row and column when a text is not a non-empty string."""
+        for column in (getattr(self, name) for name in self.text_columns):
+            text = row.get(column)
+            if column in row and not (isinstance(text, str) and text.strip()):
+                raise BadSampleError(f"{_where(row)}: column {column!r} must be a non-empty string, got {text!r}; "
+                                     "fix the row or pass --skip-bad-samples", "bad_caption")
 
     def extra_inputs(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """More model inputs from the kept ``rows`` (none here; subclasses such as `CLIPSCollator` add theirs)."""
@@ -129,6 +132,8 @@ class CLIPSCollator(ContrastiveCollator):
       the special tokens, for the captioner. A caption longer than ``caption_max_length``
       tokens is an error that names the row.
     """
+
+    text_columns = ("caption_column", "synthetic_column")
 
     def __init__(self, tokenizer, max_length: int, partial: PartialCaption, caption_max_length: int | None = None,
                  synthetic_column: str = "synthetic_caption", **kwargs):

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from ..errors import ConfigError, DataError
 from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, clips_loss, difference_loss, multi_positive_clip_loss
 from ..processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
 from ..processing.generation.differences import check_difference_rows
@@ -63,7 +64,7 @@ class Method:
         """Raise a ValueError naming the method and every column of `columns` missing from ``where``'s data."""
         missing = [column for column in self.columns if column not in columns]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"--method {self.name} needs the column(s) {', '.join(map(repr, missing))}, which {where} does not "
                 f"have (columns: {', '.join(map(repr, columns))}); map yours with --image-column, --caption-column, "
                 "--rewrites-column or --synthetic-caption-column"
@@ -159,7 +160,7 @@ class CLIPSMethod(Method):
     def check_columns(self, columns, where: str) -> None:
         missing = [column for column in self.required_columns if column not in columns]
         if missing:
-            raise ValueError(
+            raise DataError(
                 f"--method clips needs the column(s) {', '.join(map(repr, missing))}, which {where} does not have "
                 f"(columns: {', '.join(map(repr, columns))}); name the synthetic caption column with "
                 "--synthetic-caption-column"
@@ -202,7 +203,7 @@ def freeze_all_but_text_layers(model: torch.nn.Module) -> int:
         parameter.requires_grad_(TEXT_LAYERS in name)
         trainable += parameter.numel() if parameter.requires_grad else 0
     if trainable == 0:
-        raise ValueError("the model has no text_model.encoder.layers parameters to train")
+        raise ConfigError("the model has no text_model.encoder.layers parameters to train")
     return trainable
 
 
@@ -251,14 +252,14 @@ def load_difference_rows(path: str, image_ids) -> datasets.Dataset:
     rows = load_captions(path, caption_column="difference", id_column="id_a")
     missing = [column for column in ("id_a", "id_b", "difference") if column not in rows.column_names]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing} (columns: {rows.column_names}); expected id_a, id_b, difference")
+        raise DataError(f"{path}: no column(s) {missing} (columns: {rows.column_names}); expected id_a, id_b, difference")
     rows = rows.cast_column("id_a", datasets.Value("string")).cast_column("id_b", datasets.Value("string"))
     if len(rows) == 0:
-        raise ValueError(f"{path} has no difference rows")
+        raise DataError(f"{path} has no difference rows")
     try:
         check_difference_rows(rows, image_ids)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise DataError(f"{path}: {error}") from None
     return rows
 
 
@@ -285,14 +286,14 @@ class PCCLIPMethod(Method):
     @classmethod
     def options(cls, model, model_args, data_args, train_args) -> dict:
         if data_args.difference_data is None:
-            raise ValueError("--method pcclip needs --difference-data: rows of (id_a, id_b, difference)")
+            raise ConfigError("--method pcclip needs --difference-data: rows of (id_a, id_b, difference)")
         return {**super().options(model, model_args, data_args, train_args), "clip_weight": train_args.clip_loss_weight,
                 "difference_data": data_args.difference_data, "precompute": data_args.precompute_image_embeddings}
 
     def check_columns(self, columns, where: str) -> None:
         super().check_columns(columns, where)
         if self.clip_weight and "caption" not in columns:
-            raise ValueError(f"--clip-loss-weight needs the captions of the images: {where} has no 'caption' column")
+            raise ConfigError(f"--clip-loss-weight needs the captions of the images: {where} has no 'caption' column")
 
     def freeze(self, model) -> None:
         freeze_all_but_text_layers(model)
@@ -300,7 +301,7 @@ class PCCLIPMethod(Method):
     def prepare_data(self, model, images, tokenizer, max_length: int, processor, device):
         """(``--difference-data`` rows, `DifferenceCollator`)."""
         if not isinstance(images, datasets.Dataset):
-            raise ValueError("--method pcclip looks images up by id: --train-data must not be streamed or webdataset shards")
+            raise ConfigError("--method pcclip looks images up by id: --train-data must not be streamed or webdataset shards")
         index = {str(image_id): row for row, image_id in enumerate(images["id"])}
         pairs = load_difference_rows(self.difference_data, index)
         transform = ImageTransform.from_image_processor(processor)
