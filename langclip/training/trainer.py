@@ -118,7 +118,7 @@ def load_tokenizer(model_args: ModelArguments):
         raise ConfigError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
-        raise ValueError(f"the tokenizer at {path} is not a fast tokenizer")
+        raise ConfigError(f"the tokenizer at {path} is not a fast tokenizer; give a tokenizer.json-backed one")
     return tokenizer
 
 
@@ -337,7 +337,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     if streamed and train_args.max_steps is None:
-        raise ValueError("streamed data has no length: give --max-steps")
+        raise ConfigError("streamed data has no length: give --max-steps")
     steps_per_epoch = None if streamed else len(loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"--train-data {data_args.train_data} has fewer rows ({len(dataset)}) than one global batch "
@@ -379,8 +379,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             set_learning_rate(optimizer, learning_rate(state["step"], total_steps, train_args.lr, warmup_steps,
                                                        train_args.lr_start, train_args.lr_end))
             model.train()
-            loss = None if batch is None else forward_backward(model, batch, method, lambda: unwrapped.logit_scale.exp(), train_args.accum_freq,
-                                    accelerator.backward, lambda: accelerator.no_sync(model), all_finite)
+            loss = None if batch is None else forward_backward(
+                model, batch, method, lambda: unwrapped.logit_scale.exp(), train_args.accum_freq, accelerator.backward,
+                lambda: accelerator.no_sync(model), all_finite)
             grad_norm = None
             if loss is not None:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or math.inf)
