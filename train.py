@@ -1,7 +1,11 @@
-"""Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP: ``accelerate launch train.py --config configs/<run>.yaml [--flag value ...]``."""
+"""Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP: ``accelerate launch train.py --config configs/<run>.yaml [--flag value ...]``.
 
-from langclip.training.arguments import parse_train_args
-from langclip.training.trainer import train
+The same as ``langclip train``: bad input is one error line without a traceback (``--debug`` shows it).
+"""
+
+import sys
+
+from langclip.cli import main
 
 if __name__ == "__main__":
-    train(*parse_train_args())
+    sys.exit(main(["train", *sys.argv[1:]]))

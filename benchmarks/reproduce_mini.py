@@ -124,7 +124,7 @@ class World:
             **demo.DEMO_CONFIG, "model_config": json.dumps(MODEL_CONFIG), "max_steps": self.steps,
             "per_device_batch_size": self.batch_size, "warmup_steps": max(1, self.steps // 8), "method": method,
             "train_data": self.data(data), "tokenizer_name_or_path": self.tokenizer_dir, "output_dir": output_dir,
-            "seed": seed, **extra,
+            "seed": seed, "overwrite_output_dir": True, **extra,
         })
         return output_dir
 

@@ -3,6 +3,10 @@
 Each command lives in the module that owns its work; that module defines
 ``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
 command runs, so `langclip --help` stays fast.
+
+A `langclip.errors.LangclipError` (bad input, named with its fix) or a missing file is printed as
+``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback;
+``--debug`` (anywhere on the command line) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+
+from .errors import LangclipError
 
 COMMANDS = {
     "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert an OpenCLIP-format checkpoint into a langclip checkpoint folder."),
@@ -26,6 +32,8 @@ COMMANDS = {
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """The `langclip` parser, with the arguments of the command named by ``argv[0]`` (only that module is imported)."""
     parser = argparse.ArgumentParser(prog="langclip", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="Show the traceback of an error instead of its one-line message (may follow the command).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -35,10 +43,18 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     args = build_parser(argv).parse_args(argv)
-    module = importlib.import_module(COMMANDS[args.command][0])
-    return module.main(args) or 0
+    del args.debug
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
+    except (LangclipError, FileNotFoundError) as error:
+        if debug:
+            raise
+        print(f"langclip {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def captions_file(tmp_path):
 
 def job_args(input_path, out, lm, *extra):
     return [
-        "differences", str(input_path), "--model", lm, "--output-dir", str(out), "--device", "cpu", "--id-column",
+        "differences", str(input_path), "--debug", "--model", lm, "--output-dir", str(out), "--device", "cpu", "--id-column",
         "key", "--max-new-tokens", "3", "--batch-size", "4", "--chunk-size", "4", "--min-chars", "1", *extra,
     ]  # fmt: skip
 

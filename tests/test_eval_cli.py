@@ -58,7 +58,7 @@ def setup(tmp_path_factory, tokenizer):
 
 def _eval(setup, task: str, *extra: str) -> dict:
     output = setup / f"{task}.json"
-    args = ["eval", "--model", str(setup / "model"), "--dataset", str(setup / "data"), "--task", task]
+    args = ["eval", "--debug", "--model", str(setup / "model"), "--dataset", str(setup / "data"), "--task", task]
     assert main([*args, "--batch-size", "16", "--output", str(output), *extra]) == 0
     return json.loads(output.read_text())
 
@@ -110,7 +110,7 @@ def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
     plain = datasets.Dataset.from_dict({"image": [_image("red", 0)], "label": [0]})  # label is int64, not ClassLabel
     plain.save_to_disk(tmp_path / "plain")
     with pytest.raises(ValueError, match="so it carries no class names: give `classnames` in the manifest \\(or --class-names"):
-        _eval(setup, "zero-shot", "--dataset", str(tmp_path / "plain"), "--split", "train")
+        _eval(setup, "zero-shot", "--dataset", str(tmp_path / "plain"))
     datasets.Dataset.from_dict({"image": [], "label": [], "captions": []}, features=FEATURES).save_to_disk(
         tmp_path / "empty", num_shards=1
     )
@@ -120,7 +120,7 @@ def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
         _eval(setup, "zero-shot", "--split", "val")
     with pytest.raises(ValueError, match="no column 'caption' \\(set `caption_column` in the manifest, --caption-column"):
         _eval(setup, "retrieval")
-    with pytest.raises(ValueError, match="must be different data"):  # a bare Dataset folder has no splits
+    with pytest.raises(ValueError, match="single Dataset folder without splits, so split 'train' cannot be chosen"):
         _eval(setup, "linear-probe", "--dataset", str(tmp_path / "plain"), "--validation-split", "validation")
     with pytest.raises(ValueError, match="invalid repo id 'no-namespace'"):
         _eval(setup, "zero-shot", "--push-to-hub", "no-namespace")

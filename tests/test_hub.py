@@ -240,7 +240,7 @@ def test_push_dataset_folder_with_its_card(tmp_path, monkeypatch):
     assert card.data.rewrites["per_source"] == {"coco": 1} and card.data.source_datasets == ["me/captions"]
     (tmp_path / "bad.json").write_text(json.dumps({**info, "temperature": 0.9}))
     with pytest.raises(ValueError, match="bad.json: .*unexpected keyword argument 'temperature'"):
-        main(["push", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
+        main(["push", "--debug", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
               str(tmp_path / "bad.json")])
 
 

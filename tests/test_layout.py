@@ -1,7 +1,7 @@
 """The package's imports follow DESIGN.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
 
 Order (an arrow may only point down this list):
-modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
+errors <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
 ``demo`` may import everything and nothing imports it; generation and evaluation do not
 import each other. Every import counts, also those inside functions (lazy imports).
 """
@@ -13,6 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "langclip"
 LAYERS = {
+    "langclip.errors": -1,  # below everything: every layer raises its errors; it imports nothing from langclip
     "langclip.modeling": 0,
     "langclip.hub_cards": 1,
     "langclip.processing": 2,
@@ -59,6 +60,11 @@ def imports_of(path: Path) -> set[str]:
 
 MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
 GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+
+
+def test_errors_import_nothing_from_langclip():
+    """Every layer raises `langclip.errors`; it must stay at the bottom."""
+    assert GRAPH["langclip.errors"] == set()
 
 
 def test_layers_cover_every_module():

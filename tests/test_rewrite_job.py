@@ -38,7 +38,7 @@ def captions_file(tmp_path):
 
 def rewrite_args(input_path, out, lm, *extra):
     return [
-        "rewrite", str(input_path), "--model", lm, "--output-dir", str(out), "--device", "cpu",
+        "rewrite", str(input_path), "--debug", "--model", lm, "--output-dir", str(out), "--device", "cpu",
         "--max-new-tokens", "8", "--batch-size", "8", "--chunk-size", "8", *extra,
     ]  # fmt: skip
 

@@ -18,7 +18,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import CLIPSModel
 from ..processing.transforms import ImageTransform
-from ..training.trainer import LOG_FILE, train_in_process
+from ..training.trainer import train_in_process
 from .evaluate import evaluate, headline, markdown_table, save_test_set
 
 PARTIAL_TOKENS = 16  # K: half the demo's 32-token text context (the paper: 32 of 80)
@@ -52,9 +52,7 @@ def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict
                   "partial_tokens": PARTIAL_TOKENS, "seed": seed, "max_steps": steps,
                   "per_device_batch_size": min(settings["per_device_batch_size"], BATCH_SIZE),
                   "warmup_steps": min(settings.get("warmup_steps", 0), steps // 5)}
-        if os.path.exists(os.path.join(run_dir, LOG_FILE)):
-            os.remove(os.path.join(run_dir, LOG_FILE))
-        train_in_process(values)
+        train_in_process({**values, "overwrite_output_dir": True})  # a rerun of the demo replaces its runs
     test_dir, templates = save_test_set(test_set, part_dir)
     for name in RUNS:
         results[f"clips-{name}"] = headline(evaluate(os.path.join(part_dir, name), test_dir, templates))

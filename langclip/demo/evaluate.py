@@ -30,12 +30,12 @@ def save_test_set(test_set, output_dir: str, name: str = "test", classes=demo_wo
 
 
 def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
-    """The eval record of `langclip eval --model model_dir --dataset test_dir --split test *flags` on the CPU."""
+    """The eval record of `langclip eval --model model_dir --dataset test_dir *flags` on the CPU (``test_dir`` is a
+    Dataset folder, evaluated whole)."""
     parser = argparse.ArgumentParser()
     evaluation.add_arguments(parser)
     return evaluation.run_eval(parser.parse_args(
-        ["--model", model_dir, "--dataset", test_dir, "--split", "test", "--batch-size", "256", "--device", "cpu",
-         *flags]))
+        ["--model", model_dir, "--dataset", test_dir, "--batch-size", "256", "--device", "cpu", *flags]))
 
 
 def evaluate(model_dir: str, test_dir: str, templates_path: str) -> list[dict]:

@@ -127,7 +127,7 @@ def run(
     with open(differences, "w") as handle:
         handle.writelines(json.dumps(pair) + "\n" for pair in pairs)
 
-    common = {"train_data": data_dir, "seed": seed, "report_to": "none", "save_steps": 0}
+    common = {"train_data": data_dir, "seed": seed, "report_to": "none", "save_steps": 0, "overwrite_output_dir": True}
     if base_model is None:
         base_model = os.path.join(folder, "base")
         print("pcclip: training a base CLIP")

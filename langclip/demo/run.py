@@ -170,9 +170,7 @@ def main(args: argparse.Namespace) -> int:
         run_dir = os.path.join(output_dir, method)
         values = {**settings, "method": method, "train_data": os.path.join(output_dir, "data"),
                   "tokenizer_name_or_path": os.path.join(output_dir, "tokenizer"), "output_dir": run_dir}
-        if os.path.exists(os.path.join(run_dir, LOG_FILE)):
-            os.remove(os.path.join(run_dir, LOG_FILE))
-        train_in_process(values)
+        train_in_process({**values, "overwrite_output_dir": True})  # a rerun of the demo replaces its runs
         records[method] = [{**record, "dataset": {**record["dataset"], **DATASET}}
                            for record in evaluate(run_dir, test_dir, templates_path)]
         results[method] = headline(records[method])

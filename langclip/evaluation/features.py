@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from ..processing.transforms import decode_image
 
 TEXT_PREFIXES = ("text_model.", "text_projection.")
@@ -61,7 +62,7 @@ def encode_images(
         for pixels in tqdm(pixel_value_batches, desc="images", unit="batch", total=total, disable=not progress)
     ]
     if not features:
-        raise ValueError("encode_images got no image batches")
+        raise DataError("encode_images got no image batches")
     return torch.cat(features)
 
 
@@ -77,7 +78,7 @@ def encode_texts(
 
     Returns float32 (N, D) on CPU; equal texts get bit-identical rows."""
     if len(texts) == 0:
-        raise ValueError("encode_texts got no texts")
+        raise DataError("encode_texts got no texts")
     position = {}
     index = torch.tensor([position.setdefault(text, len(position)) for text in texts])
     unique = list(position)
@@ -139,7 +140,7 @@ class _Collate:
         for row in rows:
             where = f"column {self.image_column!r} of row {row.get('__key__', row.get('id', '?'))}"
             if row[self.image_column] is None:
-                raise ValueError(f"no image in {where}")
+                raise DataError(f"no image in {where}")
             images.append(decode_image(row[self.image_column], where))
         pixels = self.processor(images=images, return_tensors="pt")["pixel_values"]
         return pixels, {column: [row[column] for row in rows] for column in self.columns}
@@ -186,5 +187,5 @@ def encode_dataset(
         for column in columns:
             values[column] += batch_columns[column]
     if not index:
-        raise ValueError("the dataset has no rows: nothing to evaluate")
+        raise DataError("the dataset has no rows: nothing to evaluate")
     return ImageFeatures(torch.cat(unique), torch.tensor(index), values)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
+from ..processing import loading
 from .suite import (
     TASKS,
     ZERO_SHOT_METRICS,
@@ -68,14 +70,14 @@ def class_names_flag(value: str) -> list[str]:
     found = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
     found = [name.strip() for name in found if name.strip()]
     if not found:
-        raise ValueError(f"--class-names {value!r} holds no class names")
+        raise ConfigError(f"--class-names {value!r} holds no class names")
     return found
 
 
 def single_spec(args: argparse.Namespace):
     """The one-dataset suite entry that the single-task flags describe."""
     values = {
-        "path": args.dataset, "name": args.dataset_name, "split": args.split, "config": args.dataset_config,
+        "path": args.dataset, "name": args.dataset_name, "split": args.split or "test", "config": args.dataset_config,
         "label_column": args.label_column, "caption_column": args.caption_column,
         "caption_separator": args.caption_separator, "id_column": args.id_column, "tasks": [args.task],
         "metric": args.metric, "train_split": args.train_split, "validation_split": args.validation_split,
@@ -143,7 +145,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", help="Single task: the JSON file of its record (default: in --output-dir).")
     parser.add_argument("--dataset-config", help="Single task: configuration name of the dataset, if it has several.")
     parser.add_argument("--dataset-name", help="Single task: readable dataset name for the table and the model card.")
-    parser.add_argument("--split", default="test", help="Single task: split to evaluate (the probe's test split).")
+    parser.add_argument("--split", help="Single task: split to evaluate (the probe's test split); default test, or all "
+                        "of a save_to_disk Dataset folder, which has no splits and so takes no --split.")
     parser.add_argument("--task", choices=TASKS, default="zero-shot", help="Single task: evaluation protocol.")
     parser.add_argument("--metric", choices=ZERO_SHOT_METRICS, default="top1",
                         help="Single task: the zero-shot score (mean_per_class for Aircraft, Pets, Caltech, Flowers).")
@@ -192,7 +195,7 @@ def _dataset_paths(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, folder = pair.partition("=")
         if not sep or not key or not folder:
-            raise ValueError(f"--dataset-path expects KEY=FOLDER, got {pair!r}")
+            raise ConfigError(f"--dataset-path expects KEY=FOLDER, got {pair!r}")
         found[key] = folder
     return found
 
@@ -216,7 +219,11 @@ def main(args: argparse.Namespace) -> int:
     if args.compare:
         return compare(args.compare, args.output_dir or "outputs/eval/compare")
     if not args.model:
-        raise ValueError("give --model (a checkpoint folder or Hub id) to evaluate")
+        raise ConfigError("give --model (a checkpoint folder or Hub id) to evaluate")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.dataset and args.split is not None:  # a Dataset folder has no splits to choose from: an error, not all of it
+        loading.load_split(args.dataset, args.split, args.dataset_config, require_split=True)
     if args.push_to_hub:  # fail before the evaluation, not after it
         from ..hub_cards.push import check_hub_access
 

@@ -41,6 +41,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from ..errors import DataError
 from ..processing import loading
 from .differences import comparative_class_embeddings, difference_classification
 from .features import ImageFeatures, encode_dataset, encode_texts, weights_fingerprint
@@ -134,29 +135,29 @@ def spec_from_mapping(key: str, values: Mapping, where: str, root: Path | None =
     A relative ``path`` that exists under ``root`` (the manifest's folder) is resolved there."""
     unknown = sorted(set(values) - SPEC_KEYS)
     if unknown:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(SPEC_KEYS))}")
+        raise DataError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(SPEC_KEYS))}")
     spec = DatasetSpec(key=key, **values)
     tasks = [spec.tasks] if isinstance(spec.tasks, str) else list(spec.tasks)
     bad = [task for task in tasks if task not in TASKS]
     if bad or not tasks:
-        raise ValueError(f"{where}: tasks must be a non-empty list of {', '.join(TASKS)}, got {spec.tasks!r}")
+        raise DataError(f"{where}: tasks must be a non-empty list of {', '.join(TASKS)}, got {spec.tasks!r}")
     spec.tasks = tasks
     if spec.metric not in ZERO_SHOT_METRICS:
-        raise ValueError(f"{where}: metric must be one of {', '.join(ZERO_SHOT_METRICS)}, got {spec.metric!r}")
+        raise DataError(f"{where}: metric must be one of {', '.join(ZERO_SHOT_METRICS)}, got {spec.metric!r}")
     if spec.classnames is not None and (
         not isinstance(spec.classnames, list) or not all(isinstance(n, str) and n for n in spec.classnames)
     ):
-        raise ValueError(f"{where}: classnames must be a list of non-empty strings")
+        raise DataError(f"{where}: classnames must be a list of non-empty strings")
     if isinstance(spec.templates, str):
         if spec.templates not in TEMPLATE_SETS:
-            raise ValueError(f"{where}: templates {spec.templates!r} is not a built-in set ({', '.join(TEMPLATE_SETS)})")
+            raise DataError(f"{where}: templates {spec.templates!r} is not a built-in set ({', '.join(TEMPLATE_SETS)})")
     else:
         try:
             spec.templates = list(check_templates(spec.templates))
         except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+            raise DataError(f"{where}: {error}") from None
     if "difference-classification" in tasks and not spec.differences:
-        raise ValueError(f"{where}: difference-classification needs `differences` (a `langclip differences` output)")
+        raise DataError(f"{where}: difference-classification needs `differences` (a `langclip differences` output)")
     for name in ("path", "differences", "comparative"):
         value = getattr(spec, name)
         if root is not None and value and not Path(value).is_absolute() and (root / value).exists():
@@ -174,22 +175,22 @@ def load_suite(
     CUB) is skipped with a warning that says how to add it, and listed in ``Suite.skipped``."""
     path = SUITES_DIR / f"{name_or_path}.yaml" if name_or_path in shipped_suites() else Path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"suite {name_or_path!r} is neither a shipped suite ({', '.join(shipped_suites())}) nor a file")
+        raise DataError(f"suite {name_or_path!r} is neither a shipped suite ({', '.join(shipped_suites())}) nor a file")
     manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict) or not manifest["datasets"]:
-        raise ValueError(f"{path}: a suite manifest is a mapping with a non-empty `datasets` mapping")
+        raise DataError(f"{path}: a suite manifest is a mapping with a non-empty `datasets` mapping")
     defaults = manifest.get("defaults") or {}
     dataset_paths = dict(dataset_paths or {})
     unknown = sorted((set(dataset_paths) | set(only or ())) - set(manifest["datasets"]))
     if unknown:
-        raise ValueError(f"{path}: no dataset(s) {', '.join(unknown)}; it has {', '.join(manifest['datasets'])}")
+        raise DataError(f"{path}: no dataset(s) {', '.join(unknown)}; it has {', '.join(manifest['datasets'])}")
     specs, skipped = [], {}
     for key, values in manifest["datasets"].items():
         if only and key not in only:
             continue
         where = f"{path}, dataset {key!r}"
         if not isinstance(values, dict):
-            raise ValueError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
+            raise DataError(f"{where}: expected a mapping of settings, got {type(values).__name__}")
         values = {**defaults, **values, **({"path": dataset_paths[key]} if key in dataset_paths else {})}
         spec = spec_from_mapping(str(key), values, where, path.parent)
         if spec.path:
@@ -198,7 +199,7 @@ def load_suite(
         skipped[spec.key] = f"no path{f' ({spec.note})' if spec.note else ''}: add it with --dataset-path {key}=FOLDER"
         warnings.warn(f"{where} is skipped: {skipped[spec.key]}", stacklevel=2)
     if not specs:
-        raise ValueError(f"{path}: no dataset to run ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
+        raise DataError(f"{path}: no dataset to run ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
     return Suite(str(manifest.get("name") or path.stem), specs, str(manifest.get("description") or ""), skipped)
 
 
@@ -210,7 +211,7 @@ def _column(columns: Sequence[str], wanted: str | Sequence[str], key: str, where
     choices = [wanted] if isinstance(wanted, str) else list(wanted)
     found = next((choice for choice in choices if choice in columns), None)
     if found is None:
-        raise ValueError(f"{where}: no column {' or '.join(map(repr, choices))} (set `{key}` in the manifest, "
+        raise DataError(f"{where}: no column {' or '.join(map(repr, choices))} (set `{key}` in the manifest, "
                          f"--{key.replace('_', '-')} for a single task); the dataset has {', '.join(columns)}")
     return found
 
@@ -270,7 +271,7 @@ def class_names(spec: DatasetSpec, feature) -> list[str]:
         return list(spec.classnames)
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
-    raise ValueError(
+    raise DataError(
         f"dataset {spec.key!r}: the label column {spec.label_column!r} is "
         f"{type(feature).__name__ if feature is not None else 'not a ClassLabel'}, so it carries no class names: "
         "give `classnames` in the manifest (or --class-names)"
@@ -284,12 +285,12 @@ def label_indices(values: Sequence, names: Sequence[str], where: str) -> torch.T
     for row, value in enumerate(values):
         if isinstance(value, str):
             if value not in position:
-                raise ValueError(f"{where}, row {row}: label {value!r} is not one of the {len(names)} class names")
+                raise DataError(f"{where}, row {row}: label {value!r} is not one of the {len(names)} class names")
             indices.append(position[value])
         elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
             indices.append(value)
         else:
-            raise ValueError(f"{where}, row {row}: label {value!r} is neither a class name nor an index in "
+            raise DataError(f"{where}, row {row}: label {value!r} is neither a class name nor an index in "
                              f"0..{len(names) - 1}")
     return torch.tensor(indices, dtype=torch.long)
 
@@ -314,7 +315,7 @@ def captions_of(values: Sequence, separator: str | None, where: str) -> tuple[li
         else:
             row_captions = list(value or [])
         if not row_captions or not all(isinstance(text, str) and text.strip() for text in row_captions):
-            raise ValueError(f"{where}, row {row}: needs one or more non-empty captions, got {value!r}")
+            raise DataError(f"{where}, row {row}: needs one or more non-empty captions, got {value!r}")
         texts += row_captions
         text_to_image += [row] * len(row_captions)
     return texts, torch.tensor(text_to_image)
@@ -352,15 +353,15 @@ def comparative_differences(path: str, names: Sequence[str]) -> list[tuple[int, 
     rows = loading.load_rows(path)
     missing = [c for c in ("class_a", "class_b", "difference") if c not in rows.column_names]
     if missing:
-        raise ValueError(f"{path}: no column(s) {', '.join(missing)}; comparative prompting reads class_a, class_b, "
+        raise DataError(f"{path}: no column(s) {', '.join(missing)}; comparative prompting reads class_a, class_b, "
                          f"difference (columns: {', '.join(rows.column_names)})")
     if len(rows) == 0:
-        raise ValueError(f"{path} has no difference rows")
+        raise DataError(f"{path} has no difference rows")
     a = label_indices(rows["class_a"], names, f"{path}, column 'class_a'").tolist()
     b = label_indices(rows["class_b"], names, f"{path}, column 'class_b'").tolist()
     for row, text in enumerate(rows["difference"]):
         if not isinstance(text, str) or not text.strip():
-            raise ValueError(f"{path}, row {row}: column 'difference' needs a non-empty text, got {text!r}")
+            raise DataError(f"{path}, row {row}: column 'difference' needs a non-empty text, got {text!r}")
     return list(zip(a, b, rows["difference"]))
 
 
@@ -406,7 +407,7 @@ def _linear_probe(model, tokenizer, spec, store, options):
     splits = [spec.split, spec.train_split] + ([spec.validation_split] if spec.validation_split else [])
     data = [store.fingerprints[spec.key, split] or split for split in splits]
     if len(set(splits)) < len(splits) or len(set(data)) < len(data):
-        raise ValueError(f"dataset {spec.key!r}: the linear probe's train split {spec.train_split!r}, validation "
+        raise DataError(f"dataset {spec.key!r}: the linear probe's train split {spec.train_split!r}, validation "
                          f"split {spec.validation_split!r} and test split {spec.split!r} must be different data, "
                          f"but {spec.path} gives the same rows for two of them")
     metrics = linear_probe((train_x, train_y), validation_xy, (test.full.numpy(), test_labels.numpy()),
@@ -421,20 +422,20 @@ def _difference_classification(model, tokenizer, spec, store, options):
     row_of = {}
     for row, image_id in enumerate(found.columns["id_column"]):
         if str(image_id) in row_of:
-            raise ValueError(f"dataset {spec.key!r}, column {spec.id_column!r}: id {image_id!r} is repeated (row {row})")
+            raise DataError(f"dataset {spec.key!r}, column {spec.id_column!r}: id {image_id!r} is repeated (row {row})")
         row_of[str(image_id)] = row
     pairs = loading.load_rows(spec.differences)
     missing = [c for c in ("id_a", "id_b", "difference") if c not in pairs.column_names]
     if missing:
-        raise ValueError(f"{spec.differences}: no column(s) {', '.join(missing)}; expected id_a, id_b, difference "
+        raise DataError(f"{spec.differences}: no column(s) {', '.join(missing)}; expected id_a, id_b, difference "
                          f"(`langclip differences` output; columns: {', '.join(pairs.column_names)})")
     if len(pairs) == 0:
-        raise ValueError(f"{spec.differences} has no difference rows")
+        raise DataError(f"{spec.differences} has no difference rows")
     a, b = [], []
     for row, (id_a, id_b) in enumerate(zip(pairs["id_a"], pairs["id_b"])):
         for image_id, into in ((id_a, a), (id_b, b)):
             if str(image_id) not in row_of:
-                raise ValueError(f"{spec.differences}, row {row}: image id {image_id!r} is not in dataset "
+                raise DataError(f"{spec.differences}, row {row}: image id {image_id!r} is not in dataset "
                                  f"{spec.key!r} (column {spec.id_column!r})")
             into.append(row_of[str(image_id)])
     texts = encode_texts(model, tokenizer, pairs["difference"], options.batch_size, options.progress)
@@ -578,10 +579,10 @@ def load_results(path: str | Path) -> dict:
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
-        raise ValueError(f"{path}: no results.json (the output folder of `langclip eval --suite`)")
+        raise DataError(f"{path}: no results.json (the output folder of `langclip eval --suite`)")
     combined = json.loads(file.read_text(encoding="utf-8"))
     if not isinstance(combined, dict) or not combined.get("results"):
-        raise ValueError(f"{file}: expected an object with `results` (written by `langclip eval --suite`)")
+        raise DataError(f"{file}: expected an object with `results` (written by `langclip eval --suite`)")
     return combined
 
 

@@ -27,6 +27,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from ..errors import ConfigError, DataError
 from ..modeling.auto import remote_code_files
 from .cards import dataset_card
 from .cards import load_eval_records, model_card, repo_model_card
@@ -41,7 +42,7 @@ def hub_token(token: str | None = None) -> str:
     """``token``, else ``HF_TOKEN`` or the saved login; a clear error when there is none."""
     token = token or get_token()
     if not token:
-        raise ValueError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (pushing needs write access)")
+        raise ConfigError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (pushing needs write access)")
     return token
 
 
@@ -87,18 +88,18 @@ def check_hub_access(repo_id: str, token: str | None = None, repo_type: str = "m
 def check_repo_id(repo_id: str) -> str:
     """Raise a ValueError unless ``repo_id`` is a valid ``namespace/name``."""
     if repo_id.count("/") != 1:
-        raise ValueError(f"invalid repo id {repo_id!r}: expected 'namespace/name', e.g. 'my-user/laclip-vit-b-16'")
+        raise ConfigError(f"invalid repo id {repo_id!r}: expected 'namespace/name', e.g. 'my-user/laclip-vit-b-16'")
     try:
         validate_repo_id(repo_id)
     except HFValidationError as error:
-        raise ValueError(f"invalid repo id {repo_id!r}: {error}") from None
+        raise ConfigError(f"invalid repo id {repo_id!r}: {error}") from None
     return repo_id
 
 
 def _folder_files(folder: Path, ignore_patterns: Iterable[str] = ()) -> dict[str, Path]:
     """The files under ``folder`` by repo path, less those matching a glob of ``ignore_patterns``."""
     if not folder.is_dir():
-        raise ValueError(f"nothing to push: {folder} is not a folder")
+        raise DataError(f"nothing to push: {folder} is not a folder")
     files = {
         path.relative_to(folder).as_posix(): path
         for path in sorted(folder.rglob("*"))
@@ -107,12 +108,12 @@ def _folder_files(folder: Path, ignore_patterns: Iterable[str] = ()) -> dict[str
     files = {name: path for name, path in files.items() if not any(fnmatch(name, p) for p in ignore_patterns)}
     pickles = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
     if pickles:
-        raise ValueError(
+        raise DataError(
             f"{folder} holds pickle files ({', '.join(pickles)}); langclip pushes weights as safetensors only: "
             "save with `save_pretrained` (safetensors) and remove them"
         )
     if not files:
-        raise ValueError(f"nothing to push: {folder} is empty")
+        raise DataError(f"nothing to push: {folder} is empty")
     return files
 
 
@@ -172,7 +173,7 @@ def push_model(
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
-        raise ValueError(f"{folder} has no config.json: is it a checkpoint folder (save_pretrained output)?")
+        raise DataError(f"{folder} has no config.json: is it a checkpoint folder (save_pretrained output)?")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config.pop("auto_map", None)  # written afresh by remote_code_files
     if (folder / "README.md").is_file():
@@ -198,7 +199,7 @@ def update_eval_results(
         try:
             readme = hf_hub_download(repo_id, "README.md", revision=revision, token=token)
         except RemoteEntryNotFoundError:
-            raise ValueError(
+            raise DataError(
                 f"{repo_id} has no README.md to add results to: push the model with `langclip push` first"
             ) from None
         config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision, token=token)).read_text())
@@ -225,7 +226,7 @@ def _read_mapping(path: str | None) -> dict | None:
         return None
     content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     if not isinstance(content, dict):
-        raise ValueError(f"{path} must hold a mapping, got {type(content).__name__}")
+        raise DataError(f"{path} must hold a mapping, got {type(content).__name__}")
     return content
 
 
@@ -258,7 +259,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             files = {"README.md": str(dataset_card(**info)).encode()} if info else None
         except TypeError as error:
-            raise ValueError(f"{args.card_info}: {error}") from None
+            raise ConfigError(f"{args.card_info}: {error}") from None
         url = push_folder(
             args.folder, args.repo_id, files, "dataset", args.private, args.revision, commit_message=args.commit_message
         )

@@ -11,10 +11,13 @@ Both converters (`laclip.convert_open_clip`, `clips.convert_clips`) use these he
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
 import torch
+
+from ..errors import CheckpointError, ConfigError
 
 from .laclip.configuration_laclip import LaCLIPConfig
 
@@ -32,27 +35,45 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a `.safetensors` file, or a `.pt`/`.bin` file with ``torch.load(weights_only=True)``.
 
     A checkpoint dict holding ``state_dict`` is unwrapped and a DDP ``module.`` prefix dropped.
+    A pickle that holds more than tensors and plain containers is refused (`CheckpointError`):
+    unpickling it could run code.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        state_dict = load_file(path)
+        try:
+            state_dict = load_file(path)
+        except SafetensorError as error:
+            raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
     else:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            found = re.search(r"GLOBAL ([\w.]+)", str(error))
+            if found is None:
+                raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (a damaged or non-torch file)") from None
+            raise CheckpointError(
+                f"{path}: refused for safety: the pickle holds the Python object {found.group(1).rstrip('.')}, not only "
+                "tensors, and unpickling it could run arbitrary code. Where the file is trusted, re-save only its weights "
+                "as safetensors (safetensors.torch.save_file(state_dict, 'model.safetensors')) and convert that file"
+            ) from None
+        except (RuntimeError, EOFError) as error:
+            raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({error})") from None
     if isinstance(state_dict, dict) and "state_dict" in state_dict:
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors")
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state_dict.items()}
 
 
 def _num_layers(state_dict: dict[str, torch.Tensor], prefix: str) -> int:
     layers = {int(m.group(2)) for k in state_dict if (m := _BLOCK.match(k)) and (m.group(1) or "") == prefix}
     if not layers:
-        raise ValueError(f"no '{prefix}transformer.resblocks.N' weights found: is this an OpenCLIP ViT checkpoint?")
+        raise CheckpointError(f"no '{prefix}transformer.resblocks.N' weights found: is this an OpenCLIP ViT checkpoint?")
     return max(layers) + 1
 
 
@@ -68,7 +89,7 @@ def open_clip_config(
                 "transformer.resblocks.0.mlp.c_fc.weight"]
     missing = [k for k in required if k not in state_dict]
     if missing:
-        raise ValueError(f"not an OpenCLIP ViT state dict: missing {missing}")
+        raise CheckpointError(f"not an OpenCLIP ViT state dict: missing {missing}")
     vision_width, _, patch_size, _ = state_dict["visual.conv1.weight"].shape
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     vocab_size, text_width = state_dict["token_embedding.weight"].shape
@@ -77,7 +98,7 @@ def open_clip_config(
     text_heads = text_heads or text_width // 64
     for name, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
         if width % heads:
-            raise ValueError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
+            raise ConfigError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
     return LaCLIPConfig(
         vision_config=dict(
             hidden_size=vision_width,
@@ -118,7 +139,7 @@ def _convert_block_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]
         return {f"{prefix}self_attn.{p}_proj.{kind}": t for p, t in zip("qkv", (q, k, v))}
     module, kind = name.rsplit(".", 1)
     if module not in _BLOCK_NAMES:
-        raise ValueError(f"unexpected OpenCLIP block weight {key!r}")
+        raise CheckpointError(f"unexpected OpenCLIP block weight {key!r}")
     return {f"{prefix}{_BLOCK_NAMES[module]}.{kind}": value}
 
 
@@ -151,7 +172,7 @@ def convert_open_clip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
         elif _BLOCK.match(key):
             converted.update(_convert_block_key(key, value))
         elif key not in _IGNORED:
-            raise ValueError(f"unexpected OpenCLIP weight {key!r}")
+            raise CheckpointError(f"unexpected OpenCLIP weight {key!r}")
     return converted
 
 

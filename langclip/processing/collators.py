@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from .text import PartialCaption, TextAugmenter, candidate_texts
-from .transforms import BadSampleError
+from .transforms import SKIP_KINDS, BadSampleError
 
 
 class ContrastiveCollator:
@@ -30,9 +30,10 @@ class ContrastiveCollator:
     with the same (``epoch``, ``id``) key, so random crops also survive a resume (see
     `langclip.processing.transforms.ImageTransform`).
 
-    With ``skip_bad_samples``, a row whose image raises `BadSampleError` is dropped and
-    counted in the batch's ``num_skipped`` (pop it before calling the model); without it
-    the error, which names the row and file, stops the run.
+    With ``skip_bad_samples``, a row whose image or caption raises `BadSampleError` is
+    dropped and counted in the batch's ``num_skipped``, a (len(SKIP_KINDS),) count per kind
+    (pop it before calling the model); a batch with no row left is ``{"num_skipped": ...}``
+    alone. Without it the error, which names the row and file, stops the run.
     """
 
     def __init__(
@@ -79,28 +80,37 @@ class ContrastiveCollator:
         )
 
     def transform_image(self, row: dict) -> torch.Tensor:
-        where = f"row {row['id']!r}" if "id" in row else "row"
-        return self.image_transform(row["image"], key=self.key(row), where=where)
+        return self.image_transform(row["image"], key=self.key(row), where=_where(row))
+
+    text_columns = ("caption_column",)  # attributes naming the columns whose text a row needs
+
+    def check_caption(self, row: dict) -> None:
+        """`BadSampleError` (kind ``bad_caption``) naming the row and column when a text is not a non-empty string."""
+        for column in (getattr(self, name) for name in self.text_columns):
+            text = row.get(column)
+            if column in row and not (isinstance(text, str) and text.strip()):
+                raise BadSampleError(f"{_where(row)}: column {column!r} must be a non-empty string, got {text!r}; "
+                                     "fix the row or pass --skip-bad-samples", "bad_caption")
 
     def extra_inputs(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         """More model inputs from the kept ``rows`` (none here; subclasses such as `CLIPSCollator` add theirs)."""
         return {}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        num_rows = len(rows)
-        if self.image_transform is None:
-            pixels = [torch.as_tensor(row["pixel_values"]) for row in rows]
-        else:
-            kept = []
-            for row in rows:
-                try:
-                    kept.append((row, self.transform_image(row)))
-                except BadSampleError:
-                    if not self.skip_bad_samples:
-                        raise
-            rows, pixels = [row for row, _ in kept], [pixel for _, pixel in kept]
+        skipped, kept = dict.fromkeys(SKIP_KINDS, 0), []
+        for row in rows:
+            try:
+                self.check_caption(row)
+                kept.append((row, torch.as_tensor(row["pixel_values"]) if self.image_transform is None
+                             else self.transform_image(row)))
+            except BadSampleError as error:
+                if not self.skip_bad_samples:
+                    raise
+                skipped[error.kind] += 1
+        counts = {"num_skipped": torch.tensor(list(skipped.values()))} if self.skip_bad_samples else {}
+        rows, pixels = [row for row, _ in kept], [pixel for _, pixel in kept]
         if not rows:
-            raise BadSampleError(f"every image of a batch of {num_rows} rows is unreadable")
+            return counts
         texts = [self.texts_for(row) for row in rows]
         tokens = self.tokenize([text for row_texts in texts for text in row_texts])
         shape = (len(rows), -1) if self.num_texts is None else (len(rows), self.num_texts, -1)
@@ -110,9 +120,7 @@ class ContrastiveCollator:
             "attention_mask": tokens["attention_mask"].view(*shape),
             **self.extra_inputs(rows),
         }
-        if self.skip_bad_samples:
-            batch["num_skipped"] = torch.tensor(num_rows - len(rows))
-        return batch
+        return {**batch, **counts}
 
 
 class CLIPSCollator(ContrastiveCollator):
@@ -124,6 +132,8 @@ class CLIPSCollator(ContrastiveCollator):
       the special tokens, for the captioner. A caption longer than ``caption_max_length``
       tokens is an error that names the row.
     """
+
+    text_columns = ("caption_column", "synthetic_column")
 
     def __init__(self, tokenizer, max_length: int, partial: PartialCaption, caption_max_length: int | None = None,
                  synthetic_column: str = "synthetic_caption", **kwargs):
@@ -185,6 +195,10 @@ class DifferenceCollator:
             captions = self.tokenize([self.caption_lookup(row["id_a"]) for row in rows])
             batch.update({f"caption_{key}": value for key, value in captions.items()})
         return batch
+
+
+def _where(row: Mapping) -> str:
+    return f"row {row['id']!r}" if "id" in row else "a row"
 
 
 def pad_ids(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

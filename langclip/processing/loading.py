@@ -14,6 +14,8 @@ Accepted inputs (`load_image_text_dataset` picks by the path):
 
 Images are kept undecoded (``datasets.Image(decode=False)``) and decoded by the image
 transform, so a corrupt file is reported by name (see `image_transforms.decode_image`).
+Input that cannot be read (a file that is not UTF-8, a malformed ``metadata.jsonl`` line, an
+empty dataset, a caption that is not a string) is a `DataError` naming the file, line, row or column.
 """
 
 from __future__ import annotations
@@ -27,10 +29,38 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import datasets
+import pyarrow.compute as pc
 from datasets import Dataset, Features, IterableDataset, Value
+
+from ..errors import DataError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 RECORD_FEATURES = Features({"image": datasets.Image(decode=False), "caption": Value("string"), "id": Value("string")})
+
+
+def check_utf8(path: str | os.PathLike, what: str = "file") -> None:
+    """A `DataError` naming the file, line and byte offset of the first bytes of ``path`` that are not UTF-8.
+
+    Reads 1 MiB at a time (memory flat in the file size); a character cut by a block boundary is carried over.
+    """
+    offset, line, carry = 0, 1, b""
+    with open(path, "rb") as handle:
+        while True:
+            block = handle.read(1 << 20)
+            data, carry = carry + block, b""
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                if not (block and error.reason == "unexpected end of data"):
+                    line += data[: error.start].count(b"\n")
+                    raise DataError(f"{what} {path} is not UTF-8: line {line}, byte {offset + error.start} "
+                                    f"({data[error.start:error.start + 1]!r}); re-save it as UTF-8 "
+                                    "(e.g. `iconv -f latin1 -t utf-8`)") from None
+                data, carry = data[: error.start], data[error.start:]
+            line += data.count(b"\n")
+            offset += len(data)
+            if not block:
+                return
 
 
 def load_laclip_csv(csv_path: str, augmented_files: Sequence[str] = (), image_root: str | None = None) -> Dataset:
@@ -40,17 +70,21 @@ def load_laclip_csv(csv_path: str, augmented_files: Sequence[str] = (), image_ro
     are line i of each augmented file, ``rewrite_sources`` the files' stems.
     """
     image_root = image_root or os.path.dirname(os.path.abspath(csv_path))
+    check_utf8(csv_path, "CSV")
     with open(csv_path, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))[1:]
+    if not rows:
+        raise DataError(f"CSV {csv_path} has no rows after its header; expected 'relpath,caption' rows")
     for number, row in enumerate(rows, start=2):
         if len(row) < 2 or not row[0] or not row[1].strip():
-            raise ValueError(f"{csv_path}, line {number}: expected 'relpath,caption', got {row!r}")
+            raise DataError(f"{csv_path}, line {number}: expected 'relpath,caption', got {row!r}")
     sources, columns = [], []
     for path in augmented_files:
+        check_utf8(path, "augmented-text file")
         with open(path, encoding="utf-8") as handle:
             lines = handle.read().splitlines()
         if len(lines) != len(rows):
-            raise ValueError(f"{path} has {len(lines)} lines but {csv_path} has {len(rows)} rows; they must match")
+            raise DataError(f"{path} has {len(lines)} lines but {csv_path} has {len(rows)} rows; they must match")
         sources.append(os.path.splitext(os.path.basename(path))[0])
         columns.append(lines)
     records = {
@@ -129,25 +163,52 @@ def _is_webdataset(path) -> bool:
     return path.endswith(".tar") or "*" in path
 
 
-def load_split(path: str, split: str = "train", config: str | None = None, streaming: bool = False):
+def load_split(path: str, split: str = "train", config: str | None = None, streaming: bool = False,
+               require_split: bool = False):
     """One split of a `save_to_disk` folder (a `Dataset` folder is its own split), a Hub id or a data folder.
 
-    Only ``split`` is loaded; a missing split is an error that names the ones there are.
+    Only ``split`` is loaded; a missing split is an error that names the ones there are. With
+    ``require_split``, a `Dataset` folder (which has no splits) is an error instead of itself.
     """
     folder = Path(path)
     if (folder / "state.json").is_file():
+        if require_split:
+            raise DataError(f"dataset {path} is a single Dataset folder without splits, so split {split!r} cannot be "
+                            "chosen; leave out the split to use all of it, or save a DatasetDict with that split")
         return datasets.load_from_disk(path)
     if (folder / "dataset_dict.json").is_file():
         data = datasets.load_from_disk(path)
         if split not in data:
-            raise ValueError(f"dataset {path} has no split {split!r}; it has {', '.join(data)}")
+            raise DataError(f"dataset {path} has no split {split!r}; it has {', '.join(data)}")
         return data[split]
+    check_metadata_jsonl(folder)
     try:
         return datasets.load_dataset(path, config, split=split, streaming=streaming)
+    except FileNotFoundError as error:  # also datasets' DatasetNotFoundError
+        raise DataError(f"no dataset at {path}: not a local file or folder, nor a Hub dataset id ({error})") from None
     except ValueError as error:
         if "Unknown split" not in str(error) and "Bad split" not in str(error):
             raise
-        raise ValueError(f"dataset {path} has no split {split!r} ({error})") from None
+        raise DataError(f"dataset {path} has no split {split!r} ({error})") from None
+
+
+def check_metadata_jsonl(folder: Path) -> None:
+    """A `DataError` naming the file and line of the first ``metadata.jsonl`` line of an imagefolder that is not
+    a JSON object (the `datasets` imagefolder loader reports a bare JSON error)."""
+    for path in sorted(folder.rglob("metadata.jsonl")) if folder.is_dir() else []:
+        check_utf8(path, "metadata file")
+        with open(path, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error}): {line[:80]!r}") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{path}, line {number}: expected a JSON object such as "
+                                f"{{\"file_name\": ..., \"caption\": ...}}, got {line[:80]!r}")
 
 
 def load_image_text_dataset(
@@ -167,6 +228,8 @@ def load_image_text_dataset(
         dataset = load_webdataset(path)
     else:
         dataset = load_split(path, split, streaming=streaming)
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise DataError(f"dataset {path} (split {split!r}) has no rows: nothing to train on")
     return standardize_columns(dataset, image_column, caption_column, rewrites_column)
 
 
@@ -175,7 +238,8 @@ def standardize_columns(dataset, image_column="image", caption_column="caption",
     columns = dataset.column_names or list(dataset.features or {})
     for role, column in (("image", image_column), ("caption", caption_column)):
         if column not in columns:
-            raise KeyError(f"the {role} column {column!r} is not in the dataset; columns: {columns}")
+            raise DataError(f"the {role} column {column!r} is not in the dataset; columns: {columns} "
+                            f"(set --{role}-column)")
     renames = {old: new for old, new in [(image_column, "image"), (caption_column, "caption"),
                                          (rewrites_column, "rewrites")] if old != new and old in columns}
     if renames:
@@ -198,7 +262,10 @@ def load_rows(path: str, split: str = "train") -> Dataset:
         return load_split(path, split)
     builder = _BUILDERS.get(local.suffix.lower())
     if builder is None:
-        raise ValueError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
+        raise DataError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
+    check_utf8(local, "caption file")
+    if local.stat().st_size == 0:
+        raise DataError(f"caption file {path} is empty: give a file with one caption per line (or per row)")
     kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
     return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
 
@@ -217,22 +284,41 @@ def load_captions(path: str, caption_column: str = "caption", id_column: str = "
     return dataset
 
 
+def check_caption_column(dataset, where: str, column: str = "caption", allow_missing: bool = False) -> None:
+    """A `DataError` when ``column`` of ``dataset`` does not hold strings (naming its type), or, unless
+    ``allow_missing`` (--skip-bad-samples skips such rows), when a row's caption is null or empty (naming the row
+    and its id). Uses Arrow compute: no row is decoded. Streamed data is checked row by row by the collator."""
+    feature = (dataset.features or {}).get(column)
+    if isinstance(feature, Value) and feature.dtype not in ("string", "large_string"):
+        raise DataError(f"{where}: column {column!r} holds {feature.dtype} values, not text captions; set "
+                        "--caption-column to the column of captions, or convert it to strings")
+    if allow_missing or not isinstance(dataset, Dataset) or not isinstance(feature, Value):
+        return
+    values = dataset.data.column(column)
+    bad = pc.or_kleene(pc.is_null(values), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0))
+    row = pc.index(pc.fill_null(bad, True), True).as_py()
+    if row >= 0:
+        ident = dataset.data.column("id")[row].as_py() if "id" in dataset.column_names else row
+        raise DataError(f"{where}: column {column!r}, row {row} (id {ident!r}) is {values[row].as_py()!r}, not a "
+                        "non-empty caption; fix the row or pass --skip-bad-samples to skip and count such rows")
+
+
 def check_captions(dataset: Dataset, caption_column: str = "caption", id_column: str = "id") -> None:
-    """Raise a ValueError naming the problem: a missing column, no rows, a caption that is not a
+    """Raise a `DataError` naming the problem: a missing column, no rows, a caption that is not a
     non-empty string (with its row and id), or a repeated id."""
     for column in (caption_column, id_column):
         if column not in dataset.column_names:
-            raise ValueError(f"no column {column!r} in the input (columns: {dataset.column_names})")
+            raise DataError(f"no column {column!r} in the input (columns: {dataset.column_names})")
     if len(dataset) == 0:
-        raise ValueError("the input dataset is empty: nothing to rewrite")
+        raise DataError("the input dataset is empty: nothing to rewrite")
     seen, row = set(), 0
     for batch in dataset.select_columns([caption_column, id_column]).iter(10_000):
         for caption, id_ in zip(batch[caption_column], batch[id_column]):
             if not isinstance(caption, str) or not caption.strip():
-                raise ValueError(
+                raise DataError(
                     f"column {caption_column!r}, row {row} (id {id_!r}): expected a non-empty string, got {caption!r}"
                 )
             if id_ in seen:
-                raise ValueError(f"column {id_column!r}, row {row}: id {id_!r} is repeated; ids must be unique")
+                raise DataError(f"column {id_column!r}, row {row}: id {id_!r} is repeated; ids must be unique")
             seen.add(id_)
             row += 1

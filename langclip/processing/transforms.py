@@ -19,17 +19,33 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import DataError
+
 RESAMPLE = Image.BICUBIC
+# What --skip-bad-samples skips, counted per kind: an undecodable image, one over PIL's pixel limit
+# (Image.MAX_IMAGE_PIXELS, twice over), a file cut short, and a caption that is not a non-empty string.
+SKIP_KINDS = ("decode_error", "decompression_bomb", "truncated", "bad_caption")
 
 
-class BadSampleError(ValueError):
-    """A sample that cannot be used (unreadable or corrupt image); the message names it."""
+class BadSampleError(DataError):
+    """A sample that cannot be used; the message names it, ``kind`` is one of SKIP_KINDS."""
+
+    def __init__(self, message: str, kind: str = "decode_error"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _image_error_kind(error: Exception) -> str:
+    if isinstance(error, Image.DecompressionBombError):
+        return "decompression_bomb"
+    return "truncated" if "truncated" in str(error).lower() else "decode_error"
 
 
 def decode_image(value, where: str = "") -> Image.Image:
     """An RGB PIL image from a PIL image, a path, bytes, or a `datasets.Image(decode=False)` dict.
 
-    Raises `BadSampleError` naming ``where`` and the file when the image cannot be read.
+    Raises `BadSampleError` naming ``where`` and the file when the image cannot be read: its
+    ``kind`` says whether it is a decompression bomb, a truncated file or another decode error.
     """
     name = where
     try:
@@ -50,8 +66,12 @@ def decode_image(value, where: str = "") -> Image.Image:
             raise TypeError(f"expected an image, path or bytes, got {type(value).__name__}")
         image.load()
         return image.convert("RGB")
-    except (OSError, ValueError, TypeError, SyntaxError) as error:
-        raise BadSampleError(f"cannot read image {name}: {error}") from error
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
+        kind = _image_error_kind(error)
+        hint = {"decompression_bomb": " (a decompression bomb: more pixels than PIL's Image.MAX_IMAGE_PIXELS allows)",
+                "truncated": " (the file is truncated)"}.get(kind, "")
+        raise BadSampleError(f"cannot read image {name}{hint}: {error}; pass --skip-bad-samples to skip and count "
+                             "such samples", kind) from error
 
 
 def random_resized_crop_params(

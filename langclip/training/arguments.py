@@ -3,15 +3,23 @@
 Precedence: dataclass defaults < the YAML file < flags given on the command line. YAML
 keys are the field names (``lr``, ``per_device_batch_size``, ...); ``model_config`` may be
 a mapping (the `LaCLIPConfig` keyword arguments of a model trained from scratch).
+
+One validation layer (`check_values`, the dataclasses' ``__post_init__``, `check_model_config`)
+runs before any model is built: YAML values must have the field's type (the string
+``"false"`` is not a boolean), unknown keys are named with the nearest valid one, and every
+error is a `ConfigError` naming the key and the fix.
 """
 
 from dataclasses import dataclass, field, fields
 import argparse
+import difflib
 import json
+import os
 
 import yaml
 from transformers import HfArgumentParser
 
+from ..errors import ConfigError
 from ..modeling.losses import CONTRASTIVE_LOSSES
 from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
 from .methods import OBJECTIVES, PRESETS, TEXT_SAMPLINGS, TRAIN_PARTS
@@ -69,13 +77,23 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        for flag, value, choices in (("--method", self.method, METHOD_NAMES),
-                                     ("--text-sampling", self.text_sampling, (None, *TEXT_SAMPLINGS)),
+        if self.method not in METHOD_NAMES:
+            raise ConfigError(f"--method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}"
+                              f"{nearest(self.method, METHOD_NAMES)}")
+        if self.model_config is not None:
+            try:
+                parsed = json.loads(self.model_config)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"--model-config is not valid JSON ({error}): {self.model_config!r}; "
+                                  """write an object such as '{"projection_dim": 512}'""") from None
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"--model-config must be a JSON object of config arguments, got {self.model_config!r}")
+        for flag, value, choices in (("--text-sampling", self.text_sampling, (None, *TEXT_SAMPLINGS)),
                                      ("--objective", self.objective, (None, *OBJECTIVES)),
                                      ("--contrastive-loss", self.contrastive_loss, CONTRASTIVE_LOSSES),
                                      ("--train-parts", self.train_parts, (None, *TRAIN_PARTS))):
             if value not in choices:
-                raise ValueError(f"{flag} must be one of {tuple(c for c in choices if c)}, got {value!r}")
+                raise ConfigError(f"{flag} must be one of {tuple(c for c in choices if c)}, got {value!r}")
 
 
 @dataclass
@@ -115,9 +133,11 @@ class DataArguments:
 
     def __post_init__(self):
         if self.partial_caption not in PARTIAL_CAPTIONS:
-            raise ValueError(f"--partial-caption must be one of {PARTIAL_CAPTIONS}, got {self.partial_caption!r}")
+            raise ConfigError(f"--partial-caption must be one of {PARTIAL_CAPTIONS}, got {self.partial_caption!r}")
         if self.partial_tokens <= 0:
-            raise ValueError(f"--partial-tokens (K) must be a positive number of tokens, got {self.partial_tokens}")
+            raise ConfigError(f"--partial-tokens (K) must be a positive number of tokens, got {self.partial_tokens}")
+        if self.num_workers < 0:
+            raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
 
 
 @dataclass
@@ -148,7 +168,14 @@ class TrainArguments:
     max_bad_steps: int = _help("Abort after this many steps with a non-finite loss or gradient.", default=10)
     save_steps: int = _help("Save the training state every this many steps (0: only at the end).", default=500)
     save_total_limit: int = _help("Checkpoints to keep; older ones are deleted.", default=2)
-    resume: bool = _help("Continue from the latest checkpoint in --output-dir.", default=False)
+    resume: bool = _help("Continue from the latest complete checkpoint in --output-dir (a corrupted one is passed "
+                         "over, and said so); the batch size, seed, data and method must match the run's.", default=False)
+    resume_ignore_mismatch: bool = _help(
+        "With --resume: continue even if the batch size, seed, data or method differ from the run's (a warning "
+        "names each).", default=False)
+    overwrite_output_dir: bool = _help(
+        "Start a fresh run in an --output-dir that holds another run: its checkpoints, log and state are deleted "
+        "first. Without it (or --resume) such a folder is refused.", default=False)
     logging_steps: int = _help("Send metrics to the trackers every this many steps.", default=10)
     report_to: str = _help("Tracker for accelerate: tensorboard, wandb, ..., or none.", default="tensorboard")
     eval_suite: str | None = _help(
@@ -164,13 +191,29 @@ class TrainArguments:
 
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        if self.per_device_batch_size < 1 or self.accum_freq < 1:
-            raise ValueError("--per-device-batch-size and --accum-freq must be >= 1")
+            raise ConfigError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
+        for name in ("per_device_batch_size", "accum_freq", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ConfigError(f"--max-steps must be a positive number of steps, got {self.max_steps}; "
+                              "leave it out to train --num-epochs")
+        if self.max_steps is None and not self.num_epochs > 0:
+            raise ConfigError(f"--num-epochs must be > 0, got {self.num_epochs}")
+        for name in ("save_steps", "save_total_limit", "warmup_steps", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ConfigError(f"--output-dir {self.output_dir} is a file, not a folder; choose another --output-dir")
+        if self.resume and self.overwrite_output_dir:
+            raise ConfigError("--resume continues the run in --output-dir and --overwrite-output-dir deletes it; "
+                              "give one of them")
+        if self.resume_ignore_mismatch and not self.resume:
+            raise ConfigError("--resume-ignore-mismatch only applies with --resume")
         if self.push_to_hub and not self.hub_model_id:
-            raise ValueError("--push-to-hub needs --hub-model-id")
+            raise ConfigError("--push-to-hub needs --hub-model-id")
         if self.eval_steps < 0:
-            raise ValueError(f"--eval-steps must be >= 0, got {self.eval_steps}")
+            raise ConfigError(f"--eval-steps must be >= 0, got {self.eval_steps}")
         if self.eval_suite:  # a bad manifest fails before training, not at the first evaluation
             from ..evaluation.suite import load_suite
 
@@ -189,32 +232,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             action.default = argparse.SUPPRESS
 
 
+FIELDS = {f.name: f.type for dtype in DATACLASSES for f in fields(dtype)}
+
+
+def nearest(name: str, valid) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` by `difflib`, else ``''``."""
+    found = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean {found[0]!r}?)" if found else ""
+
+
+def check_values(values: dict, where: str) -> dict:
+    """``values`` with each checked against its field's type; numbers for float fields become floats.
+
+    bool fields take only true/false (never a string), int fields only integers, float fields
+    numbers or numeric strings (YAML reads ``1e-3`` as a string), str fields strings, list
+    fields lists of strings; ``None`` only where the field is optional. Raises `ConfigError`
+    naming ``where``, the key and the expected type; an unknown key is named with the nearest valid one.
+    """
+    checked = {}
+    for key, value in values.items():
+        if key not in FIELDS:
+            raise ConfigError(f"{where}: unknown argument {key!r}{nearest(key, FIELDS)}; "
+                              "`langclip train --help` lists the arguments (YAML keys use underscores)")
+        kind = FIELDS[key]
+        optional = kind in (str | None, int | None, float | None, list[str] | None)
+        base = {str | None: str, int | None: int, float | None: float, list[str] | None: list[str]}.get(kind, kind)
+        if value is None and optional:
+            checked[key] = None
+            continue
+        if base is float and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = {bool: isinstance(value, bool),
+              int: isinstance(value, int) and not isinstance(value, bool),
+              float: isinstance(value, (int, float)) and not isinstance(value, bool),
+              str: isinstance(value, str),
+              list[str]: isinstance(value, list) and all(isinstance(v, str) for v in value)}[base]
+        if not ok:
+            expected = {bool: "true or false (a YAML boolean, without quotes)", int: "an integer", float: "a number",
+                        str: "a string", list[str]: "a list of strings"}[base]
+            raise ConfigError(f"{where}: {key} must be {expected}{' or null' if optional else ''}, "
+                              f"got {value!r} ({type(value).__name__})")
+        checked[key] = float(value) if base is float else value
+    return checked
+
+
 def load_yaml_config(path: str) -> dict:
-    with open(path, encoding="utf-8") as handle:
-        values = yaml.safe_load(handle) or {}
+    """The checked arguments of a YAML file (see `check_values`); ``model_config`` may be a mapping."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"--config {path} is not a readable UTF-8 YAML file: {error}") from None
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of argument names to values, got {type(values).__name__}")
     if isinstance(values.get("model_config"), dict):
         values["model_config"] = json.dumps(values["model_config"])
-    known = {f.name: f for dtype in DATACLASSES for f in fields(dtype)}
-    for key, value in values.items():
-        if key not in known:
-            raise ValueError(f"{path}: unknown argument {key!r}")
-        if known[key].type in (float, float | None) and isinstance(value, (str, int)) and not isinstance(value, bool):
-            try:
-                values[key] = float(value)
-            except ValueError:
-                raise ValueError(f"{path}: {key} must be a number, got {value!r}") from None
-    return values
+    return check_values(values, path)
 
 
-def arguments_from_dict(values: dict):
+def arguments_from_dict(values: dict, where: str = "training arguments"):
     """(ModelArguments, DataArguments, TrainArguments) from a flat mapping of argument names to values."""
-    known = {f.name for dtype in DATACLASSES for f in fields(dtype)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown training arguments: {', '.join(unknown)}")
+    values = check_values(values, where)
     return tuple(dtype(**{f.name: values[f.name] for f in fields(dtype) if f.name in values}) for dtype in DATACLASSES)
+
+
+def check_model_config(model_config: str | None, config_class) -> None:
+    """Every key of the ``--model-config`` JSON (and of its ``text_config`` / ``vision_config``) must be an
+    argument of ``config_class`` (or of its sub-config); a `ConfigError` names the key and the nearest valid one."""
+    if model_config is None:
+        return
+    values = json.loads(model_config)
+    scopes = [("", values, config_class)]
+    scopes += [(f"{name}.", values[name], sub) for name, sub in config_class.sub_configs.items()
+               if isinstance(values.get(name), dict)]
+    for prefix, mapping, cls in scopes:
+        valid = set(cls().to_dict()) | set(cls.sub_configs)
+        for key in mapping:
+            if key not in valid:
+                raise ConfigError(f"--model-config: unknown key {prefix + key!r} for {cls.__name__}"
+                                  f"{nearest(key, valid)}")
 
 
 def arguments_from_namespace(namespace: argparse.Namespace):
@@ -222,7 +323,8 @@ def arguments_from_namespace(namespace: argparse.Namespace):
     explicit = dict(vars(namespace))
     config = explicit.pop("config", None)
     explicit.pop("command", None)
-    return arguments_from_dict({**(load_yaml_config(config) if config else {}), **explicit})
+    return arguments_from_dict({**(load_yaml_config(config) if config else {}), **explicit},
+                               where=f"--config {config} and flags" if config else "flags")
 
 
 def parse_train_args(argv: list[str] | None = None):

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from ..errors import ConfigError, DataError
 from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, clips_loss, contrastive_loss, difference_loss
 from ..modeling.losses import CONTRASTIVE_LOSSES, SIGMOID_LOGIT_SCALE_INIT
 from ..processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
@@ -67,7 +68,7 @@ def freeze_all_but_text_layers(model: torch.nn.Module) -> int:
         parameter.requires_grad_(TEXT_LAYERS in name)
         trainable += parameter.numel() if parameter.requires_grad else 0
     if trainable == 0:
-        raise ValueError("the model has no text_model.encoder.layers parameters to train")
+        raise ConfigError("the model has no text_model.encoder.layers parameters to train")
     return trainable
 
 
@@ -110,14 +111,14 @@ def load_difference_rows(path: str, image_ids) -> datasets.Dataset:
     rows = load_captions(path, caption_column="difference", id_column="id_a")
     missing = [column for column in ("id_a", "id_b", "difference") if column not in rows.column_names]
     if missing:
-        raise ValueError(f"{path}: no column(s) {missing} (columns: {rows.column_names}); expected id_a, id_b, difference")
+        raise DataError(f"{path}: no column(s) {missing} (columns: {rows.column_names}); expected id_a, id_b, difference")
     rows = rows.cast_column("id_a", datasets.Value("string")).cast_column("id_b", datasets.Value("string"))
     if len(rows) == 0:
-        raise ValueError(f"{path} has no difference rows")
+        raise DataError(f"{path} has no difference rows")
     try:
         check_difference_rows(rows, image_ids)
     except ValueError as error:
-        raise ValueError(f"{path}: {error}") from None
+        raise DataError(f"{path}: {error}") from None
     return rows
 
 
@@ -137,7 +138,7 @@ class Objective:
 
     def __post_init__(self):
         if self.contrastive_loss not in CONTRASTIVE_LOSSES:
-            raise ValueError(f"--contrastive-loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}")
+            raise ConfigError(f"--contrastive-loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}")
 
     @classmethod
     def options(cls, model_args, data_args, train_args) -> dict:
@@ -293,13 +294,13 @@ class Difference(Objective):
 
     def __post_init__(self):
         if self.contrastive_loss != "softmax":
-            raise ValueError("--objective difference has its own loss (softmax, tau = 1): drop --contrastive-loss "
+            raise ConfigError("--objective difference has its own loss (softmax, tau = 1): drop --contrastive-loss "
                              f"{self.contrastive_loss}")
 
     @classmethod
     def options(cls, model_args, data_args, train_args) -> dict:
         if data_args.difference_data is None:
-            raise ValueError("--objective difference (--method pcclip) needs --difference-data: rows of "
+            raise ConfigError("--objective difference (--method pcclip) needs --difference-data: rows of "
                              "(id_a, id_b, difference)")
         return {**super().options(model_args, data_args, train_args), "clip_weight": train_args.clip_loss_weight,
                 "difference_data": data_args.difference_data, "precompute": data_args.precompute_image_embeddings}
@@ -320,7 +321,7 @@ class Difference(Objective):
     def prepare_data(self, method: Method, model, images, tokenizer, max_length: int, processor, device):
         """(``--difference-data`` rows, `DifferenceCollator`)."""
         if not isinstance(images, datasets.Dataset):
-            raise ValueError("--objective difference looks images up by id: --train-data must not be streamed or "
+            raise ConfigError("--objective difference looks images up by id: --train-data must not be streamed or "
                              "webdataset shards")
         index = {str(image_id): row for row, image_id in enumerate(images["id"])}
         pairs = load_difference_rows(self.difference_data, index)
@@ -391,16 +392,16 @@ class Method:
         for flag, value, choices in (("--text-sampling", self.text_sampling, TEXT_SAMPLINGS),
                                      ("--train-parts", self.train_parts, TRAIN_PARTS)):
             if value not in choices:
-                raise ValueError(f"{flag} must be one of {choices}, got {value!r}")
+                raise ConfigError(f"{flag} must be one of {choices}, got {value!r}")
         if self.text_sampling not in self.objective.text_samplings:
-            raise ValueError(f"--objective {self.objective.name} works with --text-sampling "
+            raise ConfigError(f"--objective {self.objective.name} works with --text-sampling "
                              f"{' or '.join(self.objective.text_samplings)}, not {self.text_sampling}")
 
     @classmethod
     def preset(cls, name: str, **options) -> Method:
         """The ``--method`` preset ``name``, with ``options`` (fields of the method or of its objective) changed."""
         if name not in PRESETS:
-            raise ValueError(f"unknown method {name!r}; expected one of {', '.join(PRESETS)}")
+            raise ConfigError(f"unknown method {name!r}; expected one of {', '.join(PRESETS)}")
         values = {**PRESETS[name], **options}
         objective_class = OBJECTIVES[values.pop("objective")]
         own = {f.name for f in dataclasses.fields(cls)} - {"objective"}
@@ -414,7 +415,7 @@ class Method:
         preset = PRESETS[model_args.method]
         train_parts = model_args.train_parts or ("lora" if model_args.lora_r > 0 else preset["train_parts"])
         if (train_parts == "lora") != (model_args.lora_r > 0):
-            raise ValueError(f"--train-parts {train_parts} with --lora-r {model_args.lora_r}: LoRA needs --lora-r > 0, "
+            raise ConfigError(f"--train-parts {train_parts} with --lora-r {model_args.lora_r}: LoRA needs --lora-r > 0, "
                              "and --lora-r > 0 needs --train-parts lora")
         objective_class = OBJECTIVES[model_args.objective or preset["objective"]]
         return cls(objective_class(**objective_class.options(model_args, data_args, train_args)),
@@ -446,12 +447,12 @@ class Method:
         return self.objective.model_class(checkpoint)
 
     def check_columns(self, columns, where: str) -> None:
-        """Raise a ValueError naming the method and every column it needs that ``where``'s data lacks."""
+        """Raise a DataError naming the method and every column it needs that ``where``'s data lacks."""
         missing = [column for column in self.columns if column not in columns]
         if missing:
-            raise ValueError(
-                f"--objective {self.objective.name} with --text-sampling {self.text_sampling} needs the column(s) {', '.join(map(repr, missing))}, which {where} does not "
-                f"have (columns: {', '.join(map(repr, columns))}); map yours with --image-column, --caption-column, "
+            raise DataError(
+                f"--objective {self.objective.name} with --text-sampling {self.text_sampling} needs the column(s) "
+                f"{', '.join(map(repr, missing))}, which {where} does not have (columns: {', '.join(map(repr, columns))}); map yours with --image-column, --caption-column, "
                 "--rewrites-column or --synthetic-caption-column"
                 + ("; --clip-loss-weight needs the captions of the images"
                    if "caption" in missing and getattr(self.objective, "clip_weight", 0) else "")

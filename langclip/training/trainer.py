@@ -9,6 +9,13 @@ inside the loss, and the step is skipped when the features or gradients are not 
 A method is a `langclip.training.methods.Method` (text sampling x objective x parts trained,
 ``--method`` a preset of them): its model class, the columns it needs, how rows become
 batches, how a batch becomes features, and the loss on those features.
+
+Runs are safe to rerun: a fresh run refuses an ``--output-dir`` that holds another run
+(unless ``--overwrite-output-dir``), checkpoint rotation deletes only this run's checkpoints,
+the last step is always checkpointed, ``--resume`` refuses a different batch size, seed, data
+or method (``--resume-ignore-mismatch`` warns instead) and passes over a corrupted latest
+checkpoint to the previous complete one. Each checkpoint's ``trainer_state.json`` keeps the
+configuration, the data fingerprint and the skipped samples per kind.
 """
 
 from __future__ import annotations
@@ -17,21 +24,26 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import TorchDynamoPlugin, set_seed
+from safetensors import SafetensorError
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
+from ..errors import CheckpointError, ConfigError
 from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_processors, write_remote_code
-from ..processing.loading import load_image_text_dataset
+from ..processing.loading import check_caption_column, load_image_text_dataset
+from ..processing.transforms import SKIP_KINDS
 from .arguments import (
     DataArguments,
     ModelArguments,
@@ -39,6 +51,7 @@ from .arguments import (
     add_arguments,
     arguments_from_dict,
     arguments_from_namespace,
+    check_model_config,
 )
 from .methods import Method
 from .optim import build_optimizer, learning_rate, set_learning_rate
@@ -46,6 +59,8 @@ from .optim import build_optimizer, learning_rate, set_learning_rate
 CHECKPOINT_PREFIX = "checkpoint-"
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
+# Settings a resumed run must share with the run it continues (--resume-ignore-mismatch overrides).
+RESUME_SETTINGS = ("method", "per_device_batch_size", "accum_freq", "num_processes", "seed", "data_fingerprint")
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -108,10 +123,10 @@ def load_tokenizer(model_args: ModelArguments):
     """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint (converted CLIPS included)."""
     path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
     if path is None:
-        raise ValueError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
+        raise ConfigError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
-        raise ValueError(f"the tokenizer at {path} is not a fast tokenizer")
+        raise ConfigError(f"the tokenizer at {path} is not a fast tokenizer; give a tokenizer.json-backed one")
     return tokenizer
 
 
@@ -133,7 +148,7 @@ def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIP
     if model_args.model_name_or_path:
         return model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
     if not model_args.model_config:
-        raise ValueError("give --model-name-or-path or --model-config to build the model")
+        raise ConfigError("give --model-name-or-path or --model-config to build the model")
     kwargs = json.loads(model_args.model_config)
     text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
@@ -159,42 +174,120 @@ def checkpoints(output_dir: str) -> list[str]:
     return [os.path.join(output_dir, n) for n in sorted(names, key=lambda n: int(n[len(CHECKPOINT_PREFIX):]))]
 
 
+def run_files(output_dir: str) -> list[str]:
+    """Names in ``output_dir`` that belong to a training run: checkpoints (finished or not), the log, the state."""
+    if not os.path.isdir(output_dir):
+        return []
+    return sorted(name for name in os.listdir(output_dir) if name in (LOG_FILE, STATE_FILE)
+                  or name.startswith((CHECKPOINT_PREFIX, f"tmp-{CHECKPOINT_PREFIX}")))
+
+
+def read_state(checkpoint: str) -> dict:
+    with open(os.path.join(checkpoint, STATE_FILE), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def validate_run(method: Method, model_args: ModelArguments, data_args: DataArguments,
+                 train_args: TrainArguments) -> None:
+    """Checks that need no model or data, before anything is built: the data and model are given, the
+    --model-config keys exist, and a fresh run does not write into a folder holding another run."""
+    if data_args.train_data is None:
+        raise ConfigError("give --train-data (or train_data in the YAML config)")
+    if not model_args.model_name_or_path:
+        if not model_args.model_config:
+            raise ConfigError("give --model-name-or-path or --model-config to build the model")
+        check_model_config(model_args.model_config, method.model_class().config_class)
+    found = run_files(train_args.output_dir)
+    if found and not (train_args.resume or train_args.overwrite_output_dir):
+        raise ConfigError(f"--output-dir {train_args.output_dir} already holds a run ({', '.join(found[:4])}); "
+                          "pass --resume to continue it, --overwrite-output-dir to delete it and start over, "
+                          "or choose another --output-dir")
+
+
+def check_resume(saved: dict, current: dict, checkpoint: str, ignore: bool, accelerator: Accelerator) -> None:
+    """Raise a `CheckpointError` naming each of RESUME_SETTINGS that differs between the ``saved`` run
+    and this one; with ``ignore``, print a warning instead."""
+    differ = [f"{key} is {current.get(key)!r} here but {saved[key]!r} in {checkpoint}"
+              for key in RESUME_SETTINGS if key in saved and saved[key] != current.get(key)]
+    if not differ:
+        return
+    if not ignore:
+        raise CheckpointError(f"--resume: {'; '.join(differ)}. Resume with the same settings, pass "
+                              "--resume-ignore-mismatch to continue anyway, or start a new --output-dir")
+    accelerator.print(f"warning: --resume-ignore-mismatch: {'; '.join(differ)}")
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep: int) -> None:
-    """`accelerator.save_state` into a temporary folder, renamed when complete; keeps the last ``keep``."""
+    """`accelerator.save_state` into a temporary folder, renamed when complete; keeps the last ``keep`` of this run
+    (checkpoints of another ``run_id`` are never deleted)."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{state['step']}")
     temporary = os.path.join(output_dir, f"tmp-{CHECKPOINT_PREFIX}{state['step']}")
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(temporary)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(temporary)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            with open(os.path.join(temporary, STATE_FILE), "w") as handle:
+                json.dump(state, handle)
+    except OSError as error:  # a full disk, a quota: the earlier checkpoints stay complete
+        shutil.rmtree(temporary, ignore_errors=True)
+        done = checkpoints(output_dir)
+        raise CheckpointError(f"could not save {final} ({error}); free space, then rerun with --resume to continue "
+                              f"from {done[-1] if done else 'the start (no complete checkpoint yet)'}") from error
     if accelerator.is_main_process:
-        with open(os.path.join(temporary, STATE_FILE), "w") as handle:
-            json.dump(state, handle)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(temporary, final)
-        for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
+        ours = [path for path in checkpoints(output_dir) if _run_id(path) == state["run_id"]]
+        for old in ours[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
 
 
-def resume_state(accelerator: Accelerator, output_dir: str) -> dict:
-    """Load the latest checkpoint and trim the loss log to its step; {} when there is none."""
-    found = checkpoints(output_dir)
-    if not found:
-        accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from scratch")
-        return {}
-    accelerator.load_state(found[-1])
-    with open(os.path.join(found[-1], STATE_FILE)) as handle:
-        state = json.load(handle)
+def _run_id(checkpoint: str) -> str | None:
+    try:
+        return read_state(checkpoint).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+CORRUPT_CHECKPOINT = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, SafetensorError)
+
+
+def resume_state(accelerator: Accelerator, output_dir: str, current: dict, ignore_mismatch: bool = False) -> dict:
+    """Load the latest complete checkpoint, newest first, passing over (and naming) corrupted ones; check its
+    settings against ``current`` (`check_resume`); trim the loss log to its step. {} when there is none."""
+    found, corrupted = checkpoints(output_dir), []
+    state = {}
+    for checkpoint in reversed(found):
+        try:
+            saved = read_state(checkpoint)
+            check_resume(saved.get("config", {}), current, checkpoint, ignore_mismatch, accelerator)
+            accelerator.load_state(checkpoint)
+        except CORRUPT_CHECKPOINT as error:
+            if isinstance(error, CheckpointError):
+                raise
+            corrupted.append(f"{checkpoint} ({type(error).__name__}: {error})")
+            accelerator.print(f"--resume: {checkpoint} is incomplete or corrupted ({type(error).__name__}: "
+                              f"{str(error)[:200]}); falling back to the previous checkpoint")
+            continue
+        state = saved
+        break
+    if corrupted and not state:
+        raise CheckpointError(f"--resume: no readable checkpoint in {output_dir}: {'; '.join(corrupted)}. "
+                              "Delete them to restart, or start over with --overwrite-output-dir")
     log_path = os.path.join(output_dir, LOG_FILE)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and os.path.exists(log_path):
         with open(log_path) as handle:
-            kept = [line for line in handle if json.loads(line)["step"] <= state["step"]]
+            kept = [line for line in handle if json.loads(line)["step"] <= state.get("step", 0)]
         with open(log_path, "w") as handle:
             handle.writelines(kept)
-    accelerator.print(f"resumed from {found[-1]} at step {state['step']}")
+    if state:
+        accelerator.print(f"resumed from {checkpoint} at step {state['step']}")
+    else:
+        accelerator.print(f"--resume: no checkpoint in {output_dir}, starting from scratch")
     return state
 
 
@@ -207,6 +300,7 @@ def tracker_config(*arguments) -> dict:
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
     method = Method.from_arguments(model_args, data_args, train_args)
+    validate_run(method, model_args, data_args, train_args)
     if train_args.push_to_hub:  # token, repo and permissions checked before the long job, not after it
         from ..hub_cards.push import check_hub_access
 
@@ -220,8 +314,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         dynamo_plugin=TorchDynamoPlugin(backend=model_args.torch_compile_backend) if model_args.torch_compile else None,
     )
     set_seed(train_args.seed)
-    if data_args.train_data is None:
-        raise ValueError("give --train-data (or train_data in the YAML config)")
+    if train_args.overwrite_output_dir and accelerator.is_main_process:
+        for name in run_files(train_args.output_dir):
+            path = os.path.join(train_args.output_dir, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            print(f"--overwrite-output-dir: deleted {path}")
+    accelerator.wait_for_everyone()
 
     tokenizer = load_tokenizer(model_args)
     model = build_model(model_args, method, tokenizer)
@@ -241,6 +339,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     )
     streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
     method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
+    check_caption_column(dataset, data_args.train_data, allow_missing=data_args.skip_bad_samples)
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     dataset, collator = method.prepare_data(model, dataset, tokenizer, max_length, processor, accelerator.device)
     loader = torch.utils.data.DataLoader(
@@ -252,17 +351,24 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     if streamed and train_args.max_steps is None:
-        raise ValueError("streamed data has no length: give --max-steps")
+        raise ConfigError("streamed data has no length: give --max-steps")
     steps_per_epoch = None if streamed else len(loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"{data_args.train_data} has fewer rows than one global batch")
+        raise ConfigError(f"--train-data {data_args.train_data} has fewer rows ({len(dataset)}) than one global batch "
+                          f"({train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes}); "
+                          "lower --per-device-batch-size or --accum-freq")
     total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
     warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
     unwrapped = accelerator.unwrap_model(model)
 
-    state = {"step": 0, "bad_steps": 0, "skipped_samples": 0}
+    training = {k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()}
+    config = {**training, "num_processes": accelerator.num_processes,
+              "data_fingerprint": getattr(dataset, "_fingerprint", None) or f"path:{data_args.train_data}"}
+    state = {"step": 0, "bad_steps": 0, "skipped_samples": 0, "skipped": dict.fromkeys(SKIP_KINDS, 0),
+             "skipped_batches": 0, "run_id": uuid.uuid4().hex, "config": config}
     if train_args.resume:
-        state.update(resume_state(accelerator, train_args.output_dir))
+        state.update(resume_state(accelerator, train_args.output_dir, config, train_args.resume_ignore_mismatch))
+        state["config"] = config
     if accelerator.is_main_process:
         os.makedirs(train_args.output_dir, exist_ok=True)
     if accelerator.log_with:
@@ -283,18 +389,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             started = time.perf_counter()
-            batch = equalize_batch(accelerator, batch, state)
+            batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
             set_learning_rate(optimizer, learning_rate(state["step"], total_steps, train_args.lr, warmup_steps,
                                                        train_args.lr_start, train_args.lr_end))
             model.train()
-            loss = forward_backward(model, batch, method, unwrapped, train_args.accum_freq,
-                                    accelerator.backward, lambda: accelerator.no_sync(model), all_finite)
+            loss = None if batch is None else forward_backward(
+                model, batch, method, unwrapped, train_args.accum_freq, accelerator.backward,
+                lambda: accelerator.no_sync(model), all_finite)
             grad_norm = None
             if loss is not None:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or math.inf)
             if loss is not None and torch.isfinite(grad_norm):
                 optimizer.step()
-            else:
+            elif batch is not None:
                 state["bad_steps"] += 1
                 accelerator.print(f"step {state['step']}: non-finite features or gradients, step skipped "
                                   f"({state['bad_steps']}/{train_args.max_bad_steps})")
@@ -305,7 +412,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             state["step"] += 1
             log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress,
                      global_batch / (time.perf_counter() - started))
-            if train_args.save_steps and state["step"] % train_args.save_steps == 0 and state["step"] < total_steps:
+            if state["step"] >= total_steps or train_args.save_steps and state["step"] % train_args.save_steps == 0:
                 save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit)
             if train_args.eval_suite and (state["step"] >= total_steps or (
                     train_args.eval_steps and state["step"] % train_args.eval_steps == 0)):
@@ -317,23 +424,32 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         epoch += 1
     progress.close()
     summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
-    save_final(accelerator, model, tokenizer, processor, model_args, train_args, state,
-               training={k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()},
+    save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training=training,
                eval_records=eval_records or ())
     if data_args.skip_bad_samples:
-        accelerator.print(f"skipped {state['skipped_samples']} unreadable samples")
+        kinds = ", ".join(f"{kind} {count}" for kind, count in state["skipped"].items())
+        accelerator.print(f"skipped {state['skipped_samples']} bad samples ({kinds}) and "
+                          f"{state['skipped_batches']} batches in which every sample was bad")
     accelerator.end_training()
     return summary
 
 
-def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict:
-    """Count skipped samples; with several processes, cut every local batch to the smallest (the gather needs equal sizes)."""
+def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict | None:
+    """Count skipped samples per kind (``num_skipped``, one count per SKIP_KINDS); with several processes, cut every
+    local batch to the smallest (the gather needs equal sizes). None when some process has no sample left."""
     skipped = batch.pop("num_skipped", None)
     if skipped is None:
         return batch
-    state["skipped_samples"] += int(accelerator.gather(skipped.reshape(1).to(accelerator.device)).sum())
-    sizes = accelerator.gather(torch.tensor([batch["pixel_values"].shape[0]], device=accelerator.device))
-    return {key: value[: int(sizes.min())] for key, value in batch.items()}
+    counts = accelerator.gather(skipped.reshape(1, -1).to(accelerator.device)).sum(0).tolist()
+    for kind, count in zip(SKIP_KINDS, counts):
+        state["skipped"][kind] += int(count)
+    state["skipped_samples"] += int(sum(counts))
+    size = batch["pixel_values"].shape[0] if "pixel_values" in batch else 0
+    smallest = int(accelerator.gather(torch.tensor([size], device=accelerator.device)).min())
+    if smallest == 0:
+        state["skipped_batches"] += 1
+        return None
+    return {key: value[:smallest] for key, value in batch.items()}
 
 
 def log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress, samples_per_second) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ...errors import CheckpointError
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
 from .modeling_clips import CLIPSModel
@@ -58,7 +59,7 @@ def convert_clips(src: str | Path, dst: str | Path | None = None, vision_heads: 
     """Load a released CLIPS checkpoint file as a `CLIPSModel`; save it (and the tokenizer of ``vocab_file``) to ``dst``."""
     state_dict = load_state_dict(src)
     if "visual.ln_pre.weight" in state_dict:
-        raise ValueError(f"{src} has visual.ln_pre: not the CLIPS layout (use --from open_clip)")
+        raise CheckpointError(f"{src} has visual.ln_pre: not the CLIPS layout (use --from open_clip)")
     towers = {k: v for k, v in state_dict.items() if not k.startswith(CAPTIONER_PREFIX)}
     model = CLIPSModel(clips_config(towers, vision_heads, text_heads))
     load_open_clip_weights(model, towers, untouched=("captioner.",))

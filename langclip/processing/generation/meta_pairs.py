@@ -23,6 +23,8 @@ from pathlib import Path
 
 import transformers
 
+from ...errors import DataError
+from ..loading import check_utf8
 from .backends import TextGenerator
 from .filters import clean_rewrite, parse_completion
 
@@ -65,9 +67,10 @@ def _is_text(value) -> bool:
 
 
 def read_pool(path: str | os.PathLike, name: str | None = None) -> MetaPool:
-    """A pool from a JSONL file; a bad line raises a ValueError naming the file and line."""
+    """A pool from a JSONL file; a bad line raises a `DataError` naming the file and line."""
     path = Path(path)
     kinds, items = set(), []
+    check_utf8(path, "meta-pair pool")
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
@@ -76,44 +79,53 @@ def read_pool(path: str | os.PathLike, name: str | None = None) -> MetaPool:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: not valid JSON ({err.msg})") from None
+                raise DataError(f"{where}: not valid JSON ({err.msg})") from None
             if isinstance(record, dict) and _is_text(record.get("input")) and _is_text(record.get("output")):
                 kinds.add("pairs")
                 items.append((record["input"].strip(), record["output"].strip()))
             elif isinstance(record, dict) and isinstance(record.get("captions"), list):
                 captions = tuple(dict.fromkeys(c.strip() for c in record["captions"] if _is_text(c)))
                 if len(captions) < 2:
-                    raise ValueError(f"{where}: 'captions' needs at least two distinct non-empty strings")
+                    raise DataError(f"{where}: 'captions' needs at least two distinct non-empty strings")
                 kinds.add("captions")
                 items.append(captions)
             else:
-                raise ValueError(
+                raise DataError(
                     f'{where}: expected {{"input": str, "output": str}} or {{"captions": [str, ...]}}, '
                     f"got {line.strip()[:80]}"
                 )
     if not items:
-        raise ValueError(f"{path}: the pool is empty")
+        raise DataError(f"{path}: the pool is empty")
     if len(kinds) > 1:
-        raise ValueError(f"{path}: mixes input/output pairs and caption lists; use one kind per file")
+        raise DataError(f"{path}: mixes input/output pairs and caption lists; use one kind per file")
     return MetaPool(name or path.stem, kinds.pop(), tuple(items))
 
 
 def coco_pool(annotation_file: str | os.PathLike, name: str = "coco") -> MetaPool:
     """A "captions" pool from a COCO captions file: one item per image with two or more distinct captions."""
+    check_utf8(annotation_file, "COCO captions file")
     with open(annotation_file, encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{annotation_file}: not valid JSON at line {err.lineno}, column {err.colno} ({err.msg}); "
+                            "expected a COCO captions file (captions_train2017.json layout)") from None
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise ValueError(f"{annotation_file}: not a COCO captions file (no 'annotations' list)")
-    known = {image["id"] for image in data.get("images", [])} or None
+        raise DataError(f"{annotation_file}: not a COCO captions file (no 'annotations' list)")
+    images = data.get("images", [])
+    for index, image in enumerate(images if isinstance(images, list) else [None]):
+        if not isinstance(image, dict) or "id" not in image:
+            raise DataError(f"{annotation_file}: images[{index}] needs an 'id' ('images' is a list of objects)")
+    known = {image["id"] for image in images} or None
     captions = defaultdict(dict)
     for index, annotation in enumerate(data["annotations"]):
-        if not isinstance(annotation, dict) or "image_id" not in annotation or not _is_text(annotation.get("caption")):
-            raise ValueError(f"{annotation_file}: annotations[{index}] needs an 'image_id' and a non-empty 'caption'")
+        if not isinstance(annotation, dict) or not isinstance(annotation.get("image_id"), (int, str)) or not _is_text(annotation.get("caption")):
+            raise DataError(f"{annotation_file}: annotations[{index}] needs an 'image_id' and a non-empty 'caption'")
         if known is None or annotation["image_id"] in known:
             captions[annotation["image_id"]][" ".join(annotation["caption"].split())] = None
     items = tuple(tuple(caps) for _, caps in sorted(captions.items(), key=lambda kv: str(kv[0])) if len(caps) >= 2)
     if not items:
-        raise ValueError(f"{annotation_file}: no image has two distinct captions")
+        raise DataError(f"{annotation_file}: no image has two distinct captions")
     return MetaPool(name, "captions", items)
 
 

@@ -1,0 +1,26 @@
+"""The errors langclip raises for bad input: each message names the offender (file, row, column, key) and the fix.
+
+`langclip <command>` and ``train.py`` print a `LangclipError`'s message without a traceback
+(``--debug`` shows it). Each class also derives from the built-in error a caller would catch
+(``ValueError``), so ``except ValueError`` keeps working. This module imports nothing from
+langclip, so every layer may raise these.
+"""
+
+
+class LangclipError(Exception):
+    """Base class: the message says what is wrong, where (file, row, column, key), and how to fix it."""
+
+
+class ConfigError(LangclipError, ValueError):
+    """A flag, YAML key, config value or output folder is invalid."""
+
+
+class DataError(LangclipError, ValueError):
+    """Input data cannot be used: an unreadable file, an empty dataset, a missing column, a bad row."""
+
+
+class CheckpointError(LangclipError, ValueError):
+    """A checkpoint cannot be read (safely), or a resume does not match the run it continues."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "LangclipError"]
