@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import datasets
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -129,6 +130,22 @@ class ImageFeatures:
         return cls(tensors["unique"], tensors["index"], columns)
 
 
+_ROW = "__row__"
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """A map-style dataset's rows with their index (``__row__``), so that errors name the row."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> dict:
+        return {**self.data[index], _ROW: index}
+
+
 class _Collate:
     """Rows -> (``pixel_values`` (B, 3, H, W), {column: values}); decodes with `decode_image` (errors name the row)."""
 
@@ -138,7 +155,7 @@ class _Collate:
     def __call__(self, rows: list[dict]):
         images = []
         for row in rows:
-            where = f"column {self.image_column!r} of row {row.get('__key__', row.get('id', '?'))}"
+            where = f"row {row.get('__key__', row.get('id', row.get(_ROW)))} (column {self.image_column!r})"
             if row[self.image_column] is None:
                 raise DataError(f"no image in {where}")
             images.append(decode_image(row[self.image_column], where))
@@ -168,7 +185,9 @@ def encode_dataset(
     names = data.column_names or []
     keys = [key for key in ("__key__", "id") if key in names and key not in columns][:1]  # names rows in errors
     data = data.select_columns(list(dict.fromkeys([image_column, *columns, *keys])))
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers,
+    if isinstance((data.features or {}).get(image_column), datasets.Image):
+        data = data.cast_column(image_column, datasets.Image(decode=False))  # decoded by decode_image, errors name the row
+    loader = DataLoader(_Indexed(data) if hasattr(data, "__len__") else data, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=_Collate(processor, image_column, columns))
     total = -(-len(data) // batch_size) if hasattr(data, "__len__") else None
     device, dtype = _device(model), _dtype(model)

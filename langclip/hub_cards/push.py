@@ -36,6 +36,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SKIPPED_DIRECTORIES = {".git", ".cache", "__pycache__"}
 # training logs (`langclip train`'s train_log.jsonl, TensorBoard runs): they hold absolute local paths
 LOG_PATTERNS = ("train_log*", "runs/*", "*events.out.tfevents*", "*.log")
+# A training run's resumable state (optimizer, RNG: pickles) stays behind when its model folder is pushed.
+CHECKPOINT_PATTERNS = ("checkpoint-*", "tmp-checkpoint-*")
 
 
 def hub_token(token: str | None = None) -> str:
@@ -134,6 +136,7 @@ def push_folder(
     (the card, remote code); folder files matching a glob of ``ignore_patterns`` stay
     behind. Returns the commit URL.
     """
+    check_repo_id(repo_id)
     folder_files = _folder_files(Path(folder), ignore_patterns)
     token = check_hub_access(repo_id, token, repo_type)
     api = HfApi(token=token)
@@ -169,7 +172,8 @@ def push_model(
 
     The card is the folder's README.md rebuilt for ``repo_id`` with ``eval_records`` merged in
     (`repo_model_card`), or, without one, `model_card` built from config.json, the records and
-    ``training``. Training logs (`LOG_PATTERNS`: they hold local paths) stay behind unless ``include_logs``.
+    ``training``. Checkpoints of the run (`CHECKPOINT_PATTERNS`) stay behind, and so do training logs
+(`LOG_PATTERNS`: they hold local paths) unless ``include_logs``.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -182,7 +186,7 @@ def push_model(
     else:
         card = model_card(config, repo_id, eval_records, base_model, datasets, license, training)
     files = {**remote_code_files(config), "README.md": str(card).encode()}
-    ignore_patterns = [*ignore_patterns, *(() if include_logs else LOG_PATTERNS)]
+    ignore_patterns = [*ignore_patterns, *CHECKPOINT_PATTERNS, *(() if include_logs else LOG_PATTERNS)]
     return push_folder(folder, repo_id, files, "model", private, revision, token, commit_message, ignore_patterns)
 
 

@@ -509,8 +509,7 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
                       training=training, method=model_args.method)
     card.save(os.path.join(output_dir, "README.md"))
     if train_args.push_to_hub:
-        url = push_model(output_dir, train_args.hub_model_id, private=train_args.private, revision=train_args.revision,
-                         ignore_patterns=[f"{CHECKPOINT_PREFIX}*", f"tmp-{CHECKPOINT_PREFIX}*"])
+        url = push_model(output_dir, train_args.hub_model_id, private=train_args.private, revision=train_args.revision)
         print(f"pushed {output_dir} to {url}")
 
 
