@@ -18,6 +18,7 @@ import argparse
 import inspect
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
@@ -206,12 +207,33 @@ def update_eval_results(
     return api.create_commit(repo_id, [operation], commit_message=commit_message, revision=revision).commit_url
 
 
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: warns on stderr, then stores like the new one (``new`` names it)."""
+
+    def __init__(self, option_strings, dest, new: str, nargs=None, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
 def add_push_arguments(parser: argparse.ArgumentParser, create: bool = True) -> None:
-    """``--push-to-hub`` and its options for `train`, `rewrite` and `eval`; ``create=False``: the repo exists."""
+    """``--push-to-hub``, ``--private`` and ``--revision`` for the commands that push their result
+    (`rewrite`, `differences`, `eval`); ``create=False``: the repo exists. ``--hub-private`` and
+    ``--hub-revision`` stay as deprecated spellings."""
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Push the result to this Hub repo (namespace/name).")
     if create:
-        parser.add_argument("--hub-private", action="store_true", help="Create the Hub repo as private.")
-    parser.add_argument("--hub-revision", help="Branch to push to (created if missing); defaults to main.")
+        parser.add_argument("--private", action="store_true", help="With --push-to-hub: create the repo as private.")
+        parser.add_argument(
+            "--hub-private", dest="private", action=DeprecatedAlias, new="--private", nargs=0,
+            help="Deprecated spelling of --private.",
+        )  # fmt: skip
+    parser.add_argument("--revision", help="With --push-to-hub: branch to push to (created if missing); default main.")
+    parser.add_argument(
+        "--hub-revision", dest="revision", action=DeprecatedAlias, new="--revision", help="Deprecated spelling of --revision."
+    )
 
 
 def _read_mapping(path: str | None) -> dict | None:
