@@ -296,12 +296,13 @@ def test_eda_and_backtranslation_methods(tmp_path, captions_file, tiny_lm_dir):
     assert all(sources == ["backtranslation"] for sources in bt["rewrite_sources"]) and len(bt["id"]) == 24
 
 
-def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatch):
+def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatch, capsys):
     calls = []
     monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, private=False, revision=None: calls.append(("data", repo, private, revision, len(self))))
     monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub", lambda self, repo, revision=None: calls.append(("card", repo, revision, self.content)))
     cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub", "me/caps", "--private", "--hub-revision", "v1"])
     assert calls[0] == ("data", "me/caps", True, "v1", 24)
+    assert "--hub-revision is deprecated; use --revision" in capsys.readouterr().err
     assert calls[1][:3] == ("card", "me/caps", "v1") and calls[1][3] == (tmp_path / "o" / "README.md").read_text()
 
 
