@@ -26,13 +26,6 @@ def scripted(prompts, seeds, settings):
     return [f" {p.rsplit(chr(10), 1)[-1].removesuffix(' =>').strip()} seen by model {s % 997}\nnext" for p, s in zip(prompts, seeds)]
 
 
-@pytest.fixture
-def captions_file(tmp_path):
-    path = tmp_path / "captions.txt"
-    path.write_text("\n".join(CAPTIONS[:24]) + "\n")
-    return path
-
-
 def endpoint_args(input_path, out, server, *extra):
     return [
         "rewrite", str(input_path), "--backend", "endpoint", "--base-url", server.base_url, "--model", "tiny",
@@ -179,3 +172,16 @@ def test_changed_chunk_size_resumes_to_the_same_output(tmp_path, captions_file):
     assert rows(out) == rows(tmp_path / "whole")
     summary = json.loads((Path(out) / "rewrite_summary.json").read_text())
     assert summary["job"]["config"]["seed"] == 0 and summary["job"]["input"]["rows"] == 24
+
+
+def test_edited_meta_pair_pool_is_a_change(tmp_path, captions_file):
+    pool = tmp_path / "mine.jsonl"
+    pairs = [("a dog runs", "a brown dog runs fast"), ("a red car", "a shiny red car parks"), ("two cats", "two cats nap")]
+    write = lambda items: pool.write_text("".join(json.dumps({"input": a, "output": b}) + "\n" for a, b in items))  # noqa: E731
+    write(pairs)
+    with OpenAIServer(scripted, lifetime=120) as server:
+        args = [*endpoint_args(captions_file, tmp_path / "out", server), "--sources", str(pool), "--num-shards", "2"]
+        cli([*args, "--shard-index", "0"])
+        write(pairs[:2] + [("two cats", "two sleepy cats")])
+        with pytest.raises(ValueError, match=r"source_fingerprints: \{'.*mine.jsonl': '\w+'\} -> \{'.*mine.jsonl': '\w+'\}"):
+            cli([*args, "--shard-index", "1"])

@@ -29,13 +29,6 @@ from conftest import CAPTIONS
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def captions_file(tmp_path):
-    path = tmp_path / "captions.txt"
-    path.write_text("\n".join(CAPTIONS[:24]) + "\n")
-    return path
-
-
 def rewrite_args(input_path, out, lm, *extra):
     return [
         "rewrite", str(input_path), "--model", lm, "--output-dir", str(out), "--device", "cpu",

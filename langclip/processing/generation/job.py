@@ -151,7 +151,8 @@ class ChunkedMapJob:
         """The job state: {"config": settings, "input": `input_fingerprint`} (computed once per dataset)."""
         if self._state[0] != dataset._fingerprint:
             columns = self.input_columns or dataset.column_names
-            self._state = (dataset._fingerprint, {"config": self.config, "input": input_fingerprint(dataset, columns)})
+            state = {"config": self.config, "input": input_fingerprint(dataset, columns)}
+            self._state = (dataset._fingerprint, json.loads(json.dumps(state)))  # as saved: tuples become lists
         return self._state[1]
 
     def restart(self) -> None:

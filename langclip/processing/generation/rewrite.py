@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset, load_from_disk
+from datasets.fingerprint import Hasher
 from huggingface_hub import DatasetCard
 
 from ...hub_cards import cards
@@ -224,13 +225,16 @@ def add_arguments(parser) -> None:
 
 
 def job_config(args) -> dict:
-    """The arguments that determine the output (a restart must repeat them); the seed is the job's."""
+    """The arguments that determine the output (a restart must repeat them), with a fingerprint
+    of each meta-pair source's content; the seed is the job's."""
     keys = (
         "input", "split", "caption_column", "id_column", "method", "sources", "num_rewrites", "num_examples", "task",
         "separator", "min_words", "max_words", "synonyms", "eda_alpha", "backward_model", "language",
         "source_lang_code", "pivot_lang_code",
     )  # fmt: skip
     config = {key: getattr(args, key) for key in keys}
+    if args.method == "llm":  # a pool file edited since the job started changes the prompts
+        config["source_fingerprints"] = {spec: Hasher.hash(load_pool(spec).items) for spec in args.sources}
     return {**config, **(generation_config(args) if args.method != "eda" else {"model": None})}
 
 
