@@ -6,8 +6,9 @@ each request's prompt to ``generate(prompts, seeds, settings) -> texts``, batchi
 `pipeline_generate` wraps a transformers text-generation pipeline (the tiny test LM).
 Bounded: it answers at most ``max_requests`` requests and shuts down after ``lifetime``
 seconds. For failure tests, ``statuses`` are answered (in order) before any generation, with
-a ``retry-after-ms`` header, and after ``die_after`` answered requests the server stops
-listening and drops what is in flight, as a killed server does.
+a ``retry-after-ms`` header, and once ``die_after`` requests have been taken (and are
+answered), every later request has its connection dropped without an answer, as from a
+killed server.
 
     with OpenAIServer(pipeline_generate(pipe)) as server:
         EndpointGenerator(server.base_url, "tiny")(["a prompt"])
@@ -50,6 +51,7 @@ class OpenAIServer:
         self.max_requests, self.lifetime = max_requests, lifetime
         self.statuses, self.die_after = list(statuses), die_after
         self.requests, self.authorizations, self.answered, self.generation_seconds = [], [], 0, 0.0
+        self.accepted = 0
         self.base_url = None
         self._ready = threading.Event()
         self._thread = None
@@ -64,10 +66,11 @@ class OpenAIServer:
             status = self.statuses.pop(0)
             return web.json_response({"error": {"message": f"scripted {status}"}}, status=status,
                                      headers={"retry-after-ms": "10"})  # fmt: skip
-        if self.die_after is not None and self.answered >= self.die_after:
-            self._stopping.set()
-            request.transport.close()  # killed: no answer
-            return web.Response(status=500)
+        if self.die_after is not None:
+            if self.accepted >= self.die_after:
+                request.transport.close()  # dead: the connection drops without an answer
+                return web.Response(status=500)
+            self.accepted += 1
         chat = request.path.endswith("/chat/completions")
         prompt = body["messages"][-1]["content"] if chat else body["prompt"]
         settings = {key: body.get(key, default) for key, default in (("max_tokens", 16), ("temperature", 1.0), ("top_p", 1.0))}
