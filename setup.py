@@ -32,7 +32,12 @@ setup(
         "matplotlib>=3.7",  # the eval suite's results.png
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "tensorboard>=2.15", "matplotlib>=3.7"],
+        # `--backend endpoint`: the OpenAI-compatible client (vLLM, TGI, SGLang, llama.cpp, Ollama servers)
+        "endpoint": ["openai>=1.40"],
+        # Marian translation checkpoints (back-translation baseline) ship sentencepiece tokenizers
+        "translation": ["sentencepiece>=0.2"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "pytest-timeout>=2.2", "tensorboard>=2.15", "matplotlib>=3.7",
+                "openai>=1.40", "aiohttp>=3.9"],
     },
     entry_points={"console_scripts": ["langclip=langclip.cli:main"]},
 )

@@ -27,9 +27,8 @@ import time
 
 import torch
 from datasets import Dataset
-from transformers import pipeline
 
-from langclip.processing.generation.backends import TextGenerator
+from langclip.processing.generation.backends import add_generation_arguments, build_generator
 from langclip.processing.generation.job import ChunkedMapJob
 from langclip.processing.generation.prompts import PromptBuilder
 from langclip.processing.generation.meta_pairs import load_pool
@@ -55,28 +54,27 @@ def timed(fn, repeat: int = 0) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--captions", type=int, default=128, help="Number of captions.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Generation batch size (map job and raw generate).")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="New tokens per rewrite.")
     parser.add_argument("--hidden-size", type=int, default=128, help="Tiny Llama width.")
     parser.add_argument("--layers", type=int, default=4, help="Tiny Llama depth.")
     parser.add_argument("--naive-captions", type=int, default=32, help="Captions timed in the naive loop.")
     parser.add_argument("--repeats", type=int, default=5, help="Map job and raw generate: best of this many rounds.")
-    parser.add_argument("--device", default="cpu", help="Device for all three.")
+    add_generation_arguments(parser, "Unused: the benchmark builds its own tiny Llama.")
+    parser.set_defaults(batch_size=32, max_new_tokens=32, device="cpu")  # the transformers backend, on all three
     args = parser.parse_args()
 
     captions = make_captions(args.captions)
     pools = {"chatgpt": load_pool("chatgpt")}
     builder = PromptBuilder(pools, seed=0)
     prompts = [builder(caption, str(i), "chatgpt")[0] for i, caption in enumerate(captions)]
-    generate_kwargs = dict(do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=args.max_new_tokens)
+    generate_kwargs = dict(do_sample=True, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens)
 
     with tempfile.TemporaryDirectory() as tmp:
         texts = [f"{a} => {b}" for a, b in pools["chatgpt"].items] + captions
         model_dir = build_tiny_causal_lm(
             texts, f"{tmp}/lm", vocab_size=1024, hidden_size=args.hidden_size, num_layers=args.layers
         )
-        pipe = pipeline("text-generation", model=model_dir, device=args.device)
-        generator = TextGenerator(pipe, batch_size=args.batch_size, **generate_kwargs)
+        generator = build_generator(args, model_dir)
+        pipe = generator.pipe
         generator(prompts[: args.batch_size])  # warm-up
 
         dataset = Dataset.from_dict({"id": [str(i) for i in range(len(captions))], "caption": captions})

@@ -23,4 +23,8 @@ class CheckpointError(LangclipError, ValueError):
     """A checkpoint cannot be read (safely), or a resume does not match the run it continues."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "LangclipError"]
+class HubUnreachableError(LangclipError, ConnectionError):
+    """The Hugging Face Hub (or the ``HF_ENDPOINT`` mirror) cannot be reached."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "HubUnreachableError", "LangclipError"]

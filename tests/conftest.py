@@ -72,6 +72,14 @@ CAPTIONS = [
 ]
 
 
+@pytest.fixture
+def captions_file(tmp_path):
+    """The first 24 captions, one per line (the rewrite jobs' input)."""
+    path = tmp_path / "captions.txt"
+    path.write_text("\n".join(CAPTIONS[:24]) + "\n")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory):
     """A random byte-level Llama (langclip.demo.tiny_lm) saved with its tokenizer."""

@@ -11,12 +11,22 @@ LABELS = ["cat", "cat", "dog", "dog", "dog", "bird", "bird", "cat"]
 LONG = "It shows a larger red circle placed further to the left, while image B has a small blue one."
 
 
+# ordered pairs of distinct images that each pairing allows, counted by hand from LABELS (cat 3, dog 3, bird 2)
+TOTALS = {"random": 8 * 7, "within-class": 3 * 2 + 3 * 2 + 2 * 1, "across-class": 3 * 5 + 3 * 5 + 2 * 6}
+
+
 @pytest.mark.parametrize("pairing", ["random", "within-class", "across-class"])
 def test_pairs_are_distinct_seeded_and_respect_classes(pairing):
-    pairs = sample_pairs(IDS, 50, pairing, labels=LABELS, seed=1)
-    assert len(pairs) == 50 and all(a != b for a, b in pairs)
-    assert pairs == sample_pairs(IDS, 50, pairing, labels=LABELS, seed=1)
-    assert pairs != sample_pairs(IDS, 50, pairing, labels=LABELS, seed=2)
+    for n in (5, TOTALS[pairing] - 3, TOTALS[pairing]):  # rejection sampling, then sampling from the full list
+        pairs = sample_pairs(IDS, n, pairing, labels=LABELS, seed=1)
+        assert len(pairs) == n == len(set(pairs)) and all(a != b for a, b in pairs)
+    assert len(set(pairs)) == TOTALS[pairing]  # every allowed pair, each once
+    pairs = sample_pairs(IDS, 10, pairing, labels=LABELS, seed=1)
+    assert pairs == sample_pairs(IDS, 10, pairing, labels=LABELS, seed=1)
+    assert pairs != sample_pairs(IDS, 10, pairing, labels=LABELS, seed=2)
+    with pytest.raises(ValueError, match=f"{TOTALS[pairing] + 1} pairs asked, but 8 images give only "
+                                         f"{TOTALS[pairing]} distinct {pairing} pairs"):
+        sample_pairs(IDS, TOTALS[pairing] + 1, pairing, labels=LABELS)
     label = dict(zip(IDS, LABELS))
     if pairing == "within-class":
         assert all(label[a] == label[b] for a, b in pairs)
@@ -59,6 +69,14 @@ def test_prompt_golden():
         ("<b>Bigger</b> " + LONG, (None, "code_or_markup")),
         ("- " + LONG, (None, "code_or_markup")),
         (None, (None, "empty")),
+        # the official filter's further rules: a next Q/A turn, pleasantries, numbered lists
+        (LONG + "\nQ: How does image B differ from image A?", (LONG, "ok")),
+        (LONG + " I hope this helps!", (LONG, "ok")),
+        (LONG + " Feel free to ask for more.", (LONG, "ok")),
+        ("1. " + LONG + "\n2. It is brighter.", (None, "list")),
+        ("The differences: 1) " + LONG, (None, "list")),
+        ("It is 3.5 meters taller and has 2 more windows than image B, which shows an older house.",
+         ("It is 3.5 meters taller and has 2 more windows than image B, which shows an older house.", "ok")),
     ],
 )
 def test_clean_difference(generation, expected):

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 from datasets import Dataset, load_from_disk
+from huggingface_hub import DatasetCard
 
 from conftest import CAPTIONS
 from langclip.cli import main as cli
+from langclip.processing.generation.backends import row_seed
 from langclip.processing.generation.differences import DifferenceWriter, pair_dataset, summarize
 from langclip.processing.generation.filters import clean_difference
 
@@ -36,8 +38,8 @@ def output(out):
 def test_pair_dataset_pairs_within_and_across_classes():
     captions = Dataset.from_dict({"caption": [f"c{i}" for i in range(9)], "id": list("abcdefghi"), "y": [0, 1, 2] * 3})
     label = dict(zip(captions["id"], captions["y"]))
-    within = pair_dataset(captions, 20, "within-class", "y", seed=1)
-    assert within["pair"] == [str(i) for i in range(20)]
+    within = pair_dataset(captions, 15, "within-class", "y", seed=1)  # of 3 * 3 * 2 = 18
+    assert within["pair"] == [str(i) for i in range(15)]
     assert all(label[a] == label[b] and a != b for a, b in zip(within["id_a"], within["id_b"]))
     assert [f"c{'abcdefghi'.index(a)}" for a in within["id_a"]] == within["caption_a"]
     across = pair_dataset(captions, 20, "across-class", "y", seed=1)
@@ -46,21 +48,25 @@ def test_pair_dataset_pairs_within_and_across_classes():
 
 
 def test_writer_filters_and_counts_by_reason():
-    scripted = [f" {LONG} Note: I hope this helps.", "```python\nprint(1)\n```" + LONG, "smaller.", "caf\u00e9 " + LONG]
+    scripted = [f" {LONG} Note: I hope this helps.", "```python\nprint(1)\n```" + LONG, "smaller.", "caf\u00e9 " + LONG,
+                None]  # fmt: skip
 
-    def generate(prompts, names):
+    def generate(prompts, names, seeds):
         assert prompts[0].startswith("Image A shows: a red dog\nImage B shows: a blue car\n")
-        assert names == ["pair ('0', '1')", "pair ('1', '2')", "pair ('2', '3')", "pair ('3', '0')"]
+        assert names == ["pair ('0', '1')", "pair ('1', '2')", "pair ('2', '3')", "pair ('3', '0')", "pair ('0', '2')"]
+        assert seeds == [row_seed(7, "difference", str(i)) for i in range(5)]
         return scripted
 
-    batch = {"id_a": list("0123"), "id_b": list("1230"), "caption_a": ["a red dog"] * 4, "caption_b": ["a blue car"] * 4}
-    columns = DifferenceWriter(generate)(batch)
+    batch = {"pair": [str(i) for i in range(5)], "id_a": list("01230"), "id_b": list("12302"),
+             "caption_a": ["a red dog"] * 5, "caption_b": ["a blue car"] * 5}  # fmt: skip
+    columns = DifferenceWriter(generate, seed=7)(batch)
     assert columns == {
-        "difference": [LONG, None, None, None],
-        "difference_status": ["ok", "code_or_markup", "too_short", "non_ascii"],
+        "difference": [LONG, None, None, None, None],
+        "difference_status": ["ok", "code_or_markup", "too_short", "non_ascii", "pending"],
+        "pending": [False, False, False, False, True],
     }
     assert summarize(Dataset.from_dict(columns)) == {
-        "pairs": 4, "kept": 1, "rejected": {"code_or_markup": 1, "non_ascii": 1, "too_short": 1}
+        "pairs": 5, "kept": 1, "rejected": {"code_or_markup": 1, "non_ascii": 1, "pending": 1, "too_short": 1}
     }  # fmt: skip
 
 
@@ -78,8 +84,10 @@ def test_job_through_the_real_pipeline(tmp_path, captions_file, tiny_lm_dir, cap
         assert clean_difference(text, 1) == (text, "ok")
     printed = capsys.readouterr().out
     assert "10 pairs, " in printed and "saved to" in printed
-    card = (out / "README.md").read_text()
-    assert card.startswith("---\ntags:\n- pc-clip") and "pairing `within-class`" in card
+    card = DatasetCard.load(out / "README.md")  # the one dataset-card producer, hub_cards.cards.dataset_card
+    assert "pc-clip" in card.data.tags and card.data.differences["rows"] == summary["kept"]
+    assert card.data.differences["per_source"] == {"llm": 10} and card.data.differences["generation"]["pairing"] == "within-class"
+    assert card.data.differences["reasons"] == summary["rejected"] and "| pairing | within-class |" in card.text
     assert not (out / "work").exists()
     assert cli(job_args(captions_file, out, tiny_lm_dir, "--pairing", "within-class", "--label-column", "label",
                         "--num-pairs", "10")) == 0  # fmt: skip
@@ -140,7 +148,9 @@ def test_bad_input_gets_a_clear_error(tmp_path, captions_file, tiny_lm_dir, extr
 def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm_dir):
     args = job_args(captions_file, tmp_path / "out", tiny_lm_dir, "--num-shards", "2", "--work-dir", str(tmp_path / "w"))
     cli(args + ["--shard-index", "0"])
-    with pytest.raises(ValueError, match=r"different settings \(seed\)"):
+    # the seed draws other pairs, so the job's input changes too
+    with pytest.raises(ValueError, match=r"different settings or input \(seed: 0 -> 5; input: the content of rows 0-11 "
+                                         r"changed \(1 of 1 blocks of 10000 rows differ\)\).*--restart"):  # fmt: skip
         cli(args + ["--shard-index", "1", "--seed", "5"])
 
 

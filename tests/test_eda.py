@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from langclip.processing.generation.baselines import BackTranslator, TRANSLATION_PROMPT
+from langclip.processing.generation.baselines import TRANSLATION_PROMPT, prompted_back_translator
 from langclip.processing.text import EDA, STOP_WORDS, eda_words, load_synonyms, num_changes, random_deletion, random_insertion, random_swap, synonym_replacement
 
 SYNONYMS = {"dog": ["puppy"], "grass": ["lawn", "turf"], "the": ["a"]}
@@ -90,15 +90,19 @@ class Recorder:
     def __init__(self, tag):
         self.tag, self.prompts = tag, []
 
-    def __call__(self, prompts, names=None):
+    def __call__(self, prompts, names=None, seeds=None):
         self.prompts += prompts
-        return [f" {self.tag}{i}\nextra line" for i in range(len(prompts))]
+        return [None if "fail" in p else f" {self.tag}{i}\nextra line" for i, p in enumerate(prompts)]
 
 
 def test_back_translation_runs_both_legs_in_order():
     forward, backward = Recorder("fr"), Recorder("en")
-    out = BackTranslator(forward, backward, language="German")(["a dog", "a cat"])
+    out = prompted_back_translator(forward, backward, language="German")(["a dog", "a cat"])
     assert forward.prompts == [TRANSLATION_PROMPT.format(source="English", target="German", text=t) for t in ("a dog", "a cat")]
     assert forward.prompts[0] == "Translate from English to German.\nEnglish: a dog\nGerman:"
     assert backward.prompts == [f"Translate from German to English.\nGerman: fr{i}\nEnglish:" for i in range(2)]
     assert out == ["en0", "en1"]
+    # a failed forward request stays None (its row becomes pending) and is not sent back
+    backward.prompts = []
+    assert prompted_back_translator(forward, backward)(["fail", "a cat"]) == [None, "en0"]
+    assert len(backward.prompts) == 1

@@ -129,7 +129,7 @@ class ScriptedGenerator(TextGenerator):
         super().__init__(pipe)
         self.completions, self.prompts = completions, []
 
-    def __call__(self, prompts, names=None):
+    def __call__(self, prompts, names=None, seeds=None):
         self.prompts += prompts
         return self.completions[: len(prompts)]
 

@@ -29,13 +29,6 @@ from conftest import CAPTIONS
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def captions_file(tmp_path):
-    path = tmp_path / "captions.txt"
-    path.write_text("\n".join(CAPTIONS[:24]) + "\n")
-    return path
-
-
 def rewrite_args(input_path, out, lm, *extra):
     return [
         "rewrite", str(input_path), "--debug", "--model", lm, "--output-dir", str(out), "--device", "cpu",
@@ -135,6 +128,7 @@ def test_rewriter_falls_back_to_the_original_by_reason():
         "rewrites": [["A dog sleeps on a rug.", "a dog on a rug"], ["a cat on a mat", "a cat on a mat"]],
         "rewrite_sources": [["s1", "s2"], ["s1", "s2"]],
         "rewrite_status": [["ok", "empty"], ["too_short", "echo_query"]],
+        "pending": [False, False],
     }
 
 
@@ -150,7 +144,7 @@ def test_job_through_the_real_pipeline(tmp_path, captions_file, tiny_lm_dir, cap
         assert all(text == caption for text, status in zip(rewrites, statuses) if status != "ok")
         assert all(text != caption and len(text.split()) >= 2 for text, status in zip(rewrites, statuses) if status == "ok")
     summary = json.loads((out / "rewrite_summary.json").read_text())
-    assert summary == {**summarize(load_from_disk(str(out))), "config": summary["config"]}
+    assert summary == {**summarize(load_from_disk(str(out))), "config": summary["config"], "job": summary["job"]}
     assert summary["rows"] == 24 and summary["rewrites"] == 96
     assert summary["ok"] + sum(summary["fallbacks"].values()) == 96
     printed = capsys.readouterr().out
@@ -191,7 +185,7 @@ def test_shards_merge_to_the_unsharded_output(tmp_path, captions_file, tiny_lm_d
 def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm_dir):
     args = rewrite_args(captions_file, tmp_path / "out", tiny_lm_dir, "--num-shards", "2")
     cli([*args, "--shard-index", "0"])
-    with pytest.raises(ValueError, match=r"different settings \(seed\)"):
+    with pytest.raises(ValueError, match=r"different settings or input \(seed: 0 -> 9\).*--restart"):
         cli([*args, "--shard-index", "1", "--seed", "9"])
 
 
@@ -295,13 +289,14 @@ def test_eda_and_backtranslation_methods(tmp_path, captions_file, tiny_lm_dir):
     assert all(sources == ["backtranslation"] for sources in bt["rewrite_sources"]) and len(bt["id"]) == 24
 
 
-def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatch):
+def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, private=False: calls.append(("data", repo, private, len(self))))
-    monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub", lambda self, repo: calls.append(("card", repo, self.content)))
-    cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub", "me/caps", "--private"])
-    assert calls[0] == ("data", "me/caps", True, 24)
-    assert calls[1][:2] == ("card", "me/caps") and calls[1][2] == (tmp_path / "o" / "README.md").read_text()
+    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, private=False, revision=None: calls.append(("data", repo, private, revision, len(self))))
+    monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub", lambda self, repo, revision=None: calls.append(("card", repo, revision, self.content)))
+    cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub", "me/caps", "--private", "--hub-revision", "v1"])
+    assert calls[0] == ("data", "me/caps", True, "v1", 24)
+    assert "--hub-revision is deprecated; use --revision" in capsys.readouterr().err
+    assert calls[1][:3] == ("card", "me/caps", "v1") and calls[1][3] == (tmp_path / "o" / "README.md").read_text()
 
 
 def test_tiny_lm_trains(tmp_path):

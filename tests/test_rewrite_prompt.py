@@ -63,6 +63,10 @@ def test_parse_then_clean_an_echo():
     [
         ("A brown horse carries a man across a field.", "ok"),
         ("A class photo of smiling children.", "ok"),
+        # numbers and units pass: digits may repeat
+        ("A plane flies at 10000 feet above the clouds.", "ok"),
+        ("A 1000 ml bottle costs $5.99 at 25°C, 3/4 full.", "ok"),
+        ("A 2.5 km trail and 100% clear skies in 2024.", "ok"),
         ("", "empty"),
         ("   ", "empty"),
         ("horse", "too_short"),

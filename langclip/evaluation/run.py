@@ -253,5 +253,5 @@ def main(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         from ..hub_cards.push import update_eval_results
 
-        print(f"model-index updated: {update_eval_results(args.push_to_hub, records, args.hub_revision)}")
+        print(f"model-index updated: {update_eval_results(args.push_to_hub, records, args.revision)}")
     return 0

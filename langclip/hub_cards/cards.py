@@ -213,7 +213,10 @@ def _architecture(config: Mapping) -> dict[str, str]:
 
 
 def _cell(value) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
+    """A table cell: plain strings as they are, anything else (or a string with a newline or ``|``) as JSON."""
+    if isinstance(value, str) and "\n" not in value and "|" not in value:
+        return value
+    return json.dumps(value).replace("|", "\\|")
 
 
 def _table(header: tuple[str, ...], rows: Iterable[Iterable]) -> str:
@@ -343,6 +346,28 @@ def repo_model_card(
     )
 
 
+# what each kind of generated dataset says about itself: tags, metadata key, table header, description
+DATASET_KINDS = {
+    "rewrites": dict(
+        tags=["langclip", "laclip", "synthetic-captions", "llm-rewrites", "caption-rewriting"],
+        header=("source", "rewrites", "fell back to the original"),
+        text="Image-text pairs from {sources} ({num_rows} rows), with every caption rewritten by `{llm}`, as in "
+        "LaCLIP (\"Improving CLIP Training with Language Rewrites\", Fan et al., NeurIPS 2023). The `caption` column "
+        "holds the original caption, `rewrites` the rewrites, `rewrite_sources` the source of each and "
+        "`rewrite_status` `ok` or why the rewrite was rejected. A rejected rewrite (an empty or unusable "
+        "generation) falls back to the original caption.",
+    ),
+    "differences": dict(
+        tags=["langclip", "pc-clip", "pairwise-differences", "synthetic"],
+        header=("source", "pairs prompted", "rejected"),
+        text="How image `id_a` differs visually from image `id_b` (ids of {sources}), written by `{llm}` from the two "
+        "captions, as in PC-CLIP (\"Finetuning CLIP to Reason about Pairwise Differences\", Sam et al., TMLR 2025); "
+        "{num_rows} pairs kept. Columns: `id_a`, `id_b`, `difference`. Generations with code, markup, lists or "
+        "non-ASCII text, or too short after cutting follow-up questions and notes, were dropped.",
+    ),
+}
+
+
 def dataset_card(
     pretty_name: str,
     source_datasets: Iterable[str],
@@ -353,49 +378,59 @@ def dataset_card(
     num_rows: int,
     license: str = "other",
     generation: Mapping | None = None,
+    kind: str = "rewrites",
+    reasons: Mapping[str, int] | None = None,
 ) -> DatasetCard:
-    """A card for a rewritten dataset.
+    """The card of a dataset an LLM wrote: caption rewrites (``kind="rewrites"``, LaCLIP) or
+    pairwise difference texts (``kind="differences"``, PC-CLIP).
 
-    ``prompt`` is the in-context prompt as sent (task sentence, examples, ``query =>``);
-    ``rewrites_per_source`` and ``fallbacks`` count, per rewrite source, the rewrites made and
-    those replaced by the original caption (empty or unusable generations).
+    ``prompt`` is a prompt as sent (e.g. the in-context prompt: task sentence, examples,
+    ``query =>``); ``rewrites_per_source`` and ``fallbacks`` count, per source, the texts
+    written and those rejected (replaced by the original caption for rewrites, dropped for
+    differences); ``reasons`` counts the rejections by reason; ``generation`` lists the
+    job's settings. The counts are also in the YAML metadata under ``kind``.
     """
+    if kind not in DATASET_KINDS:
+        raise ValueError(f"dataset card kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
     unknown = set(fallbacks) - set(rewrites_per_source)
     if unknown:
         raise ValueError(f"fallback counts name sources without rewrites: {', '.join(sorted(unknown))}")
     source_datasets = list(source_datasets)
     generation = dict(generation or {})
+    spec = DATASET_KINDS[kind]
     data = DatasetCardData(
         pretty_name=pretty_name,
         license=license,
         source_datasets=source_datasets,
         task_categories=["zero-shot-image-classification", "image-to-text"],
-        tags=["langclip", "laclip", "synthetic-captions", "llm-rewrites"],
-        rewrites={
-            "llm": llm,
-            "rows": num_rows,
-            "per_source": dict(rewrites_per_source),
-            "fallbacks": {source: fallbacks.get(source, 0) for source in rewrites_per_source},
-            "generation": generation,
+        tags=spec["tags"],
+        **{
+            kind: {
+                "llm": llm,
+                "rows": num_rows,
+                "per_source": dict(rewrites_per_source),
+                "fallbacks": {source: fallbacks.get(source, 0) for source in rewrites_per_source},
+                "reasons": dict(reasons or {}),
+                "generation": generation,
+            }
         },
     )
     counts = _table(
-        ("source", "rewrites", "fell back to the original"),
-        ((source, count, fallbacks.get(source, 0)) for source, count in rewrites_per_source.items()),
+        spec["header"], ((source, count, fallbacks.get(source, 0)) for source, count in rewrites_per_source.items())
     )
+    by_reason = _table(("rejected because", "count"), sorted((reasons or {}).items())) if reasons else ""
     settings = _table(("setting", "value"), ((k, _cell(v)) for k, v in generation.items())) if generation else "-"
+    text = spec["text"].format(sources=", ".join(source_datasets) or "the source data", num_rows=num_rows, llm=llm)
     body = f"""
 # {pretty_name}
 
-Image-text pairs from {", ".join(source_datasets) or "the source data"} ({num_rows} rows), with every caption
-rewritten by `{llm}` through in-context learning, as in LaCLIP. The `caption` column holds the
-original caption, `rewrites` the LLM rewrites and `rewrite_sources` the source of each.
+{text}
 
-## Rewrites
+## Counts
 
 {counts}
 
-A rewrite falls back to the original caption when the generation was empty or unusable.
+{by_reason}
 
 ## Prompt
 

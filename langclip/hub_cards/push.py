@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
 from fnmatch import fnmatch
@@ -27,10 +28,9 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, HubUnreachableError
 from ..modeling.auto import remote_code_files
-from .cards import dataset_card
-from .cards import load_eval_records, model_card, repo_model_card
+from .cards import dataset_card, load_eval_records, model_card, repo_model_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SKIPPED_DIRECTORIES = {".git", ".cache", "__pycache__"}
@@ -50,11 +50,11 @@ def hub_token(token: str | None = None) -> str:
 
 @contextmanager
 def hub_errors():
-    """Turn a Hub that cannot be reached into a ConnectionError that names the endpoint and the fix."""
+    """Turn a Hub that cannot be reached into a `HubUnreachableError` that names the endpoint and the fix."""
     try:
         yield
     except (httpx2.TransportError, LocalEntryNotFoundError) as error:
-        raise ConnectionError(
+        raise HubUnreachableError(
             f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} ({type(error).__name__}: {error}); "
             "check the network, or HF_ENDPOINT if you use a mirror"
         ) from None
@@ -213,15 +213,33 @@ def update_eval_results(
         return api.create_commit(repo_id, [operation], commit_message=commit_message, revision=revision).commit_url
 
 
+class DeprecatedAlias(argparse.Action):
+    """An old spelling of a flag: warns on stderr, then stores like the new one (``new`` names it)."""
+
+    def __init__(self, option_strings, dest, new: str, nargs=None, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
 def add_push_arguments(parser: argparse.ArgumentParser, create: bool = True) -> None:
-    """``--push-to-hub REPO_ID`` with ``--revision`` and, where the repo may be created (``create``), ``--private``:
-    the one spelling of these flags for `rewrite`, `differences`, `eval` (and `push`, `train`)."""
+    """``--push-to-hub``, ``--private`` and ``--revision`` for the commands that push their result
+    (`rewrite`, `differences`, `eval`); ``create=False``: the repo exists. ``--hub-private`` and
+    ``--hub-revision`` stay as deprecated spellings."""
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Push the result to this Hub repo (namespace/name).")
     if create:
-        parser.add_argument("--private", dest="hub_private", action="store_true",
-                            help="Create the Hub repo as private.")
-    parser.add_argument("--revision", dest="hub_revision",
-                        help="Hub branch to push to (created from main if missing); defaults to main.")
+        parser.add_argument("--private", action="store_true", help="With --push-to-hub: create the repo as private.")
+        parser.add_argument(
+            "--hub-private", dest="private", action=DeprecatedAlias, new="--private", nargs=0,
+            help="Deprecated spelling of --private.",
+        )  # fmt: skip
+    parser.add_argument("--revision", help="With --push-to-hub: branch to push to (created if missing); default main.")
+    parser.add_argument(
+        "--hub-revision", dest="revision", action=DeprecatedAlias, new="--revision", help="Deprecated spelling of --revision."
+    )
 
 
 def _read_mapping(path: str | None) -> dict | None:

@@ -1,25 +1,48 @@
 """Generation backends: what turns a batch of prompts into continuations.
 
-`TextGenerator` wraps ``transformers.pipeline("text-generation")``: raw-text prompts (the
-model is a completion model), left padding, prompts sorted by length so batches pad
-little, a context-length check, continuations returned in input order. Default sampling
-is the paper's: temperature 0.9, top-p 0.95, at most 77 new tokens.
+Every backend is a callable ``generator(prompts, names=None, seeds=None) -> list[str | None]``
+(continuations in input order, prompt text excluded):
+
+- `TextGenerator` (``--backend transformers``) wraps ``transformers.pipeline("text-generation")``
+  in process: raw-text prompts, left padding, prompts sorted by length so batches pad
+  little, a context-length check. It never fails a row. Sampling uses the global RNG,
+  which the job seeds per chunk; ``seeds`` are ignored.
+- `EndpointGenerator` (``--backend endpoint``) sends each prompt to an OpenAI-compatible
+  server (vLLM, TGI, SGLang, llama.cpp, Ollama) through the ``openai`` client: ``/v1/completions``,
+  or ``/v1/chat/completions`` with ``chat=True``; ``concurrency`` requests in flight, a
+  request-rate limit, timeouts and retries with exponential backoff on 429, 5xx and
+  connection errors (the client's). Each request carries its row's seed, so a server that
+  honours ``seed`` (vLLM does) samples the same text whatever the concurrency. A request
+  that still fails gives None: the job marks its row pending and redoes it on resume.
+
+`add_generation_arguments` defines the generation flags of `rewrite`, `differences` and
+`meta-pairs` once; `build_generator` makes the backend they ask for.
+Default sampling is the paper's: temperature 0.9, top-p 0.95, at most 77 new tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import sys
+import zlib
 from collections.abc import Callable, Sequence
 
 import transformers
 
 from .job import process_state
 
-# A proposer maps (captions, ids, requests (row, source, k)) to one (raw rewrite, examples shown) per request:
-# the rewrite job's interface to whatever writes the text (an LLM, EDA, back-translation).
-Proposer = Callable[[Sequence[str], Sequence[str], list[tuple[int, str, int]]], list[tuple[str, Sequence]]]
-
+# A proposer maps (captions, ids, requests (row, source, k)) to one (raw rewrite or None, examples shown) per request:
+# the rewrite job's interface to whatever writes the text (an LLM, EDA, back-translation). None: the request failed.
+Proposer = Callable[[Sequence[str], Sequence[str], list[tuple[int, str, int]]], list[tuple[str | None, Sequence]]]
 
 GENERATION_DEFAULTS = dict(do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=77)
+BACKENDS = ("transformers", "endpoint")
+
+
+def row_seed(seed: int, *key) -> int:
+    """A 31-bit seed derived from (seed, key...): CRC-32 of their ``|``-joined text."""
+    return zlib.crc32("|".join(map(str, (seed, *key))).encode()) & 0x7FFFFFFF
 
 
 class TextGenerator:
@@ -61,7 +84,7 @@ class TextGenerator:
                 )
         return lengths
 
-    def __call__(self, prompts: Sequence[str], names: Sequence[str] | None = None) -> list[str]:
+    def __call__(self, prompts: Sequence[str], names: Sequence[str] | None = None, seeds=None) -> list[str]:
         """The generated continuation of each prompt (prompt text excluded), in input order."""
         lengths = self.check_lengths(prompts, names)
         order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
@@ -72,6 +95,190 @@ class TextGenerator:
         for i, output in zip(order, outputs):
             completions[i] = output[0]["generated_text"]
         return completions
+
+
+class EndpointGenerator:
+    """Continuations from an OpenAI-compatible server, ``concurrency`` requests at a time.
+
+    ``base_url`` ends in ``/v1`` (e.g. ``http://host:8000/v1``); ``model`` is the served model
+    name; ``chat`` sends each prompt as one user message to ``/chat/completions`` instead of
+    ``/completions``. ``requests_per_second`` (None: no limit) spaces request starts evenly.
+    ``timeout`` (s) bounds each attempt; ``max_retries`` retries with exponential backoff
+    (0.5 s doubling up to 8 s, with jitter, or the server's Retry-After) on 408/409/429/5xx
+    and connection errors. Works with ``HF_HUB_OFFLINE=1``: the ``openai`` client has no
+    Hub offline switch (huggingface_hub's AsyncInferenceClient refuses every request then).
+    ``failures`` counts requests that failed after retries; ``last_error`` says why.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        chat: bool = False,
+        concurrency: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        requests_per_second: float | None = None,
+        **generate_kwargs,
+    ):
+        try:
+            import openai
+        except ImportError:
+            raise ImportError("--backend endpoint needs the openai client: pip install 'langclip[endpoint]'") from None
+        if concurrency < 1:
+            raise ValueError(f"--concurrency must be positive, got {concurrency}")
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ValueError(f"--requests-per-second must be positive, got {requests_per_second}")
+        self.openai = openai
+        self.client_kwargs = dict(
+            base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries
+        )
+        self.model = model
+        self.chat = chat
+        self.concurrency = concurrency
+        self.interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self.generate_kwargs = {**GENERATION_DEFAULTS, **generate_kwargs}
+        self.failures = 0
+        self.last_error = None
+        self._loop = asyncio.new_event_loop()
+        self._client = None
+        self._next_start = 0.0
+
+    def _request(self, prompt: str, seed: int | None) -> dict:
+        settings = self.generate_kwargs
+        request = dict(
+            model=self.model,
+            max_tokens=settings["max_new_tokens"],
+            temperature=settings["temperature"] if settings["do_sample"] else 0.0,
+            top_p=settings["top_p"] if settings["do_sample"] else 1.0,
+        )
+        if seed is not None:
+            request["seed"] = seed
+        if self.chat:
+            request["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            request["prompt"] = prompt
+        return request
+
+    async def _wait_turn(self) -> None:
+        """Space request starts ``1 / requests_per_second`` apart."""
+        if not self.interval:
+            return
+        now = self._loop.time()
+        start = max(now, self._next_start)
+        self._next_start = start + self.interval
+        await asyncio.sleep(start - now)
+
+    async def _one(self, prompt: str, seed: int | None, slots: asyncio.Semaphore) -> str | None:
+        async with slots:
+            await self._wait_turn()
+            try:
+                if self.chat:
+                    response = await self._client.chat.completions.create(**self._request(prompt, seed))
+                    return response.choices[0].message.content or ""
+                response = await self._client.completions.create(**self._request(prompt, seed))
+                return response.choices[0].text
+            except self.openai.APIError as error:  # after the client's retries
+                self.failures += 1
+                self.last_error = f"{type(error).__name__}: {error}"
+                return None
+
+    async def _all(self, prompts, seeds) -> list[str | None]:
+        if self._client is None:
+            self._client = self.openai.AsyncOpenAI(**self.client_kwargs)
+        slots = asyncio.Semaphore(self.concurrency)
+        return await asyncio.gather(*(self._one(p, s, slots) for p, s in zip(prompts, seeds)))
+
+    def __call__(self, prompts: Sequence[str], names: Sequence[str] | None = None, seeds=None) -> list[str | None]:
+        """The continuation of each prompt in input order; None where the request failed after retries."""
+        failed = self.failures
+        seeds = [None] * len(prompts) if seeds is None else list(seeds)
+        completions = self._loop.run_until_complete(self._all(list(prompts), seeds))
+        if self.failures > failed:
+            print(f"{self.failures - failed} of {len(prompts)} requests failed after retries ({self.last_error}); "
+                  "their rows are pending", file=sys.stderr)  # fmt: skip
+        return completions
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._loop.run_until_complete(self._client.close())
+        self._loop.close()
+
+
+def add_generation_arguments(parser, model_help: str, model_required: bool = False) -> None:
+    """The generation flags of `rewrite`, `differences` and `meta-pairs`: model, backend, batching, sampling, seed."""
+    group = parser.add_argument_group("generation")
+    group.add_argument("--model", required=model_required, help=model_help)
+    group.add_argument(
+        "--backend", choices=BACKENDS, default="transformers",
+        help="transformers: load --model in this process; endpoint: send requests to an OpenAI-compatible server "
+        "(vLLM, TGI, SGLang, llama.cpp, Ollama) at --base-url, --model naming the served model.",
+    )  # fmt: skip
+    group.add_argument("--seed", type=int, default=0, help="Seed for examples, pairs, EDA and sampling.")
+    group.add_argument(
+        "--batch-size", type=int, default=16,
+        help="transformers: generation batch size; every backend: the job maps 4x this many rows at a time.",
+    )  # fmt: skip
+    group.add_argument("--max-new-tokens", type=int, default=77, help="Generation length limit.")
+    group.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
+    group.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
+    group.add_argument("--dtype", default="auto", help="transformers: model dtype: auto, float32, bfloat16, float16.")
+    group.add_argument(
+        "--device", default=None, help="transformers: device, e.g. cpu, cuda:0 (default: this process's accelerate device)."
+    )
+    group.add_argument("--base-url", default=None, help="endpoint: the server's OpenAI API root, e.g. http://host:8000/v1.")
+    group.add_argument(
+        "--api-key-env", default=None,
+        help="endpoint: name of the environment variable holding the API key (the key is never printed).",
+    )  # fmt: skip
+    group.add_argument(
+        "--chat", action="store_true",
+        help="endpoint: use /chat/completions (chat models) instead of /completions (base models, the ICL prompt).",
+    )  # fmt: skip
+    group.add_argument("--concurrency", type=int, default=16, help="endpoint: requests in flight at once.")
+    group.add_argument("--timeout", type=float, default=120.0, help="endpoint: seconds allowed per request attempt.")
+    group.add_argument(
+        "--max-retries", type=int, default=5,
+        help="endpoint: retries per request on 429, 5xx and connection errors, with exponential backoff; a request "
+        "still failing leaves its row pending for the next run.",
+    )  # fmt: skip
+    group.add_argument(
+        "--requests-per-second", type=float, default=None, help="endpoint: request-rate limit (default: none)."
+    )
+
+
+def generation_config(args, model: str | None = None) -> dict:
+    """The generation settings that determine the output (part of the job state)."""
+    keys = ("backend", "max_new_tokens", "temperature", "top_p")
+    config = {key: getattr(args, key) for key in keys}
+    config["model"] = model or args.model
+    if args.backend == "transformers":
+        config["dtype"] = args.dtype
+    else:
+        config["chat"] = args.chat
+    return config
+
+
+def build_generator(args, model: str | None = None, **generate_kwargs) -> TextGenerator | EndpointGenerator:
+    """The ``--backend`` generator for ``model`` (default ``--model``) with the sampling flags."""
+    model = model or args.model
+    generate_kwargs = dict(
+        max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, **generate_kwargs
+    )
+    if args.backend == "transformers":
+        return TextGenerator.from_pretrained(model, args.device, args.dtype, args.batch_size, **generate_kwargs)
+    if not args.base_url:
+        raise SystemExit("--backend endpoint needs --base-url (e.g. http://localhost:8000/v1)")
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set")
+    return EndpointGenerator(
+        args.base_url, model, api_key, args.chat, args.concurrency, args.timeout, args.max_retries,
+        args.requests_per_second, **generate_kwargs,
+    )  # fmt: skip
 
 
 def request_names(ids, requests) -> list[str]:

@@ -1,11 +1,13 @@
 """PC-CLIP data: image pairs, the comparative prompt, the filter, and the `langclip differences` job.
 
 An output row is ``(id_a, id_b, difference)``: ``difference`` says how image a differs
-visually from image b. The job samples pairs of an image-caption dataset (at random,
-within a class or across classes), prompts a text-generation pipeline with the two
-captions and filters each generation (`clean_difference`); it runs on the rewriting job's
-machinery (`generation.TextGenerator`, `generation.ChunkedMapJob`: sharded, resumable by
-chunk, merged with an exact id check).
+visually from image b. The job samples distinct pairs of an image-caption dataset without
+replacement (at random, within a class or across classes), prompts a generation backend
+(`backends`: in-process transformers or an inference server) with the two captions and
+filters each generation (`clean_difference`); it runs on the rewriting job's machinery
+(`job.ChunkedMapJob`: sharded, fingerprinted resume, pending rows redone, merged with an
+exact id check). The kept rows are checked with `check_difference_rows` (a repeated pair
+is an error) before they are saved.
 
 Output folder: the kept rows as a dataset (`datasets.load_from_disk`),
 ``difference_summary.json`` (pairs, kept, rejections by reason, settings) and ``README.md``
@@ -23,11 +25,12 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from ...hub_cards import cards
 from ...hub_cards.push import add_push_arguments, push_folder
 from ..loading import check_captions, load_captions
-from .backends import TextGenerator
+from .backends import add_generation_arguments, build_generator, generation_config, row_seed
 from .filters import MIN_CHARS, clean_difference
-from .job import ChunkedMapJob, process_state, resolve_shard
+from .job import PENDING, ChunkedMapJob, add_job_arguments, done_before, process_state, resolve_shard
 from .prompts import DIFFERENCE_PROMPT, build_difference_prompt
 
 PAIRINGS = ("random", "within-class", "across-class")
@@ -42,17 +45,23 @@ def sample_pairs(
     labels: Sequence | None = None,
     seed: int = 0,
 ) -> list[tuple[str, str]]:
-    """Ordered pairs (a, b) of distinct images; ``within-class``/``across-class`` need ``labels``."""
+    """``num_pairs`` distinct ordered pairs (a, b) of distinct images, drawn without replacement.
+
+    ``within-class``/``across-class`` need ``labels``. Raises a ValueError when more pairs
+    are asked than exist. A small request is drawn by rejection (a set of pairs seen); one
+    for more than half of the pairs samples the list of all pairs.
+    """
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {PAIRINGS}, got {pairing!r}")
     if len(set(ids)) != len(ids):
         raise ValueError("image ids must be unique")
     if len(ids) < 2:
         raise ValueError(f"need at least 2 images to pair, got {len(ids)}")
+    ids = list(ids)
+    label_of, by_label = None, {}
     if pairing != "random":
         if labels is None or len(labels) != len(ids):
             raise ValueError(f"pairing {pairing!r} needs one label per image")
-        by_label: dict = {}
         for image_id, label in zip(ids, labels):
             by_label.setdefault(label, []).append(image_id)
         label_of = dict(zip(ids, labels))
@@ -60,25 +69,39 @@ def sample_pairs(
             raise ValueError("within-class pairing needs a class with at least 2 images")
         if pairing == "across-class" and len(by_label) < 2:
             raise ValueError("across-class pairing needs at least 2 classes")
+
+    def partners(a: str) -> list[str]:
+        if pairing == "random":
+            return ids
+        if pairing == "within-class":
+            return by_label[label_of[a]]
+        return [i for label, group in by_label.items() if label != label_of[a] for i in group]
+
+    sizes = Counter(label_of.values()) if label_of else None
+    if pairing == "random":
+        total = len(ids) * (len(ids) - 1)
+    elif pairing == "within-class":
+        total = sum(n * (n - 1) for n in sizes.values())
+    else:
+        total = sum(n * (len(ids) - n) for n in sizes.values())
+    if num_pairs > total:
+        raise ValueError(f"{num_pairs} pairs asked, but {len(ids)} images give only {total} distinct {pairing} pairs")
     rng = random.Random(seed)
-    pairs = []
+    if 2 * num_pairs > total:
+        return rng.sample([(a, b) for a in ids for b in partners(a) if a != b], num_pairs)
+    pairs, seen = [], set()
     while len(pairs) < num_pairs:
         a = rng.choice(ids)
-        if pairing == "random":
-            candidates = ids
-        elif pairing == "within-class":
-            candidates = by_label[label_of[a]]
-        else:
-            candidates = [i for label, group in by_label.items() if label != label_of[a] for i in group]
-        b = rng.choice(candidates)
-        if a != b:
+        b = rng.choice(partners(a))
+        if a != b and (a, b) not in seen:
+            seen.add((a, b))
             pairs.append((a, b))
     return pairs
 
 
 def check_difference_rows(rows, known_ids) -> None:
-    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, or an empty difference."""
-    known_ids = set(known_ids)
+    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, a pair seen before, or an empty difference."""
+    known_ids, seen = set(known_ids), {}
     for index, row in enumerate(rows):
         for column in ("id_a", "id_b", "difference"):
             if column not in row:
@@ -90,6 +113,10 @@ def check_difference_rows(rows, known_ids) -> None:
             raise ValueError(f"difference row {index} pairs image {row['id_a']!r} with itself")
         if not isinstance(row["difference"], str) or not row["difference"].strip():
             raise ValueError(f"difference row {index} ({row['id_a']!r}, {row['id_b']!r}) has an empty difference text")
+        pair = (row["id_a"], row["id_b"])
+        if pair in seen:
+            raise ValueError(f"difference row {index} repeats the pair {pair} of row {seen[pair]}; pairs must be distinct")
+        seen[pair] = index
 
 
 def pair_dataset(
@@ -125,22 +152,31 @@ def pair_dataset(
 
 
 class DifferenceWriter:
-    """The batched map function: the filtered difference text (None if rejected) and its status per pair.
+    """The batched map function: the filtered difference text (None if rejected), its status and
+    whether it is pending (the request failed) per pair.
 
-    ``generate(prompts, names)`` returns one continuation per prompt (a `TextGenerator`).
+    ``generate(prompts, names, seeds)`` returns one continuation (None: failed) per prompt (a
+    backend of `backends`); each pair's sampling seed derives from (``seed``, pair id).
     """
 
-    def __init__(self, generate: Callable, template: str = DIFFERENCE_PROMPT, min_chars: int = MIN_CHARS):
+    def __init__(self, generate: Callable, template: str = DIFFERENCE_PROMPT, min_chars: int = MIN_CHARS, seed: int = 0):
         self.generate = generate
         self.template = template
         self.min_chars = min_chars
+        self.seed = seed
 
     def __call__(self, batch: dict) -> dict:
         pairs = list(zip(batch["id_a"], batch["id_b"]))
         prompts = [build_difference_prompt(a, b, self.template) for a, b in zip(batch["caption_a"], batch["caption_b"])]
         names = [f"pair ({a!r}, {b!r})" for a, b in pairs]
-        cleaned = [clean_difference(text, self.min_chars) for text in self.generate(prompts, names)]
-        return {"difference": [text for text, _ in cleaned], "difference_status": [status for _, status in cleaned]}
+        seeds = [row_seed(self.seed, "difference", pair) for pair in batch["pair"]]
+        columns = {"difference": [], "difference_status": [], PENDING: []}
+        for text in self.generate(prompts, names, seeds):
+            cleaned, status = (None, "pending") if text is None else clean_difference(text, self.min_chars)
+            columns["difference"].append(cleaned)
+            columns["difference_status"].append(status)
+            columns[PENDING].append(text is None)
+        return columns
 
 
 def summarize(dataset: Dataset) -> dict:
@@ -160,38 +196,20 @@ def format_summary(summary: dict) -> str:
 
 
 def dataset_card(summary: dict, config: dict) -> str:
-    """The dataset card (README.md) of a differences output."""
-    return f"""---
-tags:
-- pc-clip
-- pairwise-differences
-- synthetic
----
-
-# Pairwise difference descriptions
-
-How image `id_a` differs visually from image `id_b`, written by `{config['model']}` from the two
-captions of `{config['input']}` (`langclip differences`, pairing `{config['pairing']}`), as in PC-CLIP
-("Finetuning CLIP to Reason about Pairwise Differences", Sam et al., TMLR 2025). Generations with
-code, markup or non-ASCII text, or under {config['min_chars']} characters after cutting follow-up
-questions and notes, were dropped.
-
-Columns: `id_a`, `id_b` (ids of the source dataset), `difference`.
-
-{format_summary(summary)}
-
-Prompt template:
-
-```
-{config['template']}
-```
-
-Job settings:
-
-```json
-{json.dumps(config, indent=2, sort_keys=True)}
-```
-"""
+    """The dataset card (README.md) of a differences output: `hub_cards.cards.dataset_card`."""
+    card = cards.dataset_card(
+        "Pairwise difference descriptions",
+        [config["input"]],
+        config["model"],
+        config["template"],
+        {"llm": summary["pairs"]},
+        {"llm": summary["pairs"] - summary["kept"]},
+        summary["kept"],
+        generation=config,
+        kind="differences",
+        reasons=summary["rejected"],
+    )
+    return str(card)
 
 
 def add_arguments(parser) -> None:
@@ -199,7 +217,6 @@ def add_arguments(parser) -> None:
         "input", help="Image-caption data: Hub dataset id, dataset folder, CSV, .txt (one caption per line), JSON(L), "
         "Parquet. Only captions, ids (and labels) are read."
     )  # fmt: skip
-    parser.add_argument("--model", required=True, help="Causal LM (Hub id or folder) that writes the differences.")
     parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card).")
     parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
     parser.add_argument("--caption-column", default="caption", help="Column holding the captions.")
@@ -210,41 +227,27 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--label-column", default=None, help="Class label column (needed by within-class and across-class pairing)."
     )
-    parser.add_argument("--num-pairs", type=int, default=None, help="Pairs to sample (default: one per image).")
+    parser.add_argument(
+        "--num-pairs", type=int, default=None,
+        help="Distinct pairs to sample, without replacement (default: one per image).",
+    )  # fmt: skip
     parser.add_argument(
         "--template", default=DIFFERENCE_PROMPT, help="Prompt template with {caption_a} and {caption_b}."
     )
     parser.add_argument(
         "--min-chars", type=int, default=MIN_CHARS, help="Drop difference texts shorter than this (PC-CLIP: 60)."
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed for pair sampling and generation.")
-    parser.add_argument("--batch-size", type=int, default=16, help="Generation batch size.")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="Pairs per saved chunk (the unit of resume).")
-    parser.add_argument("--max-new-tokens", type=int, default=77, help="Generation length limit.")
-    parser.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
-    parser.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
-    parser.add_argument("--dtype", default="auto", help="Model dtype: auto, float32, bfloat16, float16.")
-    parser.add_argument(
-        "--device", default=None, help="Device, e.g. cpu, cuda:0 (default: this process's accelerate device)."
-    )
-    parser.add_argument(
-        "--num-shards", type=int, default=None,
-        help="Split the pairs into N shards (default: one per accelerate process).",
-    )  # fmt: skip
-    parser.add_argument("--shard-index", type=int, default=None, help="The shard this run takes (with --num-shards).")
-    parser.add_argument(
-        "--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge)."
-    )
+    add_generation_arguments(parser, "Causal LM (Hub id or folder, or the served model) that writes the differences.",
+                             model_required=True)  # fmt: skip
+    add_job_arguments(parser, unit="pairs")
     add_push_arguments(parser)
 
 
 def job_config(args) -> dict:
-    """The arguments that determine the output (a restart must repeat them)."""
-    keys = (
-        "input", "model", "split", "caption_column", "id_column", "pairing", "label_column", "num_pairs", "template",
-        "min_chars", "seed", "batch_size", "max_new_tokens", "temperature", "top_p", "dtype",
-    )  # fmt: skip
-    return {key: getattr(args, key) for key in keys}
+    """The arguments that determine the output (a restart must repeat them); the seed is the job's."""
+    keys = ("input", "split", "caption_column", "id_column", "pairing", "label_column", "num_pairs", "template",
+            "min_chars")  # fmt: skip
+    return {**{key: getattr(args, key) for key in keys}, **generation_config(args)}
 
 
 def main(args) -> int:
@@ -252,26 +255,28 @@ def main(args) -> int:
     output = Path(args.output_dir)
     config = job_config(args)
     summary_path = output / SUMMARY_FILE
-    if summary_path.exists() and json.loads(summary_path.read_text()).get("config") == config:
+    captions = load_captions(args.input, args.caption_column, args.id_column, args.split)
+    pairs = pair_dataset(
+        captions, args.num_pairs or len(captions), args.pairing, args.label_column, args.seed,
+        args.caption_column, args.id_column,
+    )  # fmt: skip
+    job = ChunkedMapJob(
+        None, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size, num_shards, args.seed,
+        id_column="pair", unit="pair", input_columns=["pair", "id_a", "id_b", "caption_a", "caption_b"],
+    )  # fmt: skip
+    if done_before(job, pairs, output, summary_path, args.restart):
         print(f"{output} already holds this job's output; nothing to do")
     else:
-        captions = load_captions(args.input, args.caption_column, args.id_column, args.split)
-        pairs = pair_dataset(
-            captions, args.num_pairs or len(captions), args.pairing, args.label_column, args.seed,
-            args.caption_column, args.id_column,
-        )  # fmt: skip
-        generate = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
-        generator = TextGenerator.from_pretrained(args.model, args.device, args.dtype, args.batch_size, **generate)
-        job = ChunkedMapJob(
-            DifferenceWriter(generator, args.template, args.min_chars), args.work_dir or output / "work", config,
-            args.chunk_size, 4 * args.batch_size, num_shards, args.seed, id_column="pair", unit="pair",
-        )  # fmt: skip
+        generator = build_generator(args)
+        job.function = DifferenceWriter(generator, args.template, args.min_chars, args.seed)
         merged = job.run_and_merge(pairs, shard_index)
         if merged is None:
             return 0
-        summary = {**summarize(merged), "config": config}
+        summary = {**summarize(merged), "config": config, "job": job.state(pairs)}
         kept = merged.filter(lambda status: status == "ok", input_columns="difference_status", keep_in_memory=True)
-        kept.select_columns(list(OUTPUT_COLUMNS)).save_to_disk(str(output))
+        kept = kept.select_columns(list(OUTPUT_COLUMNS))
+        check_difference_rows(kept, captions[args.id_column])
+        kept.save_to_disk(str(output))
         (output / "README.md").write_text(dataset_card(summary, config), encoding="utf-8")
         summary_path.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(job.work_dir)
@@ -281,7 +286,6 @@ def main(args) -> int:
     print(format_summary(summary))
     print(f"saved to {output} (summary: {summary_path})")
     if args.push_to_hub:
-        url = push_folder(output, args.push_to_hub, repo_type="dataset", private=args.hub_private,
-                          revision=args.hub_revision)  # fmt: skip
+        url = push_folder(output, args.push_to_hub, repo_type="dataset", private=args.private, revision=args.revision)
         print(f"pushed to the Hub: {url}")
     return 0

@@ -3,8 +3,9 @@
 - `parse_completion`: the continuation after the final ``=>``, cut at the first newline
   and at any further ``=>``, stripped (LaCLIP's ICL format).
 - `clean_rewrite`: a rewrite is kept, or rejected with a status in `STATUSES`.
-- `clean_difference` (PC-CLIP): generations with code, markup or non-ASCII text are
-  dropped, follow-up questions and notes cut, and texts under `MIN_CHARS` characters dropped.
+- `clean_difference` (PC-CLIP): generations with code, markup, lists or non-ASCII text are
+  dropped, follow-up questions, notes and pleasantries ("Q:", "I hope", "Let me know") cut,
+  and texts under `MIN_CHARS` characters dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 
 ARROW = "=>"
-STATUSES = ("ok", "empty", "junk", "too_short", "too_long", "echo_query", "echo_example")
+STATUSES = ("ok", "empty", "junk", "too_short", "too_long", "echo_query", "echo_example", "pending")
 
 
 _JUNK = re.compile(
@@ -23,7 +24,7 @@ _JUNK = re.compile(
     r"|\bhttps?://|\]\("  # links
     r"|^\s*(#|\*|-\s)"  # markdown headings and bullets
     r"|\bdef\s+\w+\s*\(|^\s*import\s+\w+|\w\(\)"  # code
-    r"|(?P<char>\S)(?P=char){3,}"  # a character repeated four or more times
+    r"|(?P<char>[^\s\d])(?P=char){3,}"  # a character other than a digit repeated four or more times
     r"|\b(?P<word>\w+)(\W+(?P=word)\b){2,}",  # a word repeated three or more times in a row
     re.IGNORECASE,
 )
@@ -43,8 +44,8 @@ def clean_rewrite(
 ) -> tuple[str | None, str]:
     """(text, "ok") for a usable rewrite, else (None, reason) with reason one of `STATUSES`.
 
-    Rejected: empty; junk (code, markup, links, undecodable or control characters, repeated
-    characters or words); fewer than
+    Rejected: empty; junk (code, markup, links, undecodable or control characters, a
+    non-digit character repeated four times, a word three times in a row); fewer than
     ``min_words`` or more than ``max_words`` words; the query itself or any example's source
     or target (compared lower-cased, ignoring punctuation and spacing).
     """
@@ -70,16 +71,22 @@ MIN_CHARS = 60
 
 # code fences, braces, function definitions, HTML tags, markdown headings/bullets/links
 _CODE_OR_MARKUP = re.compile(r"```|[{}]|\bdef \w+\(|</?[a-zA-Z][^>]*>|^\s*(#+|[*-])\s|\[[^\]]*\]\(", re.MULTILINE)
-
-
-_FOLLOW_UP = re.compile(r"\b(Note:|Notes:|Please note|Let me know|Do you|Would you|Is there anything|Can I help)", re.I)
+# a numbered list: "1." / "2)" / "(3)" opening a line or following a sentence end
+_NUMBERED_LIST = re.compile(r"(^|[.:;!?]\s+)\(?\d{1,2}[.)]\s", re.MULTILINE)
+# what a chat model adds after the answer: follow-up questions, notes, pleasantries, a next Q/A turn
+_FOLLOW_UP = re.compile(
+    r"(\bQ:|\bQuestion:|\bNote:|\bNotes:|\bPlease note|\bI hope\b|\bHope this\b|\bLet me know|\bFeel free"
+    r"|\bDo you\b|\bWould you\b|\bIs there anything|\bCan I help|\bIf you have any)",
+    re.IGNORECASE,
+)
 
 
 def clean_difference(text: str, min_chars: int = MIN_CHARS) -> tuple[str | None, str]:
     """Filter one generation as PC-CLIP does: returns (difference or None, status).
 
-    Cut at a follow-up question or note; reject code, markup or non-ASCII text; reject
-    what is left under ``min_chars`` characters. Status is ``ok`` or the rejection reason.
+    Cut at a follow-up question, note or pleasantry ("Q:", "Note:", "I hope", "Let me
+    know", ...); reject non-ASCII text, code or markup, and numbered lists; reject what is
+    left under ``min_chars`` characters. Status is ``ok`` or the rejection reason.
     """
     if not isinstance(text, str):
         return None, "empty"
@@ -92,6 +99,8 @@ def clean_difference(text: str, min_chars: int = MIN_CHARS) -> tuple[str | None,
         return None, "non_ascii"
     if _CODE_OR_MARKUP.search(text):
         return None, "code_or_markup"
+    if _NUMBERED_LIST.search(text):
+        return None, "list"
     text = " ".join(text.split())
     if len(text) < min_chars:
         return None, "too_short"

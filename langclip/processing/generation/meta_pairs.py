@@ -25,7 +25,7 @@ import transformers
 
 from ...errors import DataError
 from ..loading import check_utf8
-from .backends import TextGenerator
+from .backends import TextGenerator, add_generation_arguments, build_generator, row_seed
 from .filters import clean_rewrite, parse_completion
 
 SHIPPED_DIR = Path(__file__).with_name("pools")
@@ -147,25 +147,31 @@ def load_pool(spec: str) -> MetaPool:
 
 
 def chatbot_pool(
-    captions, generator: TextGenerator, name: str = "chatbot", prompt: str = CHATBOT_PROMPT
+    captions, generator, name: str = "chatbot", prompt: str = CHATBOT_PROMPT, seed: int = 0
 ) -> tuple[MetaPool, dict]:
     """Pairs (caption, chat model's rewrite) made with the paper's chatbot prompt.
 
-    ``generator`` is a `TextGenerator`; its tokenizer's chat template is applied when it has
-    one. Rewrites are cleaned with `clean_rewrite`; rejected ones are dropped and counted.
+    ``generator`` is a backend of `backends`: a `TextGenerator` applies its tokenizer's chat
+    template when it has one; an `EndpointGenerator` with ``chat=True`` leaves that to the
+    server. Each request's seed derives from (seed, caption). Rewrites are cleaned with
+    `clean_rewrite`; rejected ones (and failed requests, "pending") are dropped and counted.
     Returns (pool, {status: count}).
     """
-    tokenizer = generator.pipe.tokenizer
+    tokenizer = generator.pipe.tokenizer if isinstance(generator, TextGenerator) else None
     requests = [f"{prompt} {caption}" for caption in captions]
-    if tokenizer.chat_template:
+    if tokenizer is not None and tokenizer.chat_template:
         requests = [
             tokenizer.apply_chat_template([{"role": "user", "content": r}], tokenize=False, add_generation_prompt=True)
             for r in requests
         ]
-    else:
+    elif not getattr(generator, "chat", False):
         requests = [f"{r}\n" for r in requests]
+    seeds = [row_seed(seed, "chatbot", caption) for caption in captions]
     counts, items = defaultdict(int), []
-    for caption, completion in zip(captions, generator(requests, names=[f"caption {c!r}" for c in captions])):
+    for caption, completion in zip(captions, generator(requests, [f"caption {c!r}" for c in captions], seeds)):
+        if completion is None:
+            counts["pending"] += 1
+            continue
         text, status = clean_rewrite(parse_completion(completion.lstrip()), caption)
         counts[status] += 1
         if text is not None:
@@ -176,24 +182,22 @@ def chatbot_pool(
 
 
 def add_arguments(parser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout)."
+    parser.add_argument(
+        "--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout); or --model."
     )
-    source.add_argument("--model", help="Chat model (Hub id or folder) asked to rewrite --captions.")
     parser.add_argument("--captions", help="With --model: captions to rewrite (any input `langclip rewrite` reads).")
     parser.add_argument("--caption-column", default="caption", help="Caption column of --captions.")
     parser.add_argument("--num-pairs", type=int, default=64, help="With --model: rewrite the first N captions.")
     parser.add_argument("--prompt", default=CHATBOT_PROMPT, help="With --model: the instruction before each caption.")
-    parser.add_argument("--batch-size", type=int, default=16, help="With --model: generation batch size.")
-    parser.add_argument("--device", default=None, help="With --model: device (default: accelerate's choice).")
-    parser.add_argument("--dtype", default="auto", help="With --model: model dtype (auto, float32, bfloat16, ...).")
-    parser.add_argument("--seed", type=int, default=0, help="With --model: sampling seed.")
     parser.add_argument("--name", default=None, help="Pool name (default: coco, or chatbot).")
     parser.add_argument("--output", required=True, help="Where to write the pool (JSONL).")
+    add_generation_arguments(parser, "Chat model (Hub id or folder, or the served model) asked to rewrite --captions; "
+                             "or --coco.")  # fmt: skip
 
 
 def main(args) -> int:
+    if bool(args.coco) == bool(args.model):
+        raise SystemExit("give exactly one of --coco and --model")
     if args.coco:
         pool = coco_pool(args.coco, args.name or "coco")
     else:
@@ -204,8 +208,7 @@ def main(args) -> int:
         captions = load_captions(args.captions, caption_column=args.caption_column)
         captions = captions.select(range(min(args.num_pairs, len(captions))))[args.caption_column]
         transformers.set_seed(args.seed)
-        generator = TextGenerator.from_pretrained(args.model, args.device, args.dtype, args.batch_size)
-        pool, counts = chatbot_pool(captions, generator, args.name or "chatbot", args.prompt)
+        pool, counts = chatbot_pool(captions, build_generator(args), args.name or "chatbot", args.prompt, args.seed)
         print(f"chat model rewrites: {counts}")
     pool.save(args.output)
     print(f"wrote {len(pool.items)} {pool.kind} to {args.output} (pool {pool.name!r})")

@@ -2,16 +2,20 @@
 
 Methods:
 
-- ``llm`` (LaCLIP): the ICL prompt of `icl.PromptBuilder` continued by a causal LM through
-  a text-generation pipeline, parsed with `icl.parse_completion`;
-- ``eda``: one EDA augmentation per rewrite (`eda.EDA`);
-- ``backtranslation``: to another language and back (`eda.BackTranslator`).
+- ``llm`` (LaCLIP): the ICL prompt of `prompts.PromptBuilder` continued by a causal LM
+  through a backend of `backends` (in-process transformers, or an OpenAI-compatible
+  inference server), parsed with `filters.parse_completion`;
+- ``eda``: one EDA augmentation per rewrite (`text.EDA`);
+- ``backtranslation``: to another language and back (`baselines.BackTranslator`: a seq2seq
+  translation pipeline, Marian by default, or a prompted causal LM).
 
-Every rewrite goes through `icl.clean_rewrite`; a rejected one falls back to the original
+Every rewrite goes through `filters.clean_rewrite`; a rejected one falls back to the original
 caption, and ``rewrite_status`` records "ok" or the reason. The output adds three list
 columns to each row: ``rewrites``, ``rewrite_sources`` and ``rewrite_status``, ordered by
-source, then k. The job runs as a `generation.ChunkedMapJob`: sharded by process,
-resumable by chunk, merged with an exact check of the ids.
+source, then k. The job runs as a `job.ChunkedMapJob`: sharded by process, resumable by
+chunk with a fingerprinted state (other settings or an edited input is an error until
+``--restart``), failed requests left pending and redone on the next run, merged with an
+exact check of the ids.
 
 Output folder: the merged dataset (`datasets.load_from_disk`), ``rewrite_summary.json``
 (fallback counts), ``README.md`` (dataset card) and, with ``--text-files``, LaCLIP's layout
@@ -27,14 +31,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from datasets import Dataset, load_from_disk
+from datasets.fingerprint import Hasher
 from huggingface_hub import DatasetCard
 
+from ...hub_cards import cards
+from ...hub_cards.push import add_push_arguments
 from ..loading import check_captions, load_captions
 from ..text import EDA, load_synonyms
-from .backends import Proposer, TextGenerator, request_names
-from .baselines import BackTranslator, backtranslation_proposer, eda_proposer
+from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
+from .baselines import (
+    MARIAN_BACKWARD, MARIAN_FORWARD, BackTranslator, Seq2SeqTranslation, PromptedTranslation,
+    backtranslation_proposer, eda_proposer, is_seq2seq,
+)  # fmt: skip
 from .filters import clean_rewrite, parse_completion
-from .job import ChunkedMapJob, process_state, resolve_shard
+from .job import PENDING, ChunkedMapJob, add_job_arguments, done_before, process_state, resolve_shard
 from .meta_pairs import load_pool
 from .prompts import OFFICIAL_TASK, PromptBuilder
 
@@ -43,7 +53,10 @@ SUMMARY_FILE = "rewrite_summary.json"
 
 
 class Rewriter:
-    """The batched map function: ``num_rewrites`` cleaned rewrites per caption per source."""
+    """The batched map function: ``num_rewrites`` cleaned rewrites per caption per source.
+
+    A request the proposer could not serve (None) marks its row `job.PENDING`.
+    """
 
     def __init__(
         self,
@@ -69,21 +82,31 @@ class Rewriter:
             (row, source, k) for row in range(len(ids)) for source in self.sources for k in range(self.num_rewrites)
         ]
         columns = {name: [[] for _ in ids] for name in OUTPUT_COLUMNS}
+        columns[PENDING] = [False] * len(ids)
         for (row, source, _), (text, examples) in zip(requests, self.propose(captions, ids, requests)):
-            cleaned, status = clean_rewrite(text, captions[row], examples, self.min_words, self.max_words)
+            if text is None:  # the request failed after retries: the row is redone on resume
+                cleaned, status = None, "pending"
+                columns[PENDING][row] = True
+            else:
+                cleaned, status = clean_rewrite(text, captions[row], examples, self.min_words, self.max_words)
             columns["rewrites"][row].append(captions[row] if cleaned is None else cleaned)
             columns["rewrite_sources"][row].append(source)
             columns["rewrite_status"][row].append(status)
         return columns
 
 
-def llm_proposer(builder: PromptBuilder, generator: TextGenerator) -> Proposer:
-    """LaCLIP: ICL prompts continued by the LM, parsed."""
+def llm_proposer(builder: PromptBuilder, generator) -> Proposer:
+    """LaCLIP: ICL prompts continued by the LM (a backend of `backends`), parsed; each request's
+    sampling seed derives from (seed, caption id, source, k) like its examples."""
 
     def propose(captions, ids, requests):
         prompts = [builder(captions[row], ids[row], source, k) for row, source, k in requests]
-        completions = generator([prompt for prompt, _ in prompts], request_names(ids, requests))
-        return [(parse_completion(text), examples) for text, (_, examples) in zip(completions, prompts)]
+        seeds = [row_seed(builder.seed, ids[row], source, k) for row, source, k in requests]
+        completions = generator([prompt for prompt, _ in prompts], request_names(ids, requests), seeds)
+        return [
+            (None if text is None else parse_completion(text), examples)
+            for text, (_, examples) in zip(completions, prompts)
+        ]
 
     return propose
 
@@ -133,40 +156,15 @@ def write_text_files(dataset: Dataset, out_dir: str | Path) -> list[Path]:
     return [out_dir / name for name in names]
 
 
-def dataset_card(summary: dict, config: dict) -> str:
-    """The dataset card (README.md) of a rewrite output."""
-    rows = "\n".join(
-        f"| {source} | {counts.get('ok', 0)} | {sum(counts.values())} |" for source, counts in summary["by_source"].items()
-    )
-    return f"""---
-tags:
-- laclip
-- caption-rewriting
-- synthetic
----
-
-# Rewritten captions
-
-Captions rewritten by `langclip rewrite` (method `{config['method']}`, model `{config.get('model')}`),
-{config['num_rewrites']} rewrite(s) per caption per source, as in LaCLIP ("Improving CLIP Training
-with Language Rewrites", Fan et al., NeurIPS 2023).
-
-Columns added to each input row: `rewrites` (list of strings), `rewrite_sources` (which
-meta-pair source or baseline wrote each) and `rewrite_status` (`ok`, or why the rewrite was
-rejected; a rejected rewrite is replaced by the original caption).
-
-{format_summary(summary)}
-
-| source | ok | rewrites |
-| --- | --- | --- |
-{rows}
-
-Job settings:
-
-```json
-{json.dumps(config, indent=2, sort_keys=True)}
-```
-"""
+def dataset_card(summary: dict, config: dict, prompt: str) -> str:
+    """The dataset card (README.md) of a rewrite output: `hub_cards.cards.dataset_card`."""
+    per_source = {source: sum(counts.values()) for source, counts in summary["by_source"].items()}
+    fallbacks = {source: n - summary["by_source"][source].get("ok", 0) for source, n in per_source.items()}
+    card = cards.dataset_card(
+        "Rewritten captions", [config["input"]], config.get("model") or config["method"], prompt, per_source, fallbacks,
+        summary["rows"], generation=config, kind="rewrites", reasons=summary["fallbacks"],
+    )  # fmt: skip
+    return str(card)
 
 
 def add_arguments(parser) -> None:
@@ -184,9 +182,6 @@ def add_arguments(parser) -> None:
         help="Rewriter: LaCLIP's ICL LLM, or a baseline.",
     )
     parser.add_argument(
-        "--model", help="Causal LM (Hub id or folder) for llm, or the forward translator for backtranslation."
-    )
-    parser.add_argument(
         "--sources", nargs="+", default=["chatgpt", "bard", "human"],
         help="llm: meta-pair sources: shipped names (chatgpt, bard, human), JSONL pools, COCO captions .json, "
         "or name=path.",
@@ -197,31 +192,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--separator", default="\n\n", help="llm: text between the prompt's blocks (default: a blank line)."
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed for examples, EDA and sampling.")
-    parser.add_argument("--batch-size", type=int, default=16, help="Generation batch size.")
-    parser.add_argument("--chunk-size", type=int, default=1024, help="Captions per saved chunk (the unit of resume).")
-    parser.add_argument("--max-new-tokens", type=int, default=77, help="Generation length limit.")
-    parser.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
-    parser.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
-    parser.add_argument("--dtype", default="auto", help="Model dtype: auto, float32, bfloat16, float16.")
-    parser.add_argument(
-        "--device", default=None, help="Device, e.g. cpu, cuda:0 (default: this process's accelerate device)."
-    )
     parser.add_argument("--min-words", type=int, default=2, help="Rewrites with fewer words fall back to the original.")
     parser.add_argument("--max-words", type=int, default=60, help="Rewrites with more words fall back to the original.")
-    parser.add_argument(
-        "--num-shards", type=int, default=None,
-        help="Split the input into N shards (default: one per accelerate process).",
-    )
-    parser.add_argument("--shard-index", type=int, default=None, help="The shard this run takes (with --num-shards).")
-    parser.add_argument(
-        "--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge)."
-    )
     parser.add_argument("--text-files", action="store_true", help="Also write LaCLIP's texts/<source>.txt files.")
-    parser.add_argument(
-        "--push-to-hub", metavar="REPO_ID", default=None, help="Push the dataset and its card to this Hub repo."
-    )
-    parser.add_argument("--private", action="store_true", help="With --push-to-hub: make the repo private.")
     parser.add_argument(
         "--synonyms", default=None, help="eda: JSON synonym table {word: [synonyms]} (default: built-in)."
     )
@@ -229,47 +202,79 @@ def add_arguments(parser) -> None:
         "--eda-alpha", type=float, default=0.1, help="eda: rate of all four operations (the EDA paper's default)."
     )
     parser.add_argument(
-        "--backward-model", default=None, help="backtranslation: model for the way back (default: --model)."
+        "--backward-model", default=None,
+        help=f"backtranslation: model for the way back (default: --model, or {MARIAN_BACKWARD} without --model).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--language", default="French", help="backtranslation with a causal LM: the pivot language's name in the prompt."
     )
-    parser.add_argument("--language", default="French", help="backtranslation: pivot language.")
+    parser.add_argument(
+        "--source-lang-code", default=None,
+        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the captions' language code, e.g. eng_Latn.",
+    )  # fmt: skip
+    parser.add_argument(
+        "--pivot-lang-code", default=None,
+        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the pivot language code, e.g. fra_Latn.",
+    )  # fmt: skip
+    add_generation_arguments(
+        parser, f"llm: causal LM (Hub id or folder, or the served model with --backend endpoint); backtranslation: "
+        f"the forward translator, a seq2seq translation model or a causal LM (default {MARIAN_FORWARD}).",
+    )  # fmt: skip
+    add_job_arguments(parser, unit="captions")
+    add_push_arguments(parser)
 
 
 def job_config(args) -> dict:
-    """The arguments that determine the output (a restart must repeat them)."""
+    """The arguments that determine the output (a restart must repeat them), with a fingerprint
+    of each meta-pair source's content; the seed is the job's."""
     keys = (
-        "input", "split", "caption_column", "id_column", "method", "model", "sources", "num_rewrites", "num_examples",
-        "task", "separator", "batch_size", "max_new_tokens", "temperature", "top_p", "dtype", "min_words",
-        "max_words", "synonyms", "eda_alpha", "backward_model", "language",
+        "input", "split", "caption_column", "id_column", "method", "sources", "num_rewrites", "num_examples", "task",
+        "separator", "min_words", "max_words", "synonyms", "eda_alpha", "backward_model", "language",
+        "source_lang_code", "pivot_lang_code",
     )  # fmt: skip
-    return {key: getattr(args, key) for key in keys}
+    config = {key: getattr(args, key) for key in keys}
+    if args.method == "llm":  # a pool file edited since the job started changes the prompts
+        config["source_fingerprints"] = {spec: Hasher.hash(load_pool(spec).items) for spec in args.sources}
+    return {**config, **(generation_config(args) if args.method != "eda" else {"model": None})}
 
 
-def build_rewriter(args) -> Rewriter:
-    """The `Rewriter` for ``--method`` and its options."""
-    generate = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+def translation_leg(args, model: str, source: str, target: str, codes: tuple):
+    """One back-translation leg: a `Seq2SeqTranslation` for an encoder-decoder model, else a prompted causal LM."""
+    if args.backend == "transformers" and is_seq2seq(model):
+        src_lang, tgt_lang = codes
+        return Seq2SeqTranslation.from_pretrained(
+            model, args.device, args.dtype, args.batch_size, src_lang=src_lang, tgt_lang=tgt_lang,
+            max_new_tokens=args.max_new_tokens,
+        )  # fmt: skip
+    return PromptedTranslation(build_generator(args, model), source, target)
 
-    def load(model: str) -> TextGenerator:
-        return TextGenerator.from_pretrained(model, args.device, args.dtype, args.batch_size, **generate)
 
+def build_rewriter(args, example: tuple[str, str]) -> tuple[Rewriter, str]:
+    """The `Rewriter` for ``--method`` and its options, and what the dataset card shows as its
+    prompt: the ICL prompt of ``example`` (caption, id), or the baseline's settings."""
     if args.method == "llm":
         if not args.model:
             raise SystemExit("--method llm needs --model")
         pools = {pool.name: pool for pool in map(load_pool, args.sources)}
         builder = PromptBuilder(pools, args.num_examples, args.task, args.separator, args.seed)
-        propose, sources = llm_proposer(builder, load(args.model)), list(pools)
+        propose, sources = llm_proposer(builder, build_generator(args)), list(pools)
+        prompt = builder(*example, sources[0])[0]
     elif args.method == "eda":
         synonyms = load_synonyms(args.synonyms) if args.synonyms else None
         propose, sources = eda_proposer(EDA(synonyms, *[args.eda_alpha] * 4), args.seed), ["eda"]
+        prompt = f"EDA (synonym replacement, random insertion, swap, deletion), alpha {args.eda_alpha}"
     else:
-        if not args.model:
-            raise SystemExit("--method backtranslation needs --model")
-        forward = load(args.model)
-        backward = forward if args.backward_model in (None, args.model) else load(args.backward_model)
-        propose = backtranslation_proposer(BackTranslator(forward, backward, args.language))
-        sources = ["backtranslation"]
-    return Rewriter(
+        forward_model = args.model or MARIAN_FORWARD
+        backward_model = args.backward_model or args.model or MARIAN_BACKWARD
+        codes = (args.source_lang_code, args.pivot_lang_code)
+        forward = translation_leg(args, forward_model, "English", args.language, codes)
+        backward = translation_leg(args, backward_model, args.language, "English", codes[::-1])
+        propose, sources = backtranslation_proposer(BackTranslator(forward, backward)), ["backtranslation"]
+        prompt = f"back-translation: {forward_model} then {backward_model}"
+    rewriter = Rewriter(
         propose, sources, args.num_rewrites, args.caption_column, args.id_column, args.min_words, args.max_words
     )
+    return rewriter, prompt
 
 
 def main(args) -> int:
@@ -278,23 +283,24 @@ def main(args) -> int:
     config = job_config(args)
     summary_path = output / SUMMARY_FILE
     state = process_state()
-    if summary_path.exists() and json.loads(summary_path.read_text()).get("config") == config:
+    dataset = load_captions(args.input, args.caption_column, args.id_column, args.split)
+    check_captions(dataset, args.caption_column, args.id_column)
+    job = ChunkedMapJob(
+        None, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size, num_shards, args.seed,
+        args.id_column, unit="caption", input_columns=[args.id_column, args.caption_column],
+    )  # fmt: skip
+    if done_before(job, dataset, output, summary_path, args.restart):
         print(f"{output} already holds this job's output; nothing to do")
         merged = load_from_disk(str(output))
     else:
-        dataset = load_captions(args.input, args.caption_column, args.id_column, args.split)
-        check_captions(dataset, args.caption_column, args.id_column)
-        rewriter = build_rewriter(args)
-        job = ChunkedMapJob(
-            rewriter, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size,
-            num_shards, args.seed, args.id_column, unit="caption",
-        )  # fmt: skip
+        job.function, prompt = build_rewriter(args, (dataset[0][args.caption_column], str(dataset[0][args.id_column])))
         merged = job.run_and_merge(dataset, shard_index)
         if merged is None:
             return 0
         merged.save_to_disk(str(output))
-        summary = {**summarize(merged), "config": config}
-        (output / "README.md").write_text(dataset_card(summary, config), encoding="utf-8")
+        summary = {**summarize(merged), "config": config, "job": job.state(dataset)}
+        card = dataset_card(summary, config, prompt)
+        (output / "README.md").write_text(card, encoding="utf-8")
         summary_path.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(job.work_dir)
         merged = load_from_disk(str(output))
@@ -307,12 +313,13 @@ def main(args) -> int:
         paths = write_text_files(merged, output / "texts")
         print(f"wrote {len(paths)} text files to {output / 'texts'}")
     if args.push_to_hub:
-        push_to_hub(merged, args.push_to_hub, (output / "README.md").read_text(encoding="utf-8"), args.private)
+        card = (output / "README.md").read_text(encoding="utf-8")
+        push_to_hub(merged, args.push_to_hub, card, args.private, args.revision)
     return 0
 
 
-def push_to_hub(dataset: Dataset, repo_id: str, card: str, private: bool = False) -> None:
+def push_to_hub(dataset: Dataset, repo_id: str, card: str, private: bool = False, revision: str | None = None) -> None:
     """Push the dataset, then its card (honours HF_ENDPOINT and HF_TOKEN)."""
-    dataset.push_to_hub(repo_id, private=private)
-    DatasetCard(card).push_to_hub(repo_id)
+    dataset.push_to_hub(repo_id, private=private, revision=revision)
+    DatasetCard(card).push_to_hub(repo_id, revision=revision)
     print(f"pushed to the Hub: {repo_id}")
