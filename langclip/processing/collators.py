@@ -32,7 +32,8 @@ class ContrastiveCollator:
 
     With ``skip_bad_samples``, a row whose image raises `BadSampleError` is dropped and
     counted in the batch's ``num_skipped`` (pop it before calling the model); without it
-    the error, which names the row and file, stops the run.
+    the error, which names the row and file, stops the run. A truncated shard's marker row
+    (``lost_samples``: n, see `langclip.processing.loading.shard_records`) adds n to ``num_skipped``.
     """
 
     def __init__(
@@ -87,6 +88,8 @@ class ContrastiveCollator:
         return {}
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        lost = sum(row.get("lost_samples") or 0 for row in rows)  # a truncated shard's marker row (loading.py)
+        rows = [row for row in rows if not row.get("lost_samples")]
         num_rows = len(rows)
         if self.image_transform is None:
             pixels = [torch.as_tensor(row["pixel_values"]) for row in rows]
@@ -111,7 +114,7 @@ class ContrastiveCollator:
             **self.extra_inputs(rows),
         }
         if self.skip_bad_samples:
-            batch["num_skipped"] = torch.tensor(num_rows - len(rows))
+            batch["num_skipped"] = torch.tensor(num_rows - len(rows) + lost)
         return batch
 
 
