@@ -364,12 +364,16 @@ def standardize_columns(dataset, image_column="image", caption_column="caption",
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".txt": "text", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 def load_captions(path: str, caption_column: str = "caption", id_column: str = "id", split: str = "train") -> Dataset:
-    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L) or Parquet.
+    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L), Parquet
+    or tar shards (`shard_captions`: ids are the sample keys, ``shard`` the tar each came from).
 
     A text file's lines become ``caption_column``. Without an ``id_column``, the row index
     (as a string) is added as the id.
     """
     local = Path(path)
+    if is_webdataset(path):
+        dataset = shard_captions(path)
+        return dataset if caption_column == "caption" else dataset.rename_column("caption", caption_column)
     if local.is_file():
         builder = _BUILDERS.get(local.suffix.lower())
         if builder is None:

@@ -288,6 +288,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
     method_class = METHODS[model_args.method]
     accelerator = Accelerator(
+        cpu=torch.accelerator.current_accelerator() is None,  # so plain torchrun on CPU runs gloo (MULTI_CPU)
         mixed_precision=train_args.mixed_precision,
         log_with=None if train_args.report_to == "none" else train_args.report_to,
         project_dir=train_args.output_dir,
