@@ -188,7 +188,8 @@ def iter_shards(shards: list[str], caption_column: str = "caption", skip_bad_sam
 
 def shard_features(shard: str, caption_column: str = "caption", skip_bad_samples: bool = False) -> Features:
     """The records' features, resolved from the first sample of ``shard`` (its ``.json`` keys and the sidecar's
-    columns); ``rewrites``/``rewrite_sources`` are string lists, so a streamed dataset's columns are known up front."""
+    columns); ``rewrites``/``rewrite_sources`` are string lists, so a streamed dataset's columns are known up front.
+    Later samples are read with these features: a key the first sample lacks is dropped, a missing one is None."""
     first = next(shard_records(shard, caption_column, skip_bad_samples=False))
     first = {k: v for k, v in first.items() if k not in ("image", "id")}
     features = Features.from_arrow_schema(pa.Table.from_pylist([first]).schema) if first else Features()
@@ -291,16 +292,36 @@ def shard_captions(path: str | Sequence[str]) -> Dataset:
 
 def write_sidecars(dataset: Dataset, columns: Sequence[str] = ("rewrites", "rewrite_sources")) -> list[str]:
     """One ``<shard>.rewrites.parquet`` per shard of ``dataset`` (rows with ``shard``, ``id`` and ``columns``, as
-    `shard_captions` + the rewrite job make them); returns their paths. Image bytes are never rewritten."""
+    `shard_captions` + the rewrite job make them); returns their paths. Image bytes are never rewritten.
+
+    Rows are sorted by shard (an Arrow sort) and streamed in batches, so each sidecar is written once.
+    """
     missing = [column for column in ("shard", "id", *columns) if column not in dataset.column_names]
     if missing:
         raise ValueError(f"write_sidecars needs the column(s) {missing}; columns: {dataset.column_names}")
-    paths = []
-    for shard in sorted(set(dataset["shard"])):
-        rows = dataset.filter(lambda value: value == shard, input_columns="shard").select_columns(["id", *columns])
-        rows.to_parquet(sidecar_path(shard))
-        paths.append(sidecar_path(shard))
+    rows = dataset.select_columns(["shard", "id", *columns]).sort("shard").with_format("arrow")
+    paths, current, parts = [], None, []
+    for batch in rows.iter(10_000):
+        shards = batch["shard"].to_pylist()
+        start = 0
+        for end in range(1, len(shards) + 1):
+            if end < len(shards) and shards[end] == shards[start]:
+                continue
+            if current is not None and shards[start] != current:
+                paths.append(_write_sidecar(current, parts))
+                parts = []
+            current = shards[start]
+            parts.append(batch.slice(start, end - start))
+            start = end
+    if current is not None:
+        paths.append(_write_sidecar(current, parts))
     return paths
+
+
+def _write_sidecar(shard: str, parts: list[pa.Table]) -> str:
+    path = sidecar_path(shard)
+    pq.write_table(pa.concat_tables(parts).drop_columns(["shard"]), path)
+    return path
 
 
 def load_split(path: str, split: str = "train", config: str | None = None, streaming: bool = False):
