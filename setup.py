@@ -17,6 +17,7 @@ setup(
         "torch>=2.4",
         "transformers>=5.0",
         "accelerate>=1.0",
+        "torchdata>=0.8",  # StatefulDataLoader: exact resume of streamed shards
         "datasets>=3.0",
         "peft>=0.13",
         "evaluate>=0.4",

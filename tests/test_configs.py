@@ -32,3 +32,9 @@ def test_paper_configs_follow_the_design(name):
 def test_demo_yaml_is_the_embedded_demo_run():
     assert load_yaml_config(str(CONFIGS / "demo.yaml")) == {
         **DEMO_CONFIG, "model_config": json.dumps(json.loads(DEMO_CONFIG["model_config"]))}
+
+
+def test_laion_config_trains_laclip_on_shards_with_an_epoch_of_samples():
+    _, data_args, train_args = parse_train_args(["--config", str(CONFIGS / "laion400m_vitb32.yaml")])
+    assert data_args.train_data.endswith(".tar") and data_args.rewrites_column == "rewrites"
+    assert (data_args.train_num_samples, train_args.num_epochs, train_args.max_steps) == (400_000_000, 32, None)

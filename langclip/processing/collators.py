@@ -34,6 +34,7 @@ class ContrastiveCollator:
     dropped and counted in the batch's ``num_skipped``, a (len(SKIP_KINDS),) count per kind
     (pop it before calling the model); a batch with no row left is ``{"num_skipped": ...}``
     alone. Without it the error, which names the row and file, stops the run.
+    A truncated shard's marker row (``lost_samples``: n, see `langclip.processing.loading`) counts n as truncated.
     """
 
     def __init__(
@@ -99,6 +100,9 @@ class ContrastiveCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         skipped, kept = dict.fromkeys(SKIP_KINDS, 0), []
         for row in rows:
+            if row.get("lost_samples"):  # a truncated shard's marker row: n samples lost
+                skipped["truncated"] += row["lost_samples"]
+                continue
             try:
                 self.check_caption(row)
                 kept.append((row, torch.as_tensor(row["pixel_values"]) if self.image_transform is None

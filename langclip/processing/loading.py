@@ -5,9 +5,16 @@ Accepted inputs (`load_image_text_dataset` picks by the path):
 - a ``.csv`` file: LaCLIP's format, a header row then ``relpath,caption`` rows, plus one
   augmented-text file per rewrite source (one line per CSV row) -> ``rewrites`` and
   ``rewrite_sources`` (the file names);
-- ``.tar`` shards (a folder of them, a glob, or a list): webdataset/img2dataset output,
-  streamed with the standard library's `tarfile`; a sample is the files sharing a key,
-  image ``jpg|jpeg|png|webp``, caption ``txt`` or ``json["caption"]``;
+- ``.tar`` shards (a folder of them, a glob, or a list): webdataset/img2dataset output, parsed
+  by `datasets`' own webdataset builder (`WebDataset._get_pipeline_from_tar` over `ArchiveIterable`,
+  so local, ``hf://`` and ``https://`` shards read alike). A sample is the files sharing a key:
+  the image (``jpg|jpeg|png|webp|...``), ``txt`` and/or ``json`` whose keys (``caption``,
+  ``rewrites``, ``rewrite_sources``, ``synthetic_caption``, ...) become columns; ``id`` is the
+  key. A sidecar ``<shard>.rewrites.parquet`` (``id`` + columns, `write_sidecars`) is joined
+  by key. `ShardStream` streams them shuffled, resampled and split across processes. The
+  builder itself (``load_dataset("webdataset")``) is not used: it nests the json in one
+  struct column and a truncated tar either ends it silently or raises without the shard's
+  name, whereas `shard_records` names the shard and counts the samples lost;
 - a folder written by `Dataset.save_to_disk`;
 - anything else `datasets.load_dataset` reads: a Hub dataset id, an imagefolder with
   ``metadata.jsonl``, a folder of parquet/json files.
@@ -23,18 +30,30 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import logging
 import os
+import re
 import tarfile
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets import Dataset, Features, IterableDataset, Value
+from datasets.distributed import split_dataset_by_node
+from datasets.packaged_modules.webdataset.webdataset import WebDataset
+from datasets.utils.file_utils import ArchiveIterable, xexists, xopen
 
 from ..errors import DataError
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+logger = logging.getLogger(__name__)
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
+SIDECAR_SUFFIX = ".rewrites.parquet"
 RECORD_FEATURES = Features({"image": datasets.Image(decode=False), "caption": Value("string"), "id": Value("string")})
 
 
@@ -111,56 +130,232 @@ def webdataset_shards(path: str | Sequence[str]) -> list[str]:
     return shards
 
 
-def _webdataset_sample(shard: str, key: str, files: dict[str, bytes]) -> dict:
-    image = next((ext for ext in IMAGE_EXTENSIONS if ext in files), None)
-    if "txt" in files:
-        caption = files["txt"].decode("utf-8").strip()
-    elif "json" in files:
-        caption = json.loads(files["json"]).get("caption")
-    else:
-        caption = None
-    if not caption:
-        raise ValueError(f"{shard}: sample {key!r} has no caption (.txt or .json 'caption'); files: {sorted(files)}")
-    return {
-        "image": {"bytes": files.get(image), "path": f"{shard}/{key}.{image or '?'}"},
-        "caption": caption,
-        "id": key,
-    }
+class ShardError(ValueError):
+    """A truncated or corrupt shard; the message names it and counts the samples lost."""
 
 
-def iter_webdataset(shards: list[str]):
-    """Samples of tar shards in order: consecutive members sharing a key (name up to the first dot) form one sample."""
+def shard_stem(shard: str) -> str:
+    """``dir/00012.tar`` -> ``dir/00012``: the prefix of a shard's sidecar and img2dataset's stats file."""
+    return re.sub(r"\.tar(\.[a-z0-9]+)?$", "", shard)
+
+
+def sidecar_path(shard: str) -> str:
+    """Where a shard's rewrites live: ``<stem>.rewrites.parquet`` next to it (one row per sample key, column ``id``)."""
+    return shard_stem(shard) + SIDECAR_SUFFIX
+
+
+def read_sidecar(shard: str) -> dict[str, dict] | None:
+    """The shard's sidecar rows keyed by ``id`` (the sample key), or None when it has no sidecar."""
+    path = sidecar_path(shard)
+    if not xexists(path):
+        return None
+    with xopen(path, "rb") as handle:
+        table = pq.read_table(handle)
+    if "id" not in table.column_names:
+        raise ValueError(f"{path}: a sidecar needs an 'id' column holding the sample keys; columns: {table.column_names}")
+    return {row.pop("id"): row for row in table.to_pylist()}
+
+
+def expected_samples(shard: str, sidecar: dict | None) -> int | None:
+    """Samples a shard should hold: img2dataset's ``<stem>_stats.json`` "successes", else the sidecar's rows."""
+    stats = shard_stem(shard) + "_stats.json"
+    if xexists(stats):
+        with xopen(stats, "r") as handle:
+            return int(json.load(handle)["successes"])
+    return None if sidecar is None else len(sidecar)
+
+
+def _shard_record(shard: str, sample: dict, caption_column: str, sidecar: dict | None) -> dict:
+    """One sample of `WebDataset._get_pipeline_from_tar` (fields by extension, ``.txt``/``.json`` decoded) -> a record."""
+    key = sample["__key__"]
+    image = next((ext for ext in sample if ext.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS), None)
+    record = dict(sample.get("json") or {})
+    if "txt" in sample and "caption" not in record:
+        record["caption"] = sample["txt"].strip()
+    if not record.get(caption_column):
+        raise ValueError(f"{shard}: sample {key!r} has no caption (.txt or .json {caption_column!r}); "
+                         f"files: {sorted(k for k in sample if not k.startswith('__'))}")
+    if sidecar is not None:
+        if key not in sidecar:
+            raise ValueError(f"{sidecar_path(shard)} has no row for sample {key!r} of {shard}; rerun `langclip "
+                             "rewrite` on the shards or remove the sidecar")
+        record.update(sidecar[key])
+    record["image"] = {"bytes": sample.get(image), "path": f"{shard}/{key}.{image or '?'}"}
+    record["id"] = key
+    return record
+
+
+def shard_records(shard: str, caption_column: str = "caption", skip_bad_samples: bool = False):
+    """Records of one shard, read with `datasets`' webdataset parser; a truncated shard raises `ShardError`
+    (with ``skip_bad_samples``: one marker row ``{"lost_samples": n}`` instead, counted by the collators).
+
+    Truncation inside a file is always caught; a shard cut between files is caught by comparing the samples
+    read with `expected_samples` (img2dataset's stats file or the sidecar). Without either, a mid-file cut
+    counts 1 lost sample (the one being read).
+    """
+    sidecar = read_sidecar(shard)
+    read = 0
+    try:
+        for sample in WebDataset._get_pipeline_from_tar(shard, ArchiveIterable.from_urlpath(shard)):
+            yield _shard_record(shard, sample, caption_column, sidecar)
+            read += 1
+        error = None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as raised:
+        error = raised
+    expected = expected_samples(shard, sidecar)
+    if error is None and (expected is None or read >= expected):
+        return
+    lost = expected - read if expected is not None else 1
+    cause = f"unreadable after {read} samples ({error})" if error else f"ends after {read} of {expected} samples"
+    message = f"shard {shard} is truncated or corrupt: {cause}; {lost} samples lost"
+    if not skip_bad_samples:
+        raise ShardError(message + "; pass --skip-bad-samples to train on without them")
+    logger.warning(message)
+    yield {"lost_samples": lost, "id": f"{shard} (lost)"}
+
+
+def iter_shards(shards: list[str], caption_column: str = "caption", skip_bad_samples: bool = False):
+    """Records of ``shards`` in the given order (the `IterableDataset.from_generator` generator: one shard per job)."""
     for shard in shards:
-        key, files = None, {}
-        with tarfile.open(shard, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                folder, name = os.path.split(member.name)
-                member_key, _, ext = name.partition(".")
-                member_key = f"{folder}/{member_key}" if folder else member_key
-                if member_key != key and files:
-                    yield _webdataset_sample(shard, key, files)
-                    files = {}
-                key = member_key
-                files[ext.lower()] = tar.extractfile(member).read()
-        if files:
-            yield _webdataset_sample(shard, key, files)
+        yield from shard_records(shard, caption_column, skip_bad_samples)
 
 
-def load_webdataset(path: str | Sequence[str]) -> IterableDataset:
-    """Streamed `IterableDataset` over tar shards; DataLoader workers split the shards."""
-    return IterableDataset.from_generator(
-        iter_webdataset, gen_kwargs={"shards": webdataset_shards(path)}, features=RECORD_FEATURES
-    )
+def shard_features(shard: str, caption_column: str = "caption", skip_bad_samples: bool = False) -> Features:
+    """The records' features, resolved from the first sample of ``shard`` (its ``.json`` keys and the sidecar's
+    columns); ``rewrites``/``rewrite_sources`` are string lists, so a streamed dataset's columns are known up front.
+    Later samples are read with these features: a key the first sample lacks is dropped, a missing one is None."""
+    first = next(shard_records(shard, caption_column, skip_bad_samples=False))
+    first = {k: v for k, v in first.items() if k not in ("image", "id")}
+    features = Features.from_arrow_schema(pa.Table.from_pylist([first]).schema) if first else Features()
+    for column in ("rewrites", "rewrite_sources"):
+        if column in features:
+            features[column] = datasets.List(Value("string"))
+    features = Features({**RECORD_FEATURES, **features})
+    if skip_bad_samples:
+        features["lost_samples"] = Value("int64")
+    return features
 
 
-def _is_webdataset(path) -> bool:
+@dataclass(frozen=True)
+class ShardStream:
+    """Tar shards as an endless stream of passes, each reproducible from (seed, pass index).
+
+    Pass k reads the shards in the order `order(k)`: a permutation drawn from (seed, k), or with
+    ``resampled`` (OpenCLIP's --dataset-resampled) as many draws with replacement. Samples are then
+    shuffled in consecutive blocks of ``shuffle_buffer`` (`shuffle_block`); a batched map's state in
+    `IterableDataset.state_dict` restarts at its block, so a resumed pass yields exactly the samples
+    the uninterrupted one does (a rolling buffer, `IterableDataset.shuffle`, cannot be restored).
+    """
+
+    shards: tuple[str, ...]
+    features: Features
+    caption_column: str = "caption"
+    renames: tuple[tuple[str, str], ...] = ()
+    skip_bad_samples: bool = False
+    seed: int = 0
+    shuffle_buffer: int = 0
+    resampled: bool = False
+
+    def order(self, pass_index: int) -> list[str]:
+        rng = np.random.default_rng([self.seed, pass_index])
+        if self.resampled:
+            return [self.shards[i] for i in rng.integers(0, len(self.shards), len(self.shards))]
+        return [self.shards[i] for i in rng.permutation(len(self.shards))]
+
+    def dataset(self, pass_index: int | None = None, rank: int = 0, world_size: int = 1) -> IterableDataset:
+        """Pass ``pass_index``'s records for process ``rank`` of ``world_size`` (`split_dataset_by_node`);
+        ``None``: the shards in their given order, unshuffled."""
+        shards = list(self.shards) if pass_index is None else self.order(pass_index)
+        dataset = IterableDataset.from_generator(
+            iter_shards, features=self.features,
+            gen_kwargs={"shards": shards, "caption_column": self.caption_column,
+                        "skip_bad_samples": self.skip_bad_samples})
+        if self.renames:
+            dataset = dataset.rename_columns(dict(self.renames))
+        if pass_index is not None and self.shuffle_buffer > 1:
+            dataset = dataset.map(shuffle_block, batched=True, batch_size=self.shuffle_buffer,
+                                  fn_kwargs={"seed": self.seed, "pass_index": pass_index}, features=dataset.features)
+        return split_dataset_by_node(dataset, rank, world_size) if world_size > 1 else dataset
+
+
+def shuffle_block(block: dict, seed: int, pass_index: int) -> dict:
+    """A block of rows (columns of equal length) in an order drawn from (seed, pass, the block's first id)."""
+    ids = block["id"]
+    order = np.random.default_rng([seed, pass_index, zlib.crc32(ids[0].encode())]).permutation(len(ids))
+    return {column: [values[i] for i in order] for column, values in block.items()}
+
+
+def load_shard_stream(path: str | Sequence[str], caption_column: str = "caption", rewrites_column: str = "rewrites",
+                      image_column: str = "image", skip_bad_samples: bool = False, **options) -> ShardStream:
+    """A `ShardStream` over the shards at ``path`` whose records are named as `standardize_columns` names them.
+
+    ``options``: `ShardStream`'s seed, shuffle_buffer, resampled.
+    """
+    shards = webdataset_shards(path)
+    features = shard_features(shards[0], caption_column, skip_bad_samples)
+    if image_column != "image":
+        raise ValueError(f"--image-column {image_column!r}: in shards, the image is the file with an image "
+                         f"extension ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); drop the flag")
+    if caption_column not in features:
+        raise KeyError(f"the caption column {caption_column!r} is not in the shards' samples; columns: {list(features)}")
+    renames = tuple((old, new) for old, new in ((caption_column, "caption"), (rewrites_column, "rewrites"))
+                    if old != new and old in features)
+    return ShardStream(tuple(shards), features, caption_column, renames, skip_bad_samples, **options)
+
+
+def is_webdataset(path) -> bool:
+    """Whether ``path`` names tar shards: a list, a glob, a ``.tar`` file or a folder holding some."""
     if not isinstance(path, str):
         return True
     if os.path.isdir(path):
         return bool(glob.glob(os.path.join(path, "*.tar")))
     return path.endswith(".tar") or "*" in path
+
+
+def shard_captions(path: str | Sequence[str]) -> Dataset:
+    """Every sample's ``caption``, ``id`` (its key) and ``shard``: the input of `langclip rewrite` over shards."""
+    rows = {"caption": [], "id": [], "shard": []}
+    for shard in webdataset_shards(path):
+        for sample in WebDataset._get_pipeline_from_tar(shard, ArchiveIterable.from_urlpath(shard)):
+            record = _shard_record(shard, sample, "caption", None)
+            rows["caption"].append(record["caption"])
+            rows["id"].append(record["id"])
+            rows["shard"].append(shard)
+    return Dataset.from_dict(rows)
+
+
+def write_sidecars(dataset: Dataset, columns: Sequence[str] = ("rewrites", "rewrite_sources")) -> list[str]:
+    """One ``<shard>.rewrites.parquet`` per shard of ``dataset`` (rows with ``shard``, ``id`` and ``columns``, as
+    `shard_captions` + the rewrite job make them); returns their paths. Image bytes are never rewritten.
+
+    Rows are sorted by shard (an Arrow sort) and streamed in batches, so each sidecar is written once.
+    """
+    missing = [column for column in ("shard", "id", *columns) if column not in dataset.column_names]
+    if missing:
+        raise DataError(f"write_sidecars needs the column(s) {missing}; columns: {dataset.column_names}")
+    rows = dataset.select_columns(["shard", "id", *columns]).sort("shard").with_format("arrow")
+    paths, current, parts = [], None, []
+    for batch in rows.iter(10_000):
+        shards = batch["shard"].to_pylist()
+        start = 0
+        for end in range(1, len(shards) + 1):
+            if end < len(shards) and shards[end] == shards[start]:
+                continue
+            if current is not None and shards[start] != current:
+                paths.append(_write_sidecar(current, parts))
+                parts = []
+            current = shards[start]
+            parts.append(batch.slice(start, end - start))
+            start = end
+    if current is not None:
+        paths.append(_write_sidecar(current, parts))
+    return paths
+
+
+def _write_sidecar(shard: str, parts: list[pa.Table]) -> str:
+    path = sidecar_path(shard)
+    pq.write_table(pa.concat_tables(parts).drop_columns(["shard"]), path)
+    return path
 
 
 def load_split(path: str, split: str = "train", config: str | None = None, streaming: bool = False,
@@ -224,8 +419,8 @@ def load_image_text_dataset(
     """Any accepted input (see the module docstring) as records with ``image``, ``caption``, ``id`` (+ ``rewrites``)."""
     if isinstance(path, str) and path.endswith(".csv"):
         dataset = load_laclip_csv(path, augmented_files, image_root)
-    elif _is_webdataset(path):
-        dataset = load_webdataset(path)
+    elif is_webdataset(path):
+        return load_shard_stream(path, caption_column, rewrites_column, image_column).dataset()
     else:
         dataset = load_split(path, split, streaming=streaming)
     if isinstance(dataset, Dataset) and len(dataset) == 0:
@@ -271,11 +466,15 @@ def load_rows(path: str, split: str = "train") -> Dataset:
 
 
 def load_captions(path: str, caption_column: str = "caption", id_column: str = "id", split: str = "train") -> Dataset:
-    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L) or Parquet.
+    """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L), Parquet
+    or tar shards (`shard_captions`: ids are the sample keys, ``shard`` the tar each came from).
 
     A text file's lines become ``caption_column``. Without an ``id_column``, the row index
     (as a string) is added as the id.
     """
+    if is_webdataset(path):
+        dataset = shard_captions(path)
+        return dataset if caption_column == "caption" else dataset.rename_column("caption", caption_column)
     dataset = load_rows(path, split)
     if Path(path).suffix.lower() == ".txt" and Path(path).is_file():
         dataset = dataset.rename_column("text", caption_column)

@@ -115,6 +115,15 @@ class DataArguments:
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
     )
     num_workers: int = _help("DataLoader worker processes.", default=0)
+    shuffle_buffer: int = _help(
+        "Shards: samples are shuffled in consecutive blocks of this many (undecoded) samples, after a per-pass "
+        "shuffle of the shard order; 0 or 1 keeps the order within shards.", default=1000)
+    train_num_samples: int | None = _help(
+        "Shards: samples in one epoch (OpenCLIP's --train-num-samples); epochs then have "
+        "train_num_samples // global batch steps. Without it, streamed data needs --max-steps.", default=None)
+    dataset_resampled: bool = _help(
+        "Shards: draw the shards of each pass with replacement (OpenCLIP's --dataset-resampled) instead of "
+        "a permutation.", default=False)
     difference_data: str | None = _help(
         "pcclip: rows (id_a, id_b, difference) joined by id to --train-data's images (`langclip differences` output, "
         "JSON(L), CSV, Parquet or Hub id).",
@@ -134,6 +143,10 @@ class DataArguments:
     def __post_init__(self):
         if self.partial_caption not in PARTIAL_CAPTIONS:
             raise ConfigError(f"--partial-caption must be one of {PARTIAL_CAPTIONS}, got {self.partial_caption!r}")
+        if self.shuffle_buffer < 0:
+            raise ConfigError(f"--shuffle-buffer must be >= 0, got {self.shuffle_buffer}")
+        if self.train_num_samples is not None and self.train_num_samples <= 0:
+            raise ConfigError(f"--train-num-samples must be a positive number of samples, got {self.train_num_samples}")
         if self.partial_tokens <= 0:
             raise ConfigError(f"--partial-tokens (K) must be a positive number of tokens, got {self.partial_tokens}")
         if self.num_workers < 0:

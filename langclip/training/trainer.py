@@ -28,6 +28,7 @@ import pickle
 import shutil
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -35,6 +36,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import TorchDynamoPlugin, set_seed
 from safetensors import SafetensorError
+from torchdata.stateful_dataloader import StatefulDataLoader
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
@@ -42,7 +44,8 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_processors, write_remote_code
-from ..processing.loading import check_caption_column, load_image_text_dataset
+from ..processing.loading import (ShardStream, check_caption_column, is_webdataset, load_image_text_dataset,
+                                  load_shard_stream)
 from ..processing.transforms import SKIP_KINDS
 from .arguments import (
     DataArguments,
@@ -61,6 +64,7 @@ LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
 # Settings a resumed run must share with the run it continues (--resume-ignore-mismatch overrides).
 RESUME_SETTINGS = ("method", "per_device_batch_size", "accum_freq", "num_processes", "seed", "data_fingerprint")
+DATA_STATE_FILE = "data_state-{rank}.json"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
@@ -166,6 +170,78 @@ def add_lora(model, model_args: ModelArguments, targets: str | None = None):
     return get_peft_model(model, config)
 
 
+class StreamedBatches:
+    """This process's batches of a `ShardStream`, pass after pass, resumable to the exact sample.
+
+    Pass k is a `torchdata` `StatefulDataLoader` over ``stream.dataset(k, rank, world_size)``
+    (`split_dataset_by_node` gives the process its shards, the loader's workers split them
+    again); when it runs out, pass k + 1 starts. The collator's ``epoch`` is the pass, so aug_T
+    draws and random crops are keyed by (pass, sample id). `state_dict` is the pass and the
+    loader's state after the last batch handed out (JSON); after `load_state_dict` the next batch
+    is the one the uninterrupted run would have taken.
+    """
+
+    def __init__(self, stream: ShardStream, collator, batch_size: int, num_workers: int = 0, rank: int = 0,
+                 world_size: int = 1, device=None):
+        self.stream, self.collator, self.batch_size, self.num_workers = stream, collator, batch_size, num_workers
+        self.rank, self.world_size, self.device = rank, world_size, device
+        self.pass_index, self.loader, self.iterator, self.loader_state = 0, None, None, None
+
+    def _start_pass(self) -> None:
+        self.collator.epoch = self.pass_index
+        self.loader = StatefulDataLoader(
+            self.stream.dataset(self.pass_index, self.rank, self.world_size), batch_size=self.batch_size,
+            drop_last=True, num_workers=self.num_workers, collate_fn=self.collator)
+        if self.loader_state is not None:
+            self.loader.load_state_dict(self.loader_state)
+            self.loader_state = None
+        self.iterator = iter(self.loader)
+
+    def take(self, steps: int):
+        """The next ``steps`` batches, on ``device``."""
+        taken, empty_passes = 0, 0
+        while taken < steps:
+            if self.iterator is None:
+                self._start_pass()
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                self.pass_index, self.loader, self.iterator = self.pass_index + 1, None, None
+                empty_passes += 1
+                if empty_passes > 1:
+                    raise ValueError(f"process {self.rank} of {self.world_size} got no full batch of "
+                                     f"{self.batch_size} samples from a whole pass over its shards of "
+                                     f"{len(self.stream.shards)}; use more shards or a smaller batch") from None
+                continue
+            taken, empty_passes = taken + 1, 0
+            yield {key: value.to(self.device) for key, value in batch.items()}
+
+    def state_dict(self) -> dict:
+        loader = self.loader.state_dict() if self.loader is not None else self.loader_state
+        return {"pass": self.pass_index, "loader": loader, "world_size": self.world_size,
+                "num_workers": self.num_workers}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state["world_size"], state["num_workers"]) != (self.world_size, self.num_workers):
+            raise ValueError(f"the checkpoint's data state is for {state['world_size']} processes x "
+                             f"{state['num_workers']} workers; resume with those (here: {self.world_size} x "
+                             f"{self.num_workers})")
+        self.pass_index, self.loader, self.iterator, self.loader_state = state["pass"], None, None, state["loader"]
+
+
+def split_warning(num_shards: int, world_size: int, num_workers: int) -> str | None:
+    """Why ``num_shards`` do not split evenly over processes and their DataLoader workers, or None."""
+    if num_shards % world_size:
+        return (f"{num_shards} shards do not divide among {world_size} processes: each process reads every shard "
+                f"and keeps 1 sample in {world_size} (split_dataset_by_node); use a multiple of {world_size} shards")
+    per_process = num_shards // world_size
+    if num_workers > 1 and per_process % num_workers:
+        return (f"{per_process} shards per process do not divide among {num_workers} DataLoader workers: some "
+                f"workers read {per_process // num_workers + 1} shards, others {per_process // num_workers}"
+                + (", some none" if per_process < num_workers else ""))
+    return None
+
+
 def checkpoints(output_dir: str) -> list[str]:
     """Finished checkpoint folders of ``output_dir``, oldest first."""
     if not os.path.isdir(output_dir):
@@ -217,9 +293,11 @@ def check_resume(saved: dict, current: dict, checkpoint: str, ignore: bool, acce
     accelerator.print(f"warning: --resume-ignore-mismatch: {'; '.join(differ)}")
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep: int) -> None:
+def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep: int,
+                    data_state: dict | None = None) -> None:
     """`accelerator.save_state` into a temporary folder, renamed when complete; keeps the last ``keep`` of this run
-    (checkpoints of another ``run_id`` are never deleted)."""
+    (checkpoints of another ``run_id`` are never deleted). ``data_state`` (this process's
+    `StreamedBatches.state_dict`) goes to ``data_state-<rank>.json``."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{state['step']}")
     temporary = os.path.join(output_dir, f"tmp-{CHECKPOINT_PREFIX}{state['step']}")
     if accelerator.is_main_process:
@@ -227,6 +305,10 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(temporary)
+        if data_state is not None:
+            os.makedirs(temporary, exist_ok=True)
+            with open(os.path.join(temporary, DATA_STATE_FILE.format(rank=accelerator.process_index)), "w") as handle:
+                json.dump(data_state, handle)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             with open(os.path.join(temporary, STATE_FILE), "w") as handle:
@@ -257,7 +339,8 @@ CORRUPT_CHECKPOINT = (OSError, RuntimeError, ValueError, EOFError, KeyError, pic
 
 def resume_state(accelerator: Accelerator, output_dir: str, current: dict, ignore_mismatch: bool = False) -> dict:
     """Load the latest complete checkpoint, newest first, passing over (and naming) corrupted ones; check its
-    settings against ``current`` (`check_resume`); trim the loss log to its step. {} when there is none."""
+    settings against ``current`` (`check_resume`); trim the loss log to its step. {} when there is none.
+    A streamed run's checkpoint also gives this process's data state, under ``data_state``."""
     found, corrupted = checkpoints(output_dir), []
     state = {}
     for checkpoint in reversed(found):
@@ -273,6 +356,10 @@ def resume_state(accelerator: Accelerator, output_dir: str, current: dict, ignor
                               f"{str(error)[:200]}); falling back to the previous checkpoint")
             continue
         state = saved
+        data_path = os.path.join(checkpoint, DATA_STATE_FILE.format(rank=accelerator.process_index))
+        if os.path.exists(data_path):  # a streamed run: this process's data state
+            with open(data_path) as handle:
+                state["data_state"] = json.load(handle)
         break
     if corrupted and not state:
         raise CheckpointError(f"--resume: no readable checkpoint in {output_dir}: {'; '.join(corrupted)}. "
@@ -306,6 +393,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
 
         check_hub_access(train_args.hub_model_id)
     accelerator = Accelerator(
+        cpu=torch.accelerator.current_accelerator() is None,  # so plain torchrun on CPU runs gloo (MULTI_CPU)
         mixed_precision=train_args.mixed_precision,
         log_with=None if train_args.report_to == "none" else train_args.report_to,
         project_dir=train_args.output_dir,
@@ -331,28 +419,57 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     else:
         method.freeze(model)
 
-    dataset = load_image_text_dataset(
-        data_args.train_data, split=data_args.split, image_column=data_args.image_column,
-        caption_column=data_args.caption_column, rewrites_column=data_args.rewrites_column,
-        augmented_files=data_args.augmented_files or (), image_root=data_args.image_root,
-        streaming=data_args.streaming,
-    )
+    stream = None
+    if is_webdataset(data_args.train_data):
+        stream = load_shard_stream(
+            data_args.train_data, data_args.caption_column, data_args.rewrites_column, data_args.image_column,
+            data_args.skip_bad_samples, seed=train_args.seed, shuffle_buffer=data_args.shuffle_buffer,
+            resampled=data_args.dataset_resampled)
+        dataset = stream.dataset()
+    else:
+        if data_args.train_num_samples or data_args.dataset_resampled:
+            raise ValueError("--train-num-samples and --dataset-resampled apply to .tar shards; "
+                             f"{data_args.train_data} is not a set of shards")
+        dataset = load_image_text_dataset(
+            data_args.train_data, split=data_args.split, image_column=data_args.image_column,
+            caption_column=data_args.caption_column, rewrites_column=data_args.rewrites_column,
+            augmented_files=data_args.augmented_files or (), image_root=data_args.image_root,
+            streaming=data_args.streaming,
+        )
     streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
     method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
     check_caption_column(dataset, data_args.train_data, allow_missing=data_args.skip_bad_samples)
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     dataset, collator = method.prepare_data(model, dataset, tokenizer, max_length, processor, accelerator.device)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
-        drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,
-    )
     optimizer = build_optimizer(model, train_args.lr, train_args.weight_decay,
                                 (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
+    if stream is not None:
+        warning = split_warning(len(stream.shards), accelerator.num_processes, data_args.num_workers)
+        if warning and accelerator.is_main_process:
+            warnings.warn(warning, stacklevel=2)
+        batches = StreamedBatches(stream, collator, train_args.per_device_batch_size * train_args.accum_freq,
+                                  data_args.num_workers, accelerator.process_index, accelerator.num_processes,
+                                  accelerator.device)
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
+            drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,
+        )
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
-    if streamed and train_args.max_steps is None:
-        raise ConfigError("streamed data has no length: give --max-steps")
-    steps_per_epoch = None if streamed else len(loader)
+    if stream is not None and data_args.train_num_samples:
+        steps_per_epoch = data_args.train_num_samples // global_batch
+        if steps_per_epoch == 0:
+            raise ConfigError(f"--train-num-samples {data_args.train_num_samples} is less than one global batch "
+                             f"({global_batch})")
+    elif streamed:
+        if train_args.max_steps is None:
+            raise ConfigError("streamed data has no length: give --max-steps (or, for shards, --train-num-samples)")
+        steps_per_epoch = None
+    else:
+        steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"--train-data {data_args.train_data} has fewer rows ({len(dataset)}) than one global batch "
                           f"({train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes}); "
@@ -369,6 +486,12 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if train_args.resume:
         state.update(resume_state(accelerator, train_args.output_dir, config, train_args.resume_ignore_mismatch))
         state["config"] = config
+    data_state = state.pop("data_state", None)
+    if stream is not None and state["step"] > 0:
+        if data_state is None:
+            raise CheckpointError(f"the checkpoint of step {state['step']} in {train_args.output_dir} has no data "
+                                  f"state for process {accelerator.process_index}: it was not written by this streamed run")
+        batches.load_state_dict(data_state)
     if accelerator.is_main_process:
         os.makedirs(train_args.output_dir, exist_ok=True)
     if accelerator.log_with:
@@ -377,16 +500,19 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     def all_finite(ok: bool) -> bool:
         return bool(accelerator.gather(torch.tensor([ok], device=accelerator.device)).all())
 
-    global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc=f"train {model_args.method} ({method.description})", unit="step")
     loss = eval_records = None
     epoch = state["step"] // steps_per_epoch if steps_per_epoch else 0
     while state["step"] < total_steps:
-        collator.epoch = epoch
-        loader.set_epoch(epoch)
-        skip = state["step"] - epoch * steps_per_epoch if steps_per_epoch else 0
-        epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        if stream is not None:
+            epoch_end = (epoch + 1) * steps_per_epoch if steps_per_epoch else total_steps
+            epoch_loader = batches.take(min(epoch_end, total_steps) - state["step"])
+        else:
+            collator.epoch = epoch
+            loader.set_epoch(epoch)
+            skip = state["step"] - epoch * steps_per_epoch if steps_per_epoch else 0
+            epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
         for batch in epoch_loader:
             started = time.perf_counter()
             batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
@@ -413,7 +539,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress,
                      global_batch / (time.perf_counter() - started))
             if state["step"] >= total_steps or train_args.save_steps and state["step"] % train_args.save_steps == 0:
-                save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit)
+                save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit,
+                                None if stream is None else batches.state_dict())
             if train_args.eval_suite and (state["step"] >= total_steps or (
                     train_args.eval_steps and state["step"] % train_args.eval_steps == 0)):
                 eval_records = evaluate_during_training(accelerator, unwrapped, tokenizer, processor,

@@ -36,7 +36,7 @@ from huggingface_hub import DatasetCard
 
 from ...hub_cards import cards
 from ...hub_cards.push import add_push_arguments
-from ..loading import check_captions, load_captions
+from ..loading import check_captions, load_captions, write_sidecars
 from ..text import EDA, load_synonyms
 from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
 from .baselines import (
@@ -169,7 +169,8 @@ def dataset_card(summary: dict, config: dict, prompt: str) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument(
-        "input", help="Captions: Hub dataset id, dataset folder, LaCLIP CSV, .txt (one per line), JSON(L), Parquet."
+        "input", help="Captions: Hub dataset id, dataset folder, LaCLIP CSV, .txt (one per line), JSON(L), Parquet, "
+        "or .tar shards (a folder or glob; writes <shard>.rewrites.parquet sidecars next to them).",
     )
     parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card, texts/).")
     parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
@@ -309,6 +310,9 @@ def main(args) -> int:
     summary = json.loads(summary_path.read_text())
     print(format_summary(summary))
     print(f"saved to {output} (summary: {summary_path})")
+    if "shard" in merged.column_names:  # the input was tar shards: rewrites go next to them, keyed by sample
+        paths = write_sidecars(merged)
+        print(f"wrote {len(paths)} sidecars ({paths[0]}, ...): `langclip train` on the shards joins them")
     if args.text_files:
         paths = write_text_files(merged, output / "texts")
         print(f"wrote {len(paths)} text files to {output / 'texts'}")
