@@ -238,7 +238,7 @@ def test_pcclip_tasks_from_the_cli(setup, tmp_path):
             {"id_a": "img7", "id_b": "img3", "difference": "a yellow shape"}]
     (tmp_path / "diffs.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
     output = tmp_path / "difference.json"
-    assert main(["eval", "--model", str(setup / "model"), "--dataset", str(tmp_path / "images"), "--split", "train",
+    assert main(["eval", "--model", str(setup / "model"), "--dataset", str(tmp_path / "images"),
                  "--task", "difference-classification", "--differences", str(tmp_path / "diffs.jsonl"),
                  "--output", str(output)]) == 0
     texts = encode_texts(model, tokenizer, [row["difference"] for row in rows], progress=False)
@@ -247,7 +247,7 @@ def test_pcclip_tasks_from_the_cli(setup, tmp_path):
     assert record["metrics"]["accuracy"] == pytest.approx(expected) and record["settings"]["pairs"] == 3
     (tmp_path / "unknown.jsonl").write_text(json.dumps({"id_a": "img0", "id_b": "nope", "difference": "x"}) + "\n")
     with pytest.raises(ValueError, match="unknown.jsonl, row 0: image id 'nope' is not in dataset"):
-        main(["eval", "--model", str(setup / "model"), "--dataset", str(tmp_path / "images"), "--split", "train",
+        main(["eval", "--debug", "--model", str(setup / "model"), "--dataset", str(tmp_path / "images"),
               "--task", "difference-classification", "--differences", str(tmp_path / "unknown.jsonl")])
 
     # comparative prompting: class differences by name, the paper's class prompt, alpha

@@ -19,8 +19,8 @@ from langclip.processing.loading import (
     sidecar_path,
     write_sidecars,
 )
-from langclip.processing.transforms import ImageTransform
-from langclip.training.methods import METHODS
+from langclip.processing.transforms import SKIP_KINDS, ImageTransform
+from langclip.training.methods import Method
 from langclip.training.trainer import StreamedBatches, split_warning
 from train_utils import TINY_MODEL_CONFIG, WORDS, read_log
 
@@ -60,9 +60,15 @@ def ids(dataset):
     return [row["id"] for row in dataset]
 
 
+def method_collator(name: str, tokenizer, **options):
+    """The collator of the ``name`` preset (no image transform: the tests read its texts)."""
+    method = Method.preset(name, **options)
+    return method.objective.collator(method, tokenizer, 16, None, None)
+
+
 def test_laclip_on_shards_draws_the_rewrites_at_the_uniform_rate(tmp_path, tokenizer):
     stream = load_shard_stream(str(make_shards(tmp_path / "s", per_shard=30)), seed=0)
-    collator = METHODS["laclip"](seed=0).collator(tokenizer, 16, None, None)
+    collator = method_collator("laclip", tokenizer, seed=0)
     counts = {"caption": 0, "rewrite one": 0, "rewrite two": 0}
     for pass_index in range(3):  # 360 draws; each source has probability 1/3
         collator.epoch = pass_index
@@ -73,7 +79,7 @@ def test_laclip_on_shards_draws_the_rewrites_at_the_uniform_rate(tmp_path, token
     assert sum(counts.values()) == 360
     for source, count in counts.items():
         assert 120 - 3 * 9 <= count <= 120 + 3 * 9, (source, counts)  # 3 sigma of Binomial(360, 1/3)
-    clip = METHODS["clip"](seed=0).collator(tokenizer, 16, None, None)
+    clip = method_collator("clip", tokenizer, seed=0)
     assert all(clip.texts_for(row)[0] == row["caption"] for row in stream.dataset(0))
 
 
@@ -101,13 +107,13 @@ def test_each_method_checks_its_columns_on_shards(tmp_path, method):
         str(make_shards(tmp_path / "named", 2, 2, fields=lambda key: {"llm_rewrites": ["r r"], "recap": "long"})),
         rewrites_column="llm_rewrites").dataset()
     assert named.column_names == ["image", "caption", "id", "rewrites", "recap"]
-    instance = METHODS[method](synthetic_column="recap") if method == "clips" else METHODS[method]()
+    instance = Method.preset(method, synthetic_column="recap") if method == "clips" else Method.preset(method)
     instance.check_columns(named.column_names, "named")
     needed = {"clip": None, "laclip": "rewrites", "laclip-mt": "rewrites", "clips": "recap"}[method]
     if needed is None:
         instance.check_columns(plain.column_names, "plain")
     else:
-        with pytest.raises(ValueError, match=rf"--method {method} needs the column\(s\) '{needed}', which plain"):
+        with pytest.raises(ValueError, match=rf"needs the column\(s\) '{needed}', which plain"):
             instance.check_columns(plain.column_names, "plain")
 
 
@@ -145,7 +151,7 @@ def test_stream_resumes_from_its_state_to_the_same_batches(tmp_path, tokenizer, 
     stream = load_shard_stream(str(make_shards(tmp_path / "s", num_shards=4, per_shard=6)), seed=3, shuffle_buffer=4)
 
     def batches():
-        collator = ContrastiveCollator(tokenizer, 16, augmenter=METHODS["laclip"]().collator(tokenizer, 16, None, None)
+        collator = ContrastiveCollator(tokenizer, 16, augmenter=method_collator("laclip", tokenizer)
                                        .augmenter, image_transform=ImageTransform(8, MEAN, STD, train=True))
         return StreamedBatches(stream, collator, batch_size=4, num_workers=num_workers)
 
@@ -185,7 +191,9 @@ def test_truncated_shard_is_named_and_its_lost_samples_counted(tmp_path, tokeniz
     assert [row["lost_samples"] for row in rows] == [None] * 8 + [4]
     collator = ContrastiveCollator(tokenizer, 16, image_transform=ImageTransform(8, MEAN, STD), skip_bad_samples=True)
     batch = collator(rows[5:])
-    assert batch["num_skipped"].item() == 4 and batch["pixel_values"].shape[0] == 3
+    truncated = SKIP_KINDS.index("truncated")
+    assert batch["num_skipped"].tolist() == [4 if kind == truncated else 0 for kind in range(len(SKIP_KINDS))]
+    assert batch["pixel_values"].shape[0] == 3
 
     shard = folder / "00000.tar"
     shard.write_bytes(shard.read_bytes()[: member_ends(shard)[5][1]])  # cut between files, after 3 samples
@@ -214,7 +222,7 @@ def test_train_num_samples_sets_the_epoch_of_a_resampled_stream(tmp_path):
 
 def test_train_on_shards_without_rewrites_stops_before_the_first_step(tmp_path):
     folder = make_shards(tmp_path / "s", num_shards=2, per_shard=4, fields=lambda key: {"llm": ["x y"]})
-    with pytest.raises(ValueError, match=r"--method laclip-mt needs the column\(s\) 'rewrites'"):
+    with pytest.raises(ValueError, match=r"--objective multi-positive with --text-sampling rewrites needs the column\(s\) 'rewrites'"):
         train_on_shards(tmp_path, folder, method="laclip-mt", max_steps=1)
     assert not (tmp_path / "out" / "train_log.jsonl").exists()
     assert train_on_shards(tmp_path, folder, method="laclip-mt", max_steps=1, rewrites_column="llm")["step"] == 1

@@ -222,8 +222,10 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("give --model (a checkpoint folder or Hub id) to evaluate")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.dataset and args.split is not None:  # a Dataset folder has no splits to choose from: an error, not all of it
-        loading.load_split(args.dataset, args.split, args.dataset_config, require_split=True)
+    if args.dataset:  # a Dataset folder has no splits to choose from: naming one is an error, not all of it
+        probe = [args.train_split, args.validation_split] if args.task == "linear-probe" else []
+        for split in filter(None, [args.split, *probe]):
+            loading.check_split_choosable(args.dataset, split)
     if args.push_to_hub:  # fail before the evaluation, not after it
         from ..hub_cards.push import check_hub_access
 

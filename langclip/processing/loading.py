@@ -368,8 +368,7 @@ def load_split(path: str, split: str = "train", config: str | None = None, strea
     folder = Path(path)
     if (folder / "state.json").is_file():
         if require_split:
-            raise DataError(f"dataset {path} is a single Dataset folder without splits, so split {split!r} cannot be "
-                            "chosen; leave out the split to use all of it, or save a DatasetDict with that split")
+            check_split_choosable(path, split)
         return datasets.load_from_disk(path)
     if (folder / "dataset_dict.json").is_file():
         data = datasets.load_from_disk(path)
@@ -385,6 +384,13 @@ def load_split(path: str, split: str = "train", config: str | None = None, strea
         if "Unknown split" not in str(error) and "Bad split" not in str(error):
             raise
         raise DataError(f"dataset {path} has no split {split!r} ({error})") from None
+
+
+def check_split_choosable(path: str, split: str) -> None:
+    """A `DataError` when ``split`` is asked of ``path``, a `save_to_disk` `Dataset` folder: it has no splits."""
+    if (Path(path) / "state.json").is_file():
+        raise DataError(f"dataset {path} is a single Dataset folder without splits, so split {split!r} cannot be "
+                        "chosen; leave out the split to use all of it, or save a DatasetDict with that split")
 
 
 def check_metadata_jsonl(folder: Path) -> None:

@@ -387,11 +387,11 @@ def tracker_config(*arguments) -> dict:
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
     """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
     method = Method.from_arguments(model_args, data_args, train_args)
-    validate_run(method, model_args, data_args, train_args)
     if train_args.push_to_hub:  # token, repo and permissions checked before the long job, not after it
         from ..hub_cards.push import check_hub_access
 
         check_hub_access(train_args.hub_model_id)
+    validate_run(method, model_args, data_args, train_args)
     accelerator = Accelerator(
         cpu=torch.accelerator.current_accelerator() is None,  # so plain torchrun on CPU runs gloo (MULTI_CPU)
         mixed_precision=train_args.mixed_precision,
