@@ -75,7 +75,11 @@ class DataArguments:
     skip_bad_samples: bool = _help(
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
     )
-    num_workers: int = _help("DataLoader worker processes.", default=0)
+    num_workers: int | None = _help(
+        "DataLoader worker processes that decode and augment (default: CPU cores per local process minus one, at "
+        "most 8); 0 loads in the training process.",
+        default=None,
+    )
     difference_data: str | None = _help(
         "pcclip: rows (id_a, id_b, difference) joined by id to --train-data's images (`langclip differences` output, "
         "JSON(L), CSV, Parquet or Hub id).",
@@ -124,11 +128,26 @@ class TrainArguments:
     )
     max_grad_norm: float | None = _help("Clip the gradient norm to this value (default: no clipping).", default=None)
     mixed_precision: str = _help("Mixed precision: no, bf16 or fp16.", default="no")
-    max_bad_steps: int = _help("Abort after this many steps with a non-finite loss or gradient.", default=10)
+    max_bad_steps: int = _help(
+        "Abort once this many steps had a non-finite loss or gradient (such steps never change the weights). The "
+        "count is read at logging and checkpoint steps, so a run stops up to --logging-steps - 1 steps late; its log "
+        "ends before the step that reached the limit.",
+        default=10,
+    )
+    fused_optimizer: bool = _help(
+        "Fused AdamW where torch has it for the device (one kernel per step; non-finite steps are skipped on the "
+        "device). --no-fused-optimizer: torch's default AdamW, whose guard reads one flag per step (a host sync).",
+        default=True,
+    )
     save_steps: int = _help("Save the training state every this many steps (0: only at the end).", default=500)
     save_total_limit: int = _help("Checkpoints to keep; older ones are deleted.", default=2)
     resume: bool = _help("Continue from the latest checkpoint in --output-dir.", default=False)
-    logging_steps: int = _help("Send metrics to the trackers every this many steps.", default=10)
+    logging_steps: int = _help(
+        "Every this many steps, read the losses from the device (the step loop's only host sync), append them to "
+        "train_log.jsonl and send metrics to the trackers; the gradient norm is computed at these steps (and every "
+        "step with --max-grad-norm).",
+        default=10,
+    )
     report_to: str = _help("Tracker for accelerate: tensorboard, wandb, ..., or none.", default="tensorboard")
     push_to_hub: bool = _help("Upload the final model folder to the Hub (honours HF_ENDPOINT, HF_TOKEN).", default=False)
     hub_model_id: str | None = _help("Hub repository id for --push-to-hub.", default=None)
