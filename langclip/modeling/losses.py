@@ -10,6 +10,9 @@ the global batch. Without a process group the functions run as a single process.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -50,11 +53,25 @@ def gather_features(features: torch.Tensor) -> torch.Tensor:
     return _AllGather.apply(features)
 
 
+_CHECK_FINITE = contextvars.ContextVar("langclip_losses_check_finite", default=True)
+
+
+@contextlib.contextmanager
+def without_finite_check():
+    """Inside, the losses skip their finiteness check of the features (a host sync); the trainer's step uses it
+    and skips non-finite steps on the device instead."""
+    token = _CHECK_FINITE.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE.reset(token)
+
+
 def _check_features(name: str, features: torch.Tensor, dims: int) -> None:
-    """Shape check only: a finiteness check would cost a host sync per step; non-finite features give a
-    non-finite loss, which the trainer skips on the device."""
     if features.dim() != dims:
         raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(features.shape)}")
+    if _CHECK_FINITE.get() and not torch.isfinite(features).all():
+        raise ValueError(f"{name} contains NaN or infinite values")
 
 
 def _check_batch(image_features: torch.Tensor, text_features: torch.Tensor) -> None:

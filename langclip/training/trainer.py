@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoTokenizer, CLIPImageProcessor
 
 from ..modeling import LaCLIPModel
+from ..modeling.losses import without_finite_check
 from ..processing.loading import load_image_text_dataset
 from .arguments import (
     DataArguments,
@@ -353,8 +354,9 @@ def train_step(accelerator: Accelerator, model, unwrapped, optimizer, method: Me
     """One optimizer step on ``batch`` with no host sync: gradients (`forward_backward`), the gradient norm
     (and clipping to ``max_grad_norm``) only when clipping or ``with_norm``, the update unless the loss or norm
     is not finite (`step_unless`), the logit-scale clamp. Returns (loss, bad, grad_norm or None), on the device."""
-    loss = forward_backward(model, batch, method, lambda: unwrapped.logit_scale.exp(), accum_freq,
-                            accelerator.backward, lambda: accelerator.no_sync(model), all_finite=None)
+    with without_finite_check():
+        loss = forward_backward(model, batch, method, lambda: unwrapped.logit_scale.exp(), accum_freq,
+                                accelerator.backward, lambda: accelerator.no_sync(model), all_finite=None)
     grad_norm = None
     if max_grad_norm or with_norm:
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
