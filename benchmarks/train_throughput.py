@@ -189,6 +189,9 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
     args = parser.parse_args()
 
+    # first, while this process is small: a child's ru_maxrss starts at the parent's resident size (Linux keeps
+    # the pre-exec high-water mark), so probes started after the models below were built measured 0
+    memory = {flag: peak_memory(flag, args.memory_batch_size) for flag in (False, True)}
     torch.manual_seed(0)
     accelerator = Accelerator()
     tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
@@ -249,7 +252,6 @@ def main() -> None:
     rate = matmul_rate()
     lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}
     flops = {name: training_flops(args.batch_size, length) for name, length in lengths.items()}
-    memory = {flag: peak_memory(flag, args.memory_batch_size) for flag in (False, True)}
 
     parameters = sum(p.numel() for p in model.parameters())
     print(f"config: {parameters / 1e6:.1f}M parameters, ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width "
