@@ -1,15 +1,22 @@
-"""Training throughput on CPU, against baselines measured in the same run.
+"""Training throughput on CPU, every figure against a baseline measured in the same run.
 
-    python benchmarks/train_throughput.py [--batch-size 32 --steps 5]
+    python benchmarks/train_throughput.py [--batch-size 64 --steps 5 --loader-steps 8]
 
-Rows:
-- our step (`forward_backward` + AdamW + logit-scale clamp, CLIP and LaCLIP collation) vs a naive
-  `transformers.CLIPModel(..., return_loss=True)` loop on the same config and batch;
+The model is issue 20's: both towers 4 layers x 256 (19.3M parameters), 96 px images, patch 16,
+context 32, fp32, identical weights everywhere. Rows:
+- langclip's step (`trainer.train_step`: `forward_backward`, fused AdamW that skips non-finite steps
+  on the device, no gradient norm off logging steps, logit-scale clamp) vs the naive
+  `transformers.CLIPModel(..., return_loss=True)` + default AdamW loop, on the same ready batch;
 - achieved FLOP/s as a fraction of this machine's measured fp32 matmul rate (FLOPs counted
-  analytically per layer: 2 FLOPs per multiply-add in every linear layer, attention's QK^T
-  and AV, patch embedding and projections; a training step = 3x the forward);
-- peak memory of a training step with and without gradient checkpointing (peak RSS growth
-  in a fresh process, activations dominate at this batch).
+  analytically: 2 per multiply-add of every linear layer, attention's QK^T and AV, patch embedding,
+  projections, logits; a training step = 3x the forward);
+- ablations of our step: the opt-out AdamW (--no-fused-optimizer), a logging step (gradient norm);
+- LaCLIP (aug_T) vs CLIP with the collation inside the step (the in-process, num_workers=0 case);
+- full-length (32-token) vs typical (14-token) captions, padding to the longest in the batch;
+- bf16 autocast on CPU, and torch.compile (inductor), each against the eager fp32 step;
+- streamed JPEG input (decode + RandomResizedCrop + aug_T in DataLoader workers, the trainer's
+  default `loader_kwargs`) vs the same step on pre-made tensors;
+- peak memory of a step with and without gradient checkpointing (fresh processes).
 
 Timings are medians over interleaved repetitions; the machine may be shared, so compare
 ratios within one run.
@@ -18,6 +25,7 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import resource
 import statistics
@@ -25,25 +33,31 @@ import subprocess
 import sys
 import time
 
+import datasets
+import numpy as np
 import torch
-from transformers import CLIPModel
+from accelerate import Accelerator
+from PIL import Image
+from transformers import CLIPImageProcessor, CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
+from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter
-from langclip.demo.tokenization import train_word_tokenizer
-from langclip.training.optim import build_optimizer
 from langclip.training.methods import Method
-from langclip.training.trainer import forward_backward
+from langclip.training.optim import build_optimizer
+from langclip.training.trainer import SharedEpochCollator, loader_kwargs, train_step
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
-BENCH = dict(width=256, layers=4, heads=4, image_size=64, patch=8, context=32, projection=128)
+BENCH = dict(width=256, layers=4, heads=4, image_size=96, patch=16, context=32, projection=256)
+CLIP_VOCABULARY = 49408  # the embedding table of CLIP's BPE (12.6M of the 19.3M parameters); the word tokenizer uses the first ids
+TYPICAL_WORDS, FULL_WORDS = 12, 40  # + BOS/EOS: 14 tokens, and 32 (cut at the context)
 
 
 def config(tokenizer) -> LaCLIPConfig:
     tower = dict(hidden_size=BENCH["width"], intermediate_size=4 * BENCH["width"], num_hidden_layers=BENCH["layers"],
                  num_attention_heads=BENCH["heads"])
-    text = dict(tower, vocab_size=len(tokenizer), max_position_embeddings=BENCH["context"],
+    text = dict(tower, vocab_size=max(len(tokenizer), CLIP_VOCABULARY), max_position_embeddings=BENCH["context"],
                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                 eos_token_id=tokenizer.eos_token_id)
     vision = dict(tower, image_size=BENCH["image_size"], patch_size=BENCH["patch"])
@@ -60,8 +74,8 @@ def training_flops(batch: int, text_length: int) -> float:
     patches = (BENCH["image_size"] // BENCH["patch"]) ** 2
     vision = tower(patches + 1) + 2 * patches * 3 * BENCH["patch"] ** 2 * d
     projections = 2 * 2 * d * BENCH["projection"]
-    loss = 2 * 2 * batch * BENCH["projection"]
-    return 3 * batch * (vision + tower(text_length) + projections + loss)
+    logits = 2 * 2 * batch * BENCH["projection"]
+    return 3 * batch * (vision + tower(text_length) + projections + logits)
 
 
 def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
@@ -75,25 +89,33 @@ def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
     return 2 * size**3 / statistics.median(times)
 
 
-def rows(batch_size: int, seed: int = 0) -> list[dict]:
+def caption(i: int, words: int, shift: int = 1) -> str:
+    vocabulary = WORDS.split()
+    return " ".join(vocabulary[(i * shift + k) % len(vocabulary)] for k in range(words))
+
+
+def rows(batch_size: int, words: int = TYPICAL_WORDS, seed: int = 0) -> list[dict]:
+    """Rows with pre-made pixels; rewrites as long as the caption (aug_T changes which text, not how much)."""
     generator = torch.Generator().manual_seed(seed)
-    words = WORDS.split()
-    return [{
-        "id": str(i),
-        "pixel_values": torch.randn(3, BENCH["image_size"], BENCH["image_size"], generator=generator),
-        "caption": " ".join(words[(i + k) % len(words)] for k in range(8)),
-        # rewrites as long as the caption: aug_T changes which text, not how much text, is encoded
-        "rewrites": [" ".join(words[(i * r + k) % len(words)] for k in range(8)) for r in range(2, 6)],
-    } for i in range(batch_size)]
+    return [{"id": str(i), "pixel_values": torch.randn(3, BENCH["image_size"], BENCH["image_size"], generator=generator),
+             "caption": caption(i, words), "rewrites": [caption(i, words, r) for r in range(2, 6)]}
+            for i in range(batch_size)]
 
 
-def our_step(model, optimizer, collator, data):
-    batch = collator(data)
-    forward_backward(model, batch, Method.preset("laclip"), model)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    model.clamp_logit_scale_()
-    return batch
+def jpeg_dataset(count: int, size: int = 256) -> datasets.Dataset:
+    """``count`` JPEG images (``size`` px, smooth noise) with captions and rewrites, as a `datasets.Image` column."""
+    rng = np.random.default_rng(0)
+    images = []
+    for _ in range(count):
+        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(small).resize((size, size), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
+        images.append({"bytes": buffer.getvalue(), "path": None})
+    return datasets.Dataset.from_dict({
+        "id": [str(i) for i in range(count)], "image": images,
+        "caption": [caption(i, TYPICAL_WORDS) for i in range(count)],
+        "rewrites": [[caption(i, TYPICAL_WORDS, r) for r in range(2, 6)] for i in range(count)],
+    }).cast_column("image", datasets.Image())
 
 
 def naive_step(model, optimizer, batch):
@@ -105,15 +127,16 @@ def naive_step(model, optimizer, batch):
 def memory_probe(checkpointing: bool, batch_size: int) -> int:
     """Peak RSS growth (bytes) over the first full-batch training step, measured in this (fresh) process."""
     tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
+    accelerator = Accelerator()
     model = LaCLIPModel(config(tokenizer))
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model.train()
-    optimizer = build_optimizer(model, 1e-4, 0.1)
-    collator = ContrastiveCollator(tokenizer, BENCH["context"], augmenter=TextAugmenter(0))
-    our_step(model, optimizer, collator, rows(2))  # optimizer state, at a batch too small to move the peak
+    model, optimizer = accelerator.prepare(model.train(), build_optimizer(model, 1e-4, 0.1))
+    collator = ContrastiveCollator(tokenizer, BENCH["context"])
+    step = lambda data: train_step(accelerator, model, model, optimizer, Method.preset("clip"), collator(data))  # noqa: E731
+    step(rows(2))  # optimizer state, at a batch too small to move the peak
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    our_step(model, optimizer, collator, rows(batch_size))
+    step(rows(batch_size))
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
 
 
@@ -137,53 +160,133 @@ def median_times(runs: dict, steps: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def loader_vs_tensors(step, loader, batch, steps: int, rounds: int = 2) -> tuple[float, float, float]:
+    """(median s/step fed by ``loader``, median s/step on the ready ``batch``, mean s/step waiting for the loader),
+    in ``rounds`` alternating blocks of ``steps`` steps after the workers' start and one warm-up step."""
+    stream = iter(loader)
+    step(next(stream))
+    fed, ready, waits = [], [], []
+    for _ in range(rounds):
+        for _ in range(steps):
+            start = time.perf_counter()
+            streamed = next(stream)
+            waits.append(time.perf_counter() - start)
+            step(streamed)
+            fed.append(time.perf_counter() - start)
+        for _ in range(steps):
+            start = time.perf_counter()
+            step(batch)
+            ready.append(time.perf_counter() - start)
+    return statistics.median(fed), statistics.median(ready), statistics.mean(waits)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=32, help="Pairs per training step.")
+    parser.add_argument("--batch-size", type=int, default=64, help="Pairs per training step.")
     parser.add_argument("--steps", type=int, default=5, help="Timed repetitions of each step (after one warm-up).")
+    parser.add_argument("--loader-steps", type=int, default=8, help="Steps per block of the streamed-JPEG comparison.")
     parser.add_argument("--memory-batch-size", type=int, default=256, help="Batch of the checkpointing memory probe.")
     parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
     args = parser.parse_args()
 
+    # first, while this process is small: a child's ru_maxrss starts at the parent's resident size (Linux keeps
+    # the pre-exec high-water mark), so probes started after the models below were built measured 0
+    memory = {flag: peak_memory(flag, args.memory_batch_size) for flag in (False, True)}
     torch.manual_seed(0)
+    accelerator = Accelerator()
     tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
-    ours = LaCLIPModel(config(tokenizer)).train()
+    model = LaCLIPModel(config(tokenizer)).train()
     naive = CLIPModel(config(tokenizer)).train()
-    naive.load_state_dict(ours.state_dict())
-    ours_optimizer, naive_optimizer = build_optimizer(ours, 1e-4, 0.1), torch.optim.AdamW(naive.parameters(), 1e-4)
+    naive.load_state_dict(model.state_dict())
+    compiled = LaCLIPModel(config(tokenizer)).train()
+    compiled.load_state_dict(model.state_dict())
+    plain = LaCLIPModel(config(tokenizer)).train()
+    plain.load_state_dict(model.state_dict())
+    model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+    plain, plain_optimizer = accelerator.prepare(plain, build_optimizer(plain, 1e-4, 0.1, fused=False))
+    compiled_optimizer = accelerator.prepare(build_optimizer(compiled, 1e-4, 0.1))
+    naive_optimizer = torch.optim.AdamW(naive.parameters(), 1e-4)
+    clip, laclip = Method.preset("clip"), Method.preset("laclip")
     data = rows(args.batch_size)
     clip_collator = ContrastiveCollator(tokenizer, BENCH["context"])
     laclip_collator = ContrastiveCollator(tokenizer, BENCH["context"], augmenter=TextAugmenter(0))
-    naive_batch = clip_collator(data)
+    batch, full_batch = clip_collator(data), clip_collator(rows(args.batch_size, FULL_WORDS))
+
+    def ours(batch, net=model, opt=optimizer, method=clip, with_norm=False):
+        return lambda: train_step(accelerator, net, net, opt, method, batch, with_norm=with_norm)
+
+    compiled_net = torch.compile(compiled)
+    started = time.perf_counter()
+    train_step(accelerator, compiled_net, compiled, compiled_optimizer, clip, batch)
+    compile_seconds = time.perf_counter() - started
+
+    def bf16():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            train_step(accelerator, model, model, optimizer, clip, batch)
 
     runs = {
-        "ours, CLIP": lambda: our_step(ours, ours_optimizer, clip_collator, data),
-        "ours, LaCLIP (aug_T)": lambda: our_step(ours, ours_optimizer, laclip_collator, data),
-        "naive transformers.CLIPModel loop": lambda: naive_step(naive, naive_optimizer, naive_batch),
+        "naive transformers.CLIPModel loop": lambda: naive_step(naive, naive_optimizer, batch),
+        "langclip step": ours(batch),
+        "langclip step, --no-fused-optimizer": ours(batch, plain, plain_optimizer),
+        "langclip step, logging step (gradient norm)": ours(batch, with_norm=True),
+        "langclip step, full-length captions": ours(full_batch),
+        "langclip step, bf16 autocast": bf16,
+        "langclip step, torch.compile (inductor)": lambda: train_step(accelerator, compiled_net, compiled,
+                                                                      compiled_optimizer, clip, batch),
+        "CLIP collation + step": lambda: train_step(accelerator, model, model, optimizer, clip, clip_collator(data)),
+        "LaCLIP (aug_T) collation + step": lambda: train_step(accelerator, model, model, optimizer, laclip,
+                                                              laclip_collator(data)),
     }
     step = median_times(runs, args.steps)
-    rate = matmul_rate()
-    text_length = clip_collator(data)["input_ids"].shape[1]
-    flops = training_flops(args.batch_size, text_length)
-    memory = {flag: peak_memory(flag, args.memory_batch_size) for flag in (False, True)}
 
-    print(f"config: ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width {BENCH['width']}, "
-          f"{BENCH['layers']} layers per tower, text length {text_length}, batch {args.batch_size}, fp32, "
-          f"{torch.get_num_threads()} threads")
-    print(f"measured fp32 matmul rate (1024^3 mm): {rate / 1e9:.1f} GFLOP/s; analytic step: {flops / 1e9:.2f} GFLOP\n")
-    baseline = step["naive transformers.CLIPModel loop"]
-    print("| step | ms/step | samples/s | vs naive loop | GFLOP/s | of matmul rate |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    jpegs = jpeg_dataset(4 * args.batch_size).to_iterable_dataset(num_shards=8)
+    processor = CLIPImageProcessor(size={"shortest_edge": BENCH["image_size"]},
+                                   crop_size={"height": BENCH["image_size"], "width": BENCH["image_size"]})
+    stream, collator = laclip.prepare_data(model, jpegs.repeat(None), tokenizer, BENCH["context"], processor, "cpu")
+    settings = loader_kwargs(None, accelerator.device)
+    loader = torch.utils.data.DataLoader(stream, batch_size=args.batch_size, collate_fn=SharedEpochCollator(collator),
+                                         **settings)
+    streamed, ready, wait = loader_vs_tensors(lambda b: train_step(accelerator, model, model, optimizer, laclip, b),
+                                              loader, laclip_collator(data), args.loader_steps)
+
+    rate = matmul_rate()
+    lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}
+    flops = {name: training_flops(args.batch_size, length) for name, length in lengths.items()}
+
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"config: {parameters / 1e6:.1f}M parameters, ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width "
+          f"{BENCH['width']}, {BENCH['layers']} layers per tower, context {BENCH['context']}, batch {args.batch_size}, "
+          f"fp32, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"native bf16 matmul: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
+    print(f"measured fp32 matmul rate (1024^3 mm): {rate / 1e9:.1f} GFLOP/s; analytic step: {flops['typical'] / 1e9:.1f}"
+          f" GFLOP at text length {lengths['typical']}, {flops['full'] / 1e9:.1f} GFLOP at {lengths['full']}\n")
+    baseline, ours_seconds = step["naive transformers.CLIPModel loop"], step["langclip step"]
+    print("| step | ms/step | samples/s | vs naive loop | vs langclip step | GFLOP/s | of matmul rate |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, seconds in step.items():
+        work = flops["full" if "full-length" in name else "typical"]
         print(f"| {name} | {seconds * 1e3:.1f} | {args.batch_size / seconds:.0f} | {baseline / seconds:.2f}x | "
-              f"{flops / seconds / 1e9:.1f} | {flops / seconds / rate:.0%} |")
-    print(f"\nLaCLIP / CLIP step time: {step['ours, LaCLIP (aug_T)'] / step['ours, CLIP']:.3f}")
-    reduction = 1 - memory[True] / memory[False]
+              f"{ours_seconds / seconds:.2f}x | {work / seconds / 1e9:.1f} | {work / seconds / rate:.0%} |")
+    print(f"\nlangclip step vs naive CLIPModel loop: {baseline / ours_seconds:.2f}x (target >= 1.15x); "
+          f"{flops['typical'] / ours_seconds / rate:.0%} of the matmul rate (target >= 60%)")
+    print(f"LaCLIP / CLIP step time (collation in the step): "
+          f"{step['LaCLIP (aug_T) collation + step'] / step['CLIP collation + step']:.3f} (target <= 1.03)")
+    print(f"full-length / typical captions: {step['langclip step, full-length captions'] / ours_seconds:.2f}x the time "
+          f"for {lengths['full'] / lengths['typical']:.2f}x the tokens")
+    print(f"bf16 autocast: {ours_seconds / step['langclip step, bf16 autocast']:.2f}x the fp32 step; torch.compile: "
+          f"{ours_seconds / step['langclip step, torch.compile (inductor)']:.2f}x (first step with compilation "
+          f"{compile_seconds:.0f} s)")
+    print(f"streamed JPEG (256 px, {settings['num_workers']} DataLoader workers, prefetch "
+          f"{settings.get('prefetch_factor', 0)}): {streamed * 1e3:.0f} ms/step vs {ready * 1e3:.0f} ms/step on pre-made "
+          f"tensors = {streamed / ready:.2f}x (target <= 1.05x); waited {wait * 1e3:.0f} ms/step for data")
+    reduction = 1 - memory[True] / max(memory[False], 1)
     print(f"peak memory growth of a step at batch {args.memory_batch_size}: {memory[False] / 2**20:.0f} MiB without, "
           f"{memory[True] / 2**20:.0f} MiB with gradient checkpointing ({reduction:.0%} less)")
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"step_seconds": step, "matmul_flops": rate, "step_flops": flops, "peak_memory": memory}, handle)
+            json.dump({"step_seconds": step, "matmul_flops": rate, "step_flops": flops, "peak_memory": memory,
+                       "streamed_step": streamed, "ready_step": ready, "data_wait": wait,
+                       "compile_seconds": compile_seconds}, handle)
 
 
 if __name__ == "__main__":

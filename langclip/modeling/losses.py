@@ -12,6 +12,8 @@ The sigmoid loss gathers nothing: text blocks travel round the ring of processes
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 
 import torch
@@ -55,10 +57,24 @@ def gather_features(features: torch.Tensor) -> torch.Tensor:
     return _AllGather.apply(features)
 
 
+_CHECK_FINITE = contextvars.ContextVar("langclip_losses_check_finite", default=True)
+
+
+@contextlib.contextmanager
+def without_finite_check():
+    """Inside, the losses skip their finiteness check of the features (a host sync); the trainer's step uses it
+    and skips non-finite steps on the device instead."""
+    token = _CHECK_FINITE.set(False)
+    try:
+        yield
+    finally:
+        _CHECK_FINITE.reset(token)
+
+
 def _check_features(name: str, features: torch.Tensor, dims: int) -> None:
     if features.dim() != dims:
         raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(features.shape)}")
-    if not torch.isfinite(features).all():
+    if _CHECK_FINITE.get() and not torch.isfinite(features).all():
         raise ValueError(f"{name} contains NaN or infinite values")
 
 

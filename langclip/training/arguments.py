@@ -114,7 +114,11 @@ class DataArguments:
     skip_bad_samples: bool = _help(
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
     )
-    num_workers: int = _help("DataLoader worker processes.", default=0)
+    num_workers: int | None = _help(
+        "DataLoader worker processes that decode and augment (default: CPU cores per local process minus one, at "
+        "most 8); 0 loads in the training process.",
+        default=None,
+    )
     shuffle_buffer: int = _help(
         "Shards: samples are shuffled in consecutive blocks of this many (undecoded) samples, after a per-pass "
         "shuffle of the shard order; 0 or 1 keeps the order within shards.", default=1000)
@@ -178,7 +182,17 @@ class TrainArguments:
     )
     max_grad_norm: float | None = _help("Clip the gradient norm to this value (default: no clipping).", default=None)
     mixed_precision: str = _help("Mixed precision: no, bf16 or fp16.", default="no")
-    max_bad_steps: int = _help("Abort after this many steps with a non-finite loss or gradient.", default=10)
+    max_bad_steps: int = _help(
+        "Abort once this many steps had a non-finite loss or gradient (such steps never change the weights). The "
+        "count is read at logging and checkpoint steps, so a run stops up to --logging-steps - 1 steps late; its log "
+        "ends before the step that reached the limit.",
+        default=10,
+    )
+    fused_optimizer: bool = _help(
+        "Fused AdamW where torch has it for the device (one kernel per step; non-finite steps are skipped on the "
+        "device). --no-fused-optimizer: torch's default AdamW, whose guard reads one flag per step (a host sync).",
+        default=True,
+    )
     save_steps: int = _help("Save the training state every this many steps (0: only at the end).", default=500)
     save_total_limit: int = _help("Checkpoints to keep; older ones are deleted.", default=2)
     resume: bool = _help("Continue from the latest complete checkpoint in --output-dir (a corrupted one is passed "
@@ -189,7 +203,13 @@ class TrainArguments:
     overwrite_output_dir: bool = _help(
         "Start a fresh run in an --output-dir that holds another run: its checkpoints, log and state are deleted "
         "first. Without it (or --resume) such a folder is refused.", default=False)
-    logging_steps: int = _help("Send metrics to the trackers every this many steps.", default=10)
+    resume: bool = _help("Continue from the latest checkpoint in --output-dir.", default=False)
+    logging_steps: int = _help(
+        "Every this many steps, read the losses from the device (the step loop's only host sync), append them to "
+        "train_log.jsonl and send metrics to the trackers; the gradient norm is computed at these steps (and every "
+        "step with --max-grad-norm).",
+        default=10,
+    )
     report_to: str = _help("Tracker for accelerate: tensorboard, wandb, ..., or none.", default="tensorboard")
     eval_suite: str | None = _help(
         "Evaluation suite (a shipped one such as quick, or a manifest file) run on the main process every "

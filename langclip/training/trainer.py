@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import shutil
@@ -44,6 +45,7 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_processors, write_remote_code
+from ..modeling.losses import without_finite_check
 from ..processing.loading import (ShardStream, check_caption_column, is_webdataset, load_image_text_dataset,
                                   load_shard_stream)
 from ..processing.transforms import SKIP_KINDS
@@ -75,6 +77,11 @@ def split_batch(batch: dict, parts: int) -> list[dict]:
     return [{key: value[i] for key, value in chunks.items()} for i in range(len(next(iter(chunks.values()))))]
 
 
+def finite(tensors) -> torch.Tensor:
+    """Device bool: every element of every tensor is finite (no host sync)."""
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
 def forward_backward(
     model,
     batch: dict,
@@ -83,7 +90,7 @@ def forward_backward(
     accum_freq: int = 1,
     backward: Callable = torch.Tensor.backward,
     no_sync: Callable = lambda: contextlib.nullcontext(),
-    all_finite: Callable[[bool], bool] = bool,
+    all_finite: Callable[[torch.Tensor], bool] | None = bool,
 ) -> torch.Tensor | None:
     """Gradients of the loss of the whole ``batch``, in ``accum_freq`` micro-batches; returns the loss or None.
 
@@ -94,20 +101,22 @@ def forward_backward(
     gradient, substitutes them into the cached ones and back-propagates the loss of the
     whole batch. The sum over j of these gradients is the full-batch gradient; the loss
     scalars take their gradient in the last micro-batch only. Returns None, with no backward,
-    when any process's features are not finite (``all_finite`` agrees across processes).
+    when any process's features are not finite (``all_finite`` of a device bool agrees across
+    processes); ``all_finite=None`` skips that check and its host sync (the trainer guards
+    the update on the loss instead).
     """
     unwrapped = model if unwrapped is None else unwrapped
     micro_batches = split_batch(batch, accum_freq)
     if len(micro_batches) == 1:
         features = method.features(model, batch)
-        if not all_finite(all(torch.isfinite(f).all() for f in features)):
+        if all_finite is not None and not all_finite(finite(features)):
             return None
         loss = method.loss(*features, **method.loss_inputs(unwrapped))
         backward(loss)
         return loss.detach()
     with torch.no_grad():
         cached = [method.features(model, micro) for micro in micro_batches]
-    if not all_finite(all(torch.isfinite(f).all() for features in cached for f in features)):
+    if all_finite is not None and not all_finite(finite([f for features in cached for f in features])):
         return None
     last = len(micro_batches) - 1
     for j, micro in enumerate(micro_batches):
@@ -143,6 +152,36 @@ def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPIma
             pass
     return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
                               image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+def default_num_workers(cap: int = 8) -> int:
+    """DataLoader workers per process: the CPU cores this process may use, shared by the node's processes
+    (``LOCAL_WORLD_SIZE``), minus one for the training process; at most ``cap``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(cap, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
+
+
+def loader_kwargs(num_workers: int | None, device: torch.device) -> dict:
+    """DataLoader settings: ``num_workers`` (None: `default_num_workers`) that stay alive across epochs and
+    prefetch 4 batches each; page-locked batches when they go to a CUDA device."""
+    workers = default_num_workers() if num_workers is None else num_workers
+    return {"num_workers": workers, "pin_memory": device.type == "cuda"} | (
+        {"persistent_workers": True, "prefetch_factor": 4} if workers else {})
+
+
+class SharedEpochCollator:
+    """``collator`` with its ``epoch`` in shared memory, so that persistent DataLoader workers see `set_epoch`."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.epoch = multiprocessing.RawValue("q", 0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.value = epoch
+
+    def __call__(self, rows):
+        self.collator.epoch = self.epoch.value
+        return self.collator(rows)
 
 
 def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
@@ -442,20 +481,23 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
     dataset, collator = method.prepare_data(model, dataset, tokenizer, max_length, processor, accelerator.device)
     optimizer = build_optimizer(model, train_args.lr, train_args.weight_decay,
-                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps)
+                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps,
+                                fused=train_args.fused_optimizer, device=accelerator.device)
     global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
+    workers = loader_kwargs(data_args.num_workers, accelerator.device)
     if stream is not None:
-        warning = split_warning(len(stream.shards), accelerator.num_processes, data_args.num_workers)
+        warning = split_warning(len(stream.shards), accelerator.num_processes, workers["num_workers"])
         if warning and accelerator.is_main_process:
             warnings.warn(warning, stacklevel=2)
         batches = StreamedBatches(stream, collator, train_args.per_device_batch_size * train_args.accum_freq,
-                                  data_args.num_workers, accelerator.process_index, accelerator.num_processes,
+                                  workers["num_workers"], accelerator.process_index, accelerator.num_processes,
                                   accelerator.device)
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
+        collate = SharedEpochCollator(collator)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=train_args.per_device_batch_size * train_args.accum_freq, shuffle=not streamed,
-            drop_last=True, num_workers=data_args.num_workers, collate_fn=collator,
+            drop_last=True, collate_fn=collate, **workers,
         )
         model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
@@ -497,60 +539,54 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     if accelerator.log_with:
         accelerator.init_trackers("langclip", config=tracker_config(model_args, data_args, train_args))
 
-    def all_finite(ok: bool) -> bool:
-        return bool(accelerator.gather(torch.tensor([ok], device=accelerator.device)).all())
-
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc=f"train {model_args.method} ({method.description})", unit="step")
-    loss = eval_records = None
+    log = StepLog(accelerator, train_args, unwrapped, progress, global_batch)
+    eval_records = None
     epoch = state["step"] // steps_per_epoch if steps_per_epoch else 0
+    model.train()
     while state["step"] < total_steps:
         if stream is not None:
             epoch_end = (epoch + 1) * steps_per_epoch if steps_per_epoch else total_steps
             epoch_loader = batches.take(min(epoch_end, total_steps) - state["step"])
         else:
-            collator.epoch = epoch
+            collate.set_epoch(epoch)
             loader.set_epoch(epoch)
             skip = state["step"] - epoch * steps_per_epoch if steps_per_epoch else 0
             epoch_loader = accelerator.skip_first_batches(loader, skip) if skip else loader
+        waiting = time.perf_counter()
         for batch in epoch_loader:
-            started = time.perf_counter()
+            data_wait = time.perf_counter() - waiting
             batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
-            set_learning_rate(optimizer, learning_rate(state["step"], total_steps, train_args.lr, warmup_steps,
-                                                       train_args.lr_start, train_args.lr_end))
-            model.train()
-            loss = None if batch is None else forward_backward(
-                model, batch, method, unwrapped, train_args.accum_freq, accelerator.backward,
-                lambda: accelerator.no_sync(model), all_finite)
-            grad_norm = None
-            if loss is not None:
-                grad_norm = accelerator.clip_grad_norm_(model.parameters(), train_args.max_grad_norm or math.inf)
-            if loss is not None and torch.isfinite(grad_norm):
-                optimizer.step()
-            elif batch is not None:
-                state["bad_steps"] += 1
-                accelerator.print(f"step {state['step']}: non-finite features or gradients, step skipped "
-                                  f"({state['bad_steps']}/{train_args.max_bad_steps})")
-                if state["bad_steps"] >= train_args.max_bad_steps:
-                    raise RuntimeError(f"{state['bad_steps']} steps with non-finite loss or gradients; aborting")
-            optimizer.zero_grad(set_to_none=True)
-            unwrapped.clamp_logit_scale_()
-            state["step"] += 1
-            log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress,
-                     global_batch / (time.perf_counter() - started))
-            if state["step"] >= total_steps or train_args.save_steps and state["step"] % train_args.save_steps == 0:
+            lr = learning_rate(state["step"], total_steps, train_args.lr, warmup_steps, train_args.lr_start,
+                               train_args.lr_end)
+            set_learning_rate(optimizer, lr)
+            step = state["step"] + 1
+            logging = step % train_args.logging_steps == 0 or step == total_steps
+            saving = step >= total_steps or bool(train_args.save_steps) and step % train_args.save_steps == 0
+            if batch is None:
+                log.add(step, None, None, lr, data_wait, None)
+            else:
+                loss, bad, grad_norm = train_step(accelerator, model, unwrapped, optimizer, method, batch,
+                                                  train_args.accum_freq, train_args.max_grad_norm, with_norm=logging)
+                log.add(step, loss, bad, lr, data_wait, grad_norm)
+            state["step"] = step
+            if logging or saving:
+                log.flush(state)
+            if saving:
                 save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit,
                                 None if stream is None else batches.state_dict())
-            if train_args.eval_suite and (state["step"] >= total_steps or (
-                    train_args.eval_steps and state["step"] % train_args.eval_steps == 0)):
+            if train_args.eval_suite and (step >= total_steps or (
+                    train_args.eval_steps and step % train_args.eval_steps == 0)):
                 eval_records = evaluate_during_training(accelerator, unwrapped, tokenizer, processor,
-                                                        train_args.eval_suite, state["step"], train_args.output_dir,
+                                                        train_args.eval_suite, step, train_args.output_dir,
                                                         train_args.per_device_batch_size)
             if state["step"] >= total_steps:
                 break
+            waiting = time.perf_counter()
         epoch += 1
     progress.close()
-    summary = {**state, "loss": None if loss is None else accelerator.reduce(loss, "mean").item()}
+    summary = {**state, "loss": log.last_loss}
     save_final(accelerator, model, tokenizer, processor, model_args, train_args, state, training=training,
                eval_records=eval_records or ())
     if data_args.skip_bad_samples:
@@ -579,20 +615,112 @@ def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict |
     return {key: value[:smallest] for key, value in batch.items()}
 
 
-def log_step(accelerator, train_args, state, loss, optimizer, unwrapped, progress, samples_per_second) -> None:
-    """Append the step to ``train_log.jsonl``, update the bar, and send metrics to the trackers."""
-    global_loss = None if loss is None else accelerator.reduce(loss, "mean").item()
-    record = {"step": state["step"], "loss": global_loss, "lr": optimizer.param_groups[0]["lr"],
-              "logit_scale": unwrapped.logit_scale.exp().item()}
-    if accelerator.is_main_process:
-        with open(os.path.join(train_args.output_dir, LOG_FILE), "a") as handle:
-            handle.write(json.dumps(record) + "\n")
-    progress.update(1)
-    progress.set_postfix(loss=f"{global_loss:.4f}" if global_loss is not None else "skipped",
-                         samples_per_s=f"{samples_per_second:.1f}")
-    if accelerator.log_with and state["step"] % train_args.logging_steps == 0:
-        accelerator.log({k: v for k, v in record.items() if k != "step" and v is not None}
-                        | {"samples_per_s": samples_per_second}, step=state["step"])
+def train_step(accelerator: Accelerator, model, unwrapped, optimizer, method: Method, batch: dict, accum_freq: int = 1,
+               max_grad_norm: float | None = None, with_norm: bool = False):
+    """One optimizer step on ``batch`` with no host sync: gradients (`forward_backward`), the gradient norm
+    (and clipping to ``max_grad_norm``) only when clipping or ``with_norm``, the update unless the loss or norm
+    is not finite (`step_unless`), the logit-scale clamp. Returns (loss, bad, grad_norm or None), on the device."""
+    with without_finite_check():
+        loss = forward_backward(model, batch, method, unwrapped, accum_freq, accelerator.backward,
+                                lambda: accelerator.no_sync(model), all_finite=None)
+    grad_norm = None
+    if max_grad_norm or with_norm:
+        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
+    bad = not_finite(accelerator, loss, grad_norm)
+    step_unless(optimizer, bad, accelerator.scaler)
+    optimizer.zero_grad(set_to_none=True)
+    unwrapped.clamp_logit_scale_()
+    return loss, bad, grad_norm
+
+
+def not_finite(accelerator: Accelerator, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> torch.Tensor:
+    """Device bool: the loss, or the gradient norm where computed, is not finite on some process (no host sync;
+    with several processes a one-element all-reduce, so that all skip the same steps)."""
+    bad = ~torch.isfinite(loss)
+    if grad_norm is not None:
+        bad = bad | ~torch.isfinite(grad_norm)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad.float(), "sum") > 0
+    return bad
+
+
+def step_unless(optimizer, bad: torch.Tensor, scaler) -> None:
+    """``optimizer.step()`` unless ``bad``: a fused AdamW skips on the device through ``found_inf`` (no host sync);
+    under fp16 the GradScaler skips non-finite gradients itself; any other optimizer reads ``bad`` (a host sync)."""
+    inner = optimizer.optimizer
+    if scaler is not None:
+        optimizer.step()
+    elif getattr(inner, "_step_supports_amp_scaling", False):
+        inner.found_inf = bad.float()
+        optimizer.step()
+        del inner.found_inf
+    elif not bad.item():
+        optimizer.step()
+
+
+class StepLog:
+    """Per-step loss, skip flag, logit scale and gradient norm kept on the device until `flush`.
+
+    `flush` (at logging and checkpoint steps) is the step loop's one host sync: it appends one
+    record per step to ``train_log.jsonl`` (``loss`` None for a skipped step, ``data_wait_s`` =
+    seconds the step waited for its batch, ``grad_norm`` where computed), counts skipped steps
+    into ``state["bad_steps"]``, updates the bar and sends the last record, samples/s and the mean
+    data wait of the interval to the trackers. It raises once ``--max-bad-steps`` is reached,
+    writing the records before that step only.
+    """
+
+    def __init__(self, accelerator, train_args, unwrapped, progress, global_batch: int):
+        self.accelerator, self.args, self.unwrapped, self.progress = accelerator, train_args, unwrapped, progress
+        self.global_batch = global_batch
+        self.host, self.device = [], []  # per step: (step, lr, data_wait, has_norm); (loss, bad, logit_scale, norm)
+        self.since = time.perf_counter()
+        self.last_loss = None
+
+    def add(self, step: int, loss, bad, lr: float, data_wait: float, grad_norm) -> None:
+        """Record a step; ``loss`` None: a batch in which every sample was bad (no update, not a bad step)."""
+        scale = self.unwrapped.logit_scale.detach().exp().float()
+        if loss is None:
+            loss, bad = torch.full_like(scale, math.nan), torch.zeros_like(scale)
+        norm = loss.new_zeros(()) if grad_norm is None else grad_norm.detach().float().reshape(())
+        self.device.append(torch.stack([loss.float(), bad.float(), scale, norm]))
+        self.host.append((step, lr, data_wait, grad_norm is not None))
+        self.progress.update(1)
+
+    def flush(self, state: dict) -> None:
+        values = torch.stack(self.device)
+        losses = self.accelerator.reduce(values[:, 0].contiguous(), "mean")
+        rows = torch.cat([losses[:, None], values[:, 1:]], dim=1).tolist()
+        seconds, steps = time.perf_counter() - self.since, len(rows)
+        self.host, host, self.device = [], self.host, []
+        records = []
+        for (step, lr, data_wait, has_norm), (loss, bad, logit_scale, norm) in zip(host, rows):
+            if bad:
+                state["bad_steps"] += 1
+                self.accelerator.print(f"step {step}: non-finite loss or gradients, step skipped "
+                                       f"({state['bad_steps']}/{self.args.max_bad_steps})")
+                if state["bad_steps"] >= self.args.max_bad_steps:
+                    self.write(records)
+                    raise RuntimeError(f"{state['bad_steps']} steps with non-finite loss or gradients; aborting at "
+                                       f"step {step} (--max-bad-steps {self.args.max_bad_steps})")
+            records.append({"step": step, "loss": None if bad or math.isnan(loss) else loss, "lr": lr, "logit_scale": logit_scale,
+                            "data_wait_s": data_wait} | ({"grad_norm": norm if math.isfinite(norm) else None}
+                                                         if has_norm else {}))
+        self.write(records)
+        last = records[-1]
+        self.last_loss = last["loss"]
+        samples_per_second = steps * self.global_batch / seconds
+        data_wait = sum(r["data_wait_s"] for r in records) / steps
+        self.progress.set_postfix(loss="skipped" if last["loss"] is None else f"{last['loss']:.4f}",
+                                  samples_per_s=f"{samples_per_second:.1f}", data_wait=f"{data_wait / seconds * steps:.0%}")
+        if self.accelerator.log_with:
+            self.accelerator.log({k: v for k, v in last.items() if k != "step" and v is not None}
+                                 | {"samples_per_s": samples_per_second, "data_wait_s": data_wait}, step=last["step"])
+        self.since = time.perf_counter()
+
+    def write(self, records: list[dict]) -> None:
+        if self.accelerator.is_main_process and records:
+            with open(os.path.join(self.args.output_dir, LOG_FILE), "a") as handle:
+                handle.writelines(json.dumps(record) + "\n" for record in records)
 
 
 def train_in_process(values: dict) -> dict:
