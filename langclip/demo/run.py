@@ -29,6 +29,7 @@ import os
 import random
 import time
 
+import torch
 from datasets import load_from_disk
 
 from ..hub_cards.cards import model_card
@@ -44,21 +45,22 @@ from .tokenization import train_word_tokenizer
 # The embedded default run; configs/demo.yaml holds the same values (a test keeps them equal).
 DEMO_CONFIG = {
     "model_config": json.dumps({
-        "text_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3,
+        "text_config": {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
                         "num_attention_heads": 4, "max_position_embeddings": 32},
-        "vision_config": {"hidden_size": 128, "intermediate_size": 256, "num_hidden_layers": 3,
+        "vision_config": {"hidden_size": 96, "intermediate_size": 192, "num_hidden_layers": 2,
                           "num_attention_heads": 4, "image_size": 64, "patch_size": 8},
         "projection_dim": 64,
     }),
     "per_device_batch_size": 128,
-    "max_steps": 300,
+    "max_steps": 200,
     "lr": 1e-3,
     "lr_start": 1e-6,
     "lr_end": 1e-5,
-    "warmup_steps": 50,
+    "warmup_steps": 30,
     "weight_decay": 0.1,
     "save_steps": 0,
     "report_to": "none",
+    "num_workers": 1,
 }
 NUM_EXAMPLES = 1  # in-context examples per rewriting prompt (the paper: 3); one is what a one-minute LM learns
 DATASET_ID = "langclip-demo-world"
@@ -71,34 +73,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-images", type=int, default=4096, help="Generated training images.")
     parser.add_argument("--test-images", type=int, default=512, help="Generated held-out test images.")
     parser.add_argument("--max-steps", type=int, default=None, help="Optimizer steps per model (default: the config's).")
-    parser.add_argument("--corpus-steps", type=int, default=300,
+    parser.add_argument("--corpus-steps", type=int, default=200,
                         help="Steps to fit the rewriting LM on its text-only corpus (language modelling).")
     parser.add_argument("--lm-steps", type=int, default=600, help="Steps to fit the rewriting LM on ICL rewriting prompts.")
     parser.add_argument("--num-rewrites", type=int, default=3, help="LM rewrites per training caption (M).")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS, help="Models to train.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the world, initialisation and data order.")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="Torch threads. 1 (with one data-loading worker) avoids OpenMP spin-waits that make these tiny models "
+             "several times slower on a shared machine; 2 can be faster on an idle 2-core one.")
 
 
-def fit_rewriting_lm(output_dir: str, corpus_steps: int, steps: int, seed: int) -> tuple[str, str]:
-    """Fit a tiny causal LM on the world's text-only corpus, then on ICL rewriting prompts; returns (lm, pool).
-
-    The corpus (`world.corpus_sentence`) and the prompts' captions come from random attributes, never from an
-    image. A prompt document is ``build_prompt(web caption, [a meta pair]) + " " + world.rewrite_target(caption)``:
-    exactly what the rewriting job prompts with, and what it should continue with. The meta pairs are written to
-    ``world_pool.jsonl``, the rewriting job's ``--sources``.
-    """
-    os.makedirs(output_dir, exist_ok=True)
-    pool_path, lm_dir = os.path.join(output_dir, "world_pool.jsonl"), os.path.join(output_dir, "rewriting_lm")
+def rewriting_lm_texts(seed: int, num_sentences: int = 20000, num_prompts: int = 8000):
+    """The rewriting LM's training texts, from random attributes and never from an image: (meta pairs, corpus
+    sentences of the rich language, ICL documents ``build_prompt(web caption, [a meta pair]) + " " +
+    world.rewrite_target(caption)``: exactly what the rewriting job prompts with, and what it should continue with)."""
     pool = demo_world.rewrite_pool(seed=seed + 12345)
-    with open(pool_path, "w", encoding="utf-8") as handle:
-        handle.writelines(json.dumps(pair) + "\n" for pair in pool)
     rng = random.Random(seed + 1)
-    corpus = [demo_world.corpus_sentence(rng) for _ in range(20000)]
+    corpus = [demo_world.corpus_sentence(rng) for _ in range(num_sentences)]
     prompts = []
-    for _ in range(8000):
+    for _ in range(num_prompts):
         caption = demo_world.web_caption(demo_world.sample_attributes(rng), rng)
         examples = [(pair["input"], pair["output"]) for pair in rng.sample(pool, NUM_EXAMPLES)]
         prompts.append(build_prompt(caption, examples) + " " + demo_world.rewrite_target(caption, rng))
+    return pool, corpus, prompts
+
+
+def fit_rewriting_lm(output_dir: str, corpus_steps: int, steps: int, seed: int) -> tuple[str, str]:
+    """Fit a tiny causal LM on `rewriting_lm_texts`: first the corpus, then the ICL documents; write the meta pairs
+    to ``world_pool.jsonl`` (the rewriting job's ``--sources``); returns (LM folder, pool file)."""
+    os.makedirs(output_dir, exist_ok=True)
+    pool_path, lm_dir = os.path.join(output_dir, "world_pool.jsonl"), os.path.join(output_dir, "rewriting_lm")
+    pool, corpus, prompts = rewriting_lm_texts(seed)
+    with open(pool_path, "w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(pair) + "\n" for pair in pool)
     build_tiny_causal_lm(corpus + prompts, lm_dir, vocab_size=1024, hidden_size=96, max_position_embeddings=256,
                          seed=seed)
     corpus_losses = train_tiny_causal_lm(lm_dir, corpus, steps=corpus_steps, batch_size=32, lr=4e-3, seed=seed)
@@ -173,6 +182,7 @@ def plot(output_dir: str, results: dict, path: str) -> None:
 
 def main(args: argparse.Namespace) -> int:
     started = time.time()
+    torch.set_num_threads(args.threads)
     output_dir = args.output_dir
     os.makedirs(output_dir, exist_ok=True)
     settings = {**DEMO_CONFIG, **(load_yaml_config(args.config) if args.config else {}), "seed": args.seed}

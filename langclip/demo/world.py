@@ -325,7 +325,7 @@ def make_world(
 def world_vocabulary() -> list[str]:
     """Texts that hold every word the world can write (for training a word tokenizer that knows all of them)."""
     nouns = [plural(word, count) for shape in SHAPES for word in LEXICON[shape] for count in (1, 2)]
-    texts = [" ".join(w for words in LEXICON.values() for w in words), " ".join(nouns), f"{GENERIC_NOUN}s some a an",
+    texts = [" ".join(w for words in LEXICON.values() for w in words), " ".join(nouns), f"{GENERIC_NOUN} {GENERIC_NOUN}s some a an",
              *(form.format("") for forms in COUNT_FORMS.values() for form in forms),
              *(form.format("") for form in POSITION_FORMS),
              *(form.format(np="", where="") for form in LM_FORMS + EVAL_FORMS),
