@@ -59,7 +59,8 @@ def test_texts_state_the_image_and_web_captions_use_one_word_per_concept(rows):
 
 
 def test_eval_phrasings_and_synonyms_are_absent_from_captions_and_present_in_the_lm_corpus(rows):
-    captions = world.make_world(400, seed=5)["caption"]
+    rng = random.Random(5)
+    captions = list(rows["caption"]) + [world.web_caption(world.sample_attributes(rng), rng) for _ in range(2000)]
     caption_words = {w for caption in captions for w in world.words_of(caption)}
     assert not caption_words & world.SYNONYMS  # no web caption uses a synonym
     assert not {w for name in world.SYNONYM_CLASS_NAMES for w in name.split()} & caption_words
