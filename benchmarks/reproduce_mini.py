@@ -65,6 +65,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="Training seeds per arm.")
     parser.add_argument("--parts", nargs="+", default=["laclip", "scaling", "clips", "pcclip"],
                         choices=["laclip", "scaling", "clips", "pcclip"], help="Comparisons to run.")
+    parser.add_argument("--arms", nargs="+", default=None,
+                        help="Only these arms of the laclip, scaling and clips parts (names as in the tables; default all).")
     parser.add_argument("--train-images", type=int, default=2048, help="Generated training images.")
     parser.add_argument("--test-images", type=int, default=512, help="Generated test images (each test set).")
     parser.add_argument("--steps", type=int, default=200, help="Optimizer steps per training run.")
@@ -211,12 +213,14 @@ class ResultCache:
         return self.found[key]
 
 
-def run_arms(world: World, arms: dict[str, tuple], seeds, cache: ResultCache) -> dict[str, list[dict]]:
-    """Metrics of every arm and seed, seed by seed (an interrupted run leaves whole seeds); arms are (method, data[,
-    extra training arguments])."""
-    results = {arm: [] for arm in arms}
+def run_arms(world: World, arms: dict[str, tuple], seeds, cache: ResultCache, only=None) -> dict[str, list[dict]]:
+    """Metrics of every arm (of those named in ``only``, if given) and seed, seed by seed (an interrupted run leaves
+    whole seeds); arms are (method, data[, extra training arguments])."""
+    results = {arm: [] for arm in arms if only is None or arm in only}
     for seed in seeds:
         for arm, (method, data, *extra) in arms.items():
+            if arm not in results:
+                continue
             extra = json.dumps(extra[0] if extra else {}, sort_keys=True)
             name = f"{method}-{data}" + (f"-{hashlib.sha1(extra.encode()).hexdigest()[:8]}" if extra != "{}" else "")
 
@@ -334,12 +338,12 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     world, cache, parts = World(args), ResultCache(args), {}
     if "laclip" in args.parts:
-        parts["LaCLIP vs CLIP and EDA"] = run_arms(world, laclip_arms(), args.seeds, cache)
+        parts["LaCLIP vs CLIP and EDA"] = run_arms(world, laclip_arms(), args.seeds, cache, args.arms)
     if "scaling" in args.parts:
-        parts["LaCLIP with M LM rewrites per caption"] = run_arms(world, scaling_arms(), args.seeds, cache)
+        parts["LaCLIP with M LM rewrites per caption"] = run_arms(world, scaling_arms(), args.seeds, cache, args.arms)
     if "clips" in args.parts:
         parts["CLIPS: full synthetic caption vs sub-captions, with and without the captioner"] = run_arms(
-            world, clips_arms(), args.seeds, cache)
+            world, clips_arms(), args.seeds, cache, args.arms)
     if "pcclip" in args.parts:
         parts["PC-CLIP: before and after finetuning on pair differences (held-out pairs)"] = pcclip_results(
             world, args.seeds, cache)
