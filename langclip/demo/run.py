@@ -172,7 +172,8 @@ def plot(output_dir: str, results: dict, path: str) -> None:
     width = 0.8 / len(results)
     for i, (name, values) in enumerate(results.items()):
         scores.bar([m + i * width for m in range(len(metrics))], [values[k] for k in metrics], width, label=name)
-    scores.set_xticks([m + width * (len(results) - 1) / 2 for m in range(len(metrics))], metrics, fontsize=8)
+    scores.set_xticks([m + width * (len(results) - 1) / 2 for m in range(len(metrics))],
+                      [m.replace(" (", "\n(").replace(" R@1", "\nR@1") for m in metrics], fontsize=8)
     scores.set(ylabel="accuracy / recall", title="Held-out evaluation (test images)", ylim=(0, 1))
     scores.legend(fontsize=8)
     figure.tight_layout()
