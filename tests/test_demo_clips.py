@@ -20,7 +20,7 @@ def test_demo_clips_run(tmp_path, capsys):
         AcceleratorState._reset_state(reset_partial_state=True)
     assert set(results) == {"clips-subcaption", "clips-full", "recaption"}
     for name in ("subcaption", "full"):
-        assert set(results[f"clips-{name}"]) == {"zero_shot_top1", "image_to_text_R@1", "text_to_image_R@1"}
+        assert set(results[f"clips-{name}"]) == {"zero-shot", "zero-shot (synonyms)", "image->text R@1", "text->image R@1"}
         assert all(0.0 <= v <= 1.0 for v in results[f"clips-{name}"].values())
         assert (tmp_path / "clips" / name / "model.safetensors").is_file()
         log = (tmp_path / "clips" / name / "train_log.jsonl").read_text().splitlines()

@@ -38,8 +38,9 @@ def test_run_trains_a_base_finetunes_and_reports(tmp_path, capsys):
     train_set, test_set = demo_world.make_world(32, seed=0), demo_world.make_world(16, seed=1000)
     tokenizer = train_word_tokenizer(demo_world.world_vocabulary(), max_length=32)
     tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+    # finetune overrides FINETUNE and max_steps (2 steps, not 3); the batch is cut to the 128 pairs there are
     results = demo_pcclip.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), TINY, seed=0,
-                              max_steps=3)
+                              max_steps=3, finetune={"max_steps": 2, "per_device_batch_size": 512})
 
     assert set(results) == {"base", "pcclip"}
     for values in results.values():
@@ -54,5 +55,5 @@ def test_run_trains_a_base_finetunes_and_reports(tmp_path, capsys):
     tuned = LaCLIPModel.from_pretrained(str(tmp_path / "pcclip" / "model")).state_dict()
     changed = {key for key in base if not torch.equal(base[key], tuned[key])}
     assert changed and all(key.startswith("text_model.encoder.layers.") for key in changed)
-    assert len((tmp_path / "pcclip" / "model" / "train_log.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "pcclip" / "model" / "train_log.jsonl").read_text().splitlines()) == 2
     assert len((tmp_path / "pcclip" / "differences.jsonl").read_text().splitlines()) == 4 * 32

@@ -5,7 +5,9 @@ import random
 import numpy as np
 import pytest
 
+from langclip.demo import run as demo
 from langclip.demo import world
+from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.generation.filters import MIN_CHARS, clean_difference
 
 
@@ -42,23 +44,75 @@ def test_images_show_their_colour_position_and_size():
     assert small == pytest.approx(np.pi * 7**2, rel=0.25) and large == pytest.approx(np.pi * 13**2, rel=0.25)
 
 
-def test_texts_are_correct_and_eval_phrasings_are_held_out(rows):
+def test_texts_state_the_image_and_web_captions_use_one_word_per_concept(rows):
+    canonical = {words[0] for words in world.LEXICON.values()} | set(world.COUNT_WORDS.values())
     for row in rows:
+        truth = {k: row[k] for k in ("shape", "colour", "size", "position", "count")}
         assert row["class_name"] == world.CLASS_NAMES[row["label"]] == f"{row['colour']} {row['shape']}"
-        assert len(row["paraphrases"]) == 4 and len(set(row["paraphrases"])) == 4
-        for text in row["paraphrases"] + row["eval_captions"] + [row["synthetic_caption"]]:
-            for word in (row["colour"], row["shape"], row["size"], row["position"], world.COUNT_WORDS[row["count"]]):
-                assert word in text, (word, text)
-        assert len(row["synthetic_caption"]) > 3 * max(len(p) for p in row["paraphrases"])
-    training_texts = " ".join(list(rows["caption"]) + [p for ps in rows["paraphrases"] for p in ps])
-    for held_out in ("toward", "coloured", "located", "rendering", "graphic", "look,"):
-        assert held_out not in training_texts
+        for text in row["paraphrases"] + row["eval_captions"]:
+            assert world.read_attributes(text) == truth, text
+        said = world.read_attributes(row["caption"])
+        assert {"colour", "shape"} <= set(said) and all(truth[k] == v for k, v in said.items()), row["caption"]
+        concept_words = [w for w in world.words_of(row["caption"]) if w in world.WORD_TO_CONCEPT or w in world.WORD_TO_COUNT]
+        assert set(concept_words) <= canonical, row["caption"]
+        assert len(row["synthetic_caption"]) > 2 * max(len(p) for p in row["paraphrases"])
 
 
-def test_paraphrase_rendering_of_a_known_row():
-    attributes = dict(shape="star", colour="green", size="small", position="top", count=2)
-    assert world.fill(world.TRAIN_TEMPLATES[0], attributes) == "a picture of two small green stars on the top"
-    assert world.synthetic_caption(attributes).startswith("The image shows two small green stars near the top")
+def test_eval_phrasings_and_synonyms_are_absent_from_captions_and_present_in_the_lm_corpus(rows):
+    rng = random.Random(5)
+    captions = list(rows["caption"]) + [world.web_caption(world.sample_attributes(rng), rng) for _ in range(2000)]
+    caption_words = {w for caption in captions for w in world.words_of(caption)}
+    assert not caption_words & world.SYNONYMS  # no web caption uses a synonym
+    assert not {w for name in world.SYNONYM_CLASS_NAMES for w in name.split()} & caption_words
+    pool, corpus, prompts = demo.rewriting_lm_texts(seed=0, num_sentences=2000, num_prompts=500)
+    lm_text = "\n".join(corpus + prompts)
+    lm_words = set(world.words_of(lm_text))
+    assert world.SYNONYMS <= lm_words  # every synonym is in the LM's text-only corpus and prompts
+    assert {w for name in world.SYNONYM_CLASS_NAMES for w in name.split()} <= lm_words
+    # held-out phrasings: no eval caption, zero-shot prompt or their fixed words occur in captions or LM texts
+    for held_out in ("painted", "we find", "scene contains", "rendering", "graphic", "behold"):
+        assert held_out not in lm_text and all(held_out not in caption for caption in captions), held_out
+    for caption in rows["eval_captions"][0] + [t.format(n) for t in world.ZERO_SHOT_TEMPLATES
+                                               for n in world.CLASS_NAMES + world.SYNONYM_CLASS_NAMES]:
+        assert caption not in lm_text
+    # the ICL documents are the paper's prompt: task, one meta pair "input => output", query =>, the rewrite
+    task, example, query = prompts[0].split("\n\n")
+    assert task == "write image captions differently," and " => " in example and " => " in query
+    assert example.split(" => ") in [[pair["input"], pair["output"]] for pair in pool]
+
+
+def test_rewrite_targets_keep_what_the_caption_states_in_new_words():
+    rng = random.Random(0)
+    caption = "IMG_4821 two red circles left lol"
+    assert world.read_attributes(caption) == {"count": 2, "colour": "red", "shape": "circle", "position": "left"}
+    assert world.read_attributes("a pair of tiny crimson discs toward the west") == {
+        "count": 2, "size": "small", "colour": "red", "shape": "circle", "position": "left"}
+    targets = [world.rewrite_target(caption, rng) for _ in range(50)]
+    assert all(world.read_attributes(t) == world.read_attributes(caption) for t in targets)
+    assert len(set(targets)) > 40 and sum(bool(set(world.words_of(t)) & world.SYNONYMS) for t in targets) > 40
+    plural = world.rewrite_target("my red circles", rng)  # no count stated: "some", still plural
+    assert "some" in plural.split() and world.is_plural(plural) and "count" not in world.read_attributes(plural)
+    with pytest.raises(ValueError, match="states no attribute"):
+        world.rewrite_target("IMG_1234 lol", rng)
+
+
+def test_faithfulness_against_hand_counts():
+    captions = ["two red circles left", "large blue square", "green star"]
+    rewrites = [
+        "a pair of crimson discs toward the west",  # keeps 4 of 4, synonyms: pair, crimson, discs, west
+        "a big azure triangle on the north side",  # keeps 2 of 3 (size, colour), contradicts shape, adds position
+        "a green star",  # keeps 2 of 2, no synonym
+    ]
+    assert world.faithfulness(captions, rewrites) == pytest.approx({
+        "kept": 8 / 9, "contradicted": 1 / 9, "added": 1 / 3, "exact": 2 / 3, "with_synonym": 2 / 3,
+        "synonyms_per_rewrite": (4 + 3) / 3})
+    with pytest.raises(ValueError, match="as many rewrites as captions"):
+        world.faithfulness(captions, rewrites[:2])
+
+
+def test_synonym_class_names():
+    assert world.synonym_name("red circle") == "crimson disc"
+    assert len(set(world.SYNONYM_CLASS_NAMES)) == len(world.CLASS_NAMES)
 
 
 def test_difference_descriptions():
@@ -82,25 +136,12 @@ def test_difference_descriptions():
 
 
 def test_vocabulary_covers_every_text(rows):
-    vocabulary = set(" ".join(world.world_vocabulary()).replace(",", " ").replace(".", " ").split())
-    words = " ".join(rows["eval_captions"][0] + rows["paraphrases"][0] + [rows["synthetic_caption"][0]])
-    assert set(words.replace(",", " ").replace(".", " ").split()) <= vocabulary
-
-
-def test_faithful_rewrites_state_what_the_caption_states_and_nothing_more():
-    assert world.mentioned_attributes("two circles!!") == {"count": 2, "shape": "circle"}
-    assert world.mentioned_attributes("IMG_4821 orange") == {"colour": "orange"}
-    assert world.mentioned_attributes("red stuff on the left") == {"colour": "red", "position": "left"}
-    rng = random.Random(0)
-    assert set(world.faithful_rewrites("IMG_4821 orange", rng, 4)) == {
-        "a picture of an orange shape", "an image showing an orange shape", "a simple drawing of an orange shape",
-        "an orange shape in a picture"}
-    (rewrite,) = world.faithful_rewrites("two circles!!", rng, 1)
-    assert "two circles" in rewrite
-    (rewrite,) = world.faithful_rewrites("large square drawing", rng, 1)
-    assert "a large square" in rewrite
-    for pair in world.rewrite_pool(num_pairs=20):
-        assert world.mentioned_attributes(pair["output"]) == world.mentioned_attributes(pair["input"])
+    tokenizer = train_word_tokenizer(world.world_vocabulary())
+    pool, corpus, prompts = demo.rewriting_lm_texts(seed=0, num_sentences=500, num_prompts=100)
+    texts = (rows["paraphrases"][0] + rows["eval_captions"][0] + [rows["synthetic_caption"][0]] + corpus
+             + [t.format(n) for t in world.ZERO_SHOT_TEMPLATES for n in world.CLASS_NAMES + world.SYNONYM_CLASS_NAMES])
+    unknown = tokenizer.unk_token_id
+    assert all(unknown not in ids for ids in tokenizer(texts)["input_ids"])
 
 
 def test_world_restricted_to_some_classes():

@@ -22,24 +22,23 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     try:
         assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
                          "--train-images", "48", "--test-images", "24", "--max-steps", "3",
-                         "--lm-steps", "3", "--num-rewrites", "2", "--pcclip-steps", "2"]) == 0
+                         "--corpus-steps", "2", "--lm-steps", "3", "--num-rewrites", "2"]) == 0
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     printed = capsys.readouterr().out
-    assert "accepted rewrites state exactly what their caption states" in printed
+    assert "accepted; of the attributes their captions state" in printed
     rewrites = load_from_disk(str(out / "rewrites"))  # the real rewriting job's output
     assert len(rewrites) == 48 and all(len(r) == 2 for r in rewrites["rewrite_status"])
     assert (out / "rewrites" / "rewrite_summary.json").exists()
-    assert "| model | zero_shot_top1 | image_to_text_R@1 | text_to_image_R@1 |" in printed
-    results = json.loads((out / "eval_results.json").read_text())
-    assert set(results) == {"clip", "laclip", "clips", "pcclip"}
-    assert "CLIPS, text encoder on a" in printed and "recaption of test image 0" in printed
-    for values in (results["clip"], results["laclip"], results["pcclip"]["base"], results["pcclip"]["pcclip"]):
-        assert all(-1 <= v <= 1 for v in values.values())
-    assert "PC-CLIP on held-out pairs" in printed
+    assert "| model | zero-shot | zero-shot (synonyms) | image->text R@1 | text->image R@1 |" in printed
+    found = json.loads((out / "eval_results.json").read_text())
+    results, faithful = found["results"], found["rewrites"]
+    assert set(results) == {"clip", "laclip", "laclip-mt"}
+    assert all(0 <= v <= 1 for values in results.values() for v in values.values())
+    assert faithful["requested"] == 96 and 0 <= faithful["kept"] <= 1
     assert (out / "demo.png").read_bytes().startswith(b"\x89PNG")
     card = (out / "laclip" / "README.md").read_text()
-    assert "model-index" in card and f"{results['laclip']['zero_shot_top1']:.4f}" in card
-    for method in ("clip", "laclip"):
+    assert "model-index" in card and f"{results['laclip']['zero-shot']:.4f}" in card
+    for method in ("clip", "laclip", "laclip-mt"):
         assert CLIPModel.from_pretrained(str(out / method)).config.projection_dim == 16
         assert len((out / method / "train_log.jsonl").read_text().splitlines()) == 3

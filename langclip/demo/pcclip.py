@@ -114,10 +114,12 @@ def run(
     base_model: str | None = None,
     max_steps: int = FINETUNE["max_steps"],
     num_pairs: int | None = None,
+    finetune: dict | None = None,
 ) -> dict:
     """Finetune ``base_model`` (or a CLIP trained here with the training ``settings``) with PC-CLIP for
-    ``max_steps`` on ``num_pairs`` difference texts (default: 4 per training image); returns and prints
-    {"base": metrics, "pcclip": metrics} on held-out pairs (see the module docstring).
+    ``max_steps`` on ``num_pairs`` difference texts (default: 4 per training image), with `FINETUNE`'s training
+    arguments updated by ``finetune``; returns and prints {"base": metrics, "pcclip": metrics} on held-out pairs
+    (see the module docstring).
     """
     folder = os.path.join(output_dir, "pcclip")
     os.makedirs(folder, exist_ok=True)
@@ -135,9 +137,9 @@ def run(
                           "output_dir": base_model})
     tuned = os.path.join(folder, "model")
     print(f"pcclip: finetuning {base_model} on {len(pairs)} difference texts")
-    train_in_process({**FINETUNE, **common, "method": "pcclip", "model_name_or_path": base_model,
-                      "difference_data": differences, "output_dir": tuned, "max_steps": max_steps,
-                      "per_device_batch_size": min(FINETUNE["per_device_batch_size"], len(pairs))})
+    values = {**FINETUNE, **common, "method": "pcclip", "model_name_or_path": base_model,
+              "difference_data": differences, "output_dir": tuned, "max_steps": max_steps, **(finetune or {})}
+    train_in_process({**values, "per_device_batch_size": min(values["per_device_batch_size"], len(pairs))})
 
     test_pairs = [difference_pairs(test_set, len(test_set), seed + 1 + s) for s in EVAL_SEEDS]
     results = {"base": evaluate(base_model, test_set, test_pairs), "pcclip": evaluate(tuned, test_set, test_pairs)}

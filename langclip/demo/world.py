@@ -1,20 +1,29 @@
-"""A small generated world for the demo and tests: 64 px images of coloured shapes and texts about them.
+"""The demo world: images with several attributes, terse web captions, and a richer language the images never see.
 
-Each image has attributes (shape, colour, size, position, count) and, derived from them:
+The premise of LaCLIP, built so that it can be measured: an LLM knows language that the
+image-text data lacks, and rewriting the captions brings that language to the text encoder.
 
-- ``caption``: a short, terse web-like caption (often missing attributes);
-- ``paraphrases``: several correct full descriptions, from the training templates (oracle
-  rewrites that know the image);
-- `faithful_rewrites(caption)`: rewrites of the web caption that keep exactly what it says,
-  in a few styles (what a good LLM rewrite can do without seeing the image; the demo's
-  rewriting LM learns them in context from the `rewrite_pool`);
-- ``eval_captions``: correct descriptions from held-out templates (retrieval queries);
-- ``synthetic_caption``: a long detailed caption (CLIPS);
-- ``label`` / ``class_name``: the "{colour} {shape}" class;
-- `describe_difference(a, b)`: how image a differs visually from image b (PC-CLIP).
+- **Images** (`render`): 64 px, ``count`` shapes of one ``shape``, ``colour`` and ``size`` at a
+  ``position`` (4 x 6 x 2 x 5 x 3 = 720 combinations).
+- **Web captions** (`web_caption`): terse and noisy, one word per concept (the first word of
+  each `LEXICON` entry), always in the order count size colour shape position, count, size
+  and position each dropped with probability `DROP`, junk around ("IMG_4821 two red
+  circles left lol").
+- **The language model's corpus** (`corpus_sentence`): text only, made from random
+  attributes, never from an image: every concept has synonyms (`LEXICON`: red = crimson =
+  scarlet), count and position have phrase forms ("a pair of", "on the north side"), and
+  sentences come in the many `LM_FORMS`. `rewrite_target` restates what a caption states
+  in that language (the answer the rewriting LM learns in context); `rewrite_pool` holds the
+  meta input-output pairs of the ICL prompt.
+- **Held out from both** (`EVAL_FORMS`, `ZERO_SHOT_TEMPLATES`): the retrieval queries
+  (``eval_captions``: every attribute, words drawn from all synonyms) and the zero-shot
+  prompts, with class names either canonical (``CLASS_NAMES``: "red circle") or in synonyms
+  no caption uses (`SYNONYM_CLASS_NAMES`: "crimson disc").
+- **Faithfulness** (`faithfulness`): of rewrites against their captions, read with `read_attributes`,
+  which knows every synonym: attributes kept, attributes added, synonyms introduced.
 
-Zero-shot prompts (`ZERO_SHOT_TEMPLATES`) and ``eval_captions`` use phrasings that no
-training text uses. Everything is seeded and deterministic.
+Rows also carry ``paraphrases`` (full descriptions written knowing the image, a control),
+``synthetic_caption`` (CLIPS) and `describe_difference` (PC-CLIP). Everything is seeded.
 """
 
 from __future__ import annotations
@@ -39,28 +48,161 @@ POSITIONS = {"left": (18, 32), "right": (46, 32), "top": (32, 18), "bottom": (32
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 CLASS_NAMES = [f"{colour} {shape}" for colour in COLOURS for shape in SHAPES]
 
-WEB_TEMPLATES = (
-    "{colour} {shape}", "my {colour} {shape} pic", "{shape} lol", "IMG_{number} {colour}", "{count} {shapes}!!",
-    "{size} {shape} drawing", "{colour} stuff on the {position}", "new {shape} art {number}",
+# Concept -> its words. The first is the only one web captions use; the others exist only in the LM's corpus.
+LEXICON = {
+    "circle": ("circle", "disc", "orb"), "square": ("square", "block", "tile"),
+    "triangle": ("triangle", "wedge", "pyramid"), "star": ("star", "starburst", "asterisk"),
+    "red": ("red", "crimson", "scarlet"), "green": ("green", "emerald", "lime"), "blue": ("blue", "azure", "cobalt"),
+    "yellow": ("yellow", "golden", "lemon"), "purple": ("purple", "violet", "lilac"),
+    "orange": ("orange", "amber", "tangerine"),
+    "small": ("small", "tiny", "little"), "large": ("large", "big", "huge"),
+    "left": ("left", "west"), "right": ("right", "east"), "top": ("top", "north", "upper"),
+    "bottom": ("bottom", "south", "lower"), "centre": ("centre", "middle"),
+}
+# Count phrases: "{}" is the rest of the noun phrase; the first is the web captions' form.
+COUNT_FORMS = {1: ("one {}", "a single {}", "a lone {}"), 2: ("two {}", "a pair of {}", "twin {}"),
+               3: ("three {}", "a trio of {}", "triple {}")}
+COUNT_SYNONYMS = {"single": 1, "lone": 1, "pair": 2, "twin": 2, "trio": 3, "triple": 3}
+POSITION_FORMS = ("on the {} side", "toward the {}", "at the {} of the frame", "in the {} part")
+GENERIC_NOUN = "shape"  # what a rewrite calls a shape its caption does not name
+DROP = 0.25  # chance that a web caption leaves out the count, the size, the position (each)
+WEB_PREFIXES = ("", "", "IMG_{number}", "my", "pic:", "new")
+WEB_SUFFIXES = ("", "", "lol", "!!", "#{number}", "pic")
+LM_FORMS = (
+    "{np} {where}", "a picture of {np} {where}", "you can see {np} {where}", "this image shows {np} {where}",
+    "{where} there is {np}", "an illustration with {np} {where}", "a drawing of {np} {where}",
+    "{np} drawn {where} on a pale background", "here we have {np} {where}", "a photo featuring {np} {where}",
+    "{where} sits {np}", "{np}, {where}",
 )
-TRAIN_TEMPLATES = (
-    "a picture of {count} {size} {colour} {shapes} on the {position}",
-    "{count} {colour} {shapes}, {size}, at the {position} of the image",
-    "an image with {count} {size} {colour} {shapes} placed on the {position}",
-    "{size} {colour} {shapes} on the {position}, {count} of them",
-    "there are {count} {colour} {shapes} of {size} size on the {position}",
-    "a simple drawing showing {count} {size} {colour} {shapes} at the {position}",
-)
-EVAL_TEMPLATES = (
-    "toward the {position} sit {count} {colour} {shapes} that are {size}",
-    "{count} {size} {shapes} coloured {colour}, located {position}",
-)
-REWRITE_STYLES = ("a picture of {}", "an image showing {}", "a simple drawing of {}", "{} in a picture")
-ZERO_SHOT_TEMPLATES = ("a rendering of a {}.", "this graphic contains a {}", "look, a {}!")
+EVAL_FORMS = ("somebody painted {np} {where}", "{where} we find {np}", "the scene contains {np} {where}")
+ZERO_SHOT_TEMPLATES = ("a rendering of a {}.", "this graphic contains a {}", "behold, a {}!")
+SYNONYMS = {word for words in LEXICON.values() for word in words[1:]} | set(COUNT_SYNONYMS)
 
 
-def plural(shape: str, count: int) -> str:
-    return shape if count == 1 else f"{shape}s"
+def plural(noun: str, count: int) -> str:
+    return noun if count == 1 else f"{noun}s"
+
+
+KIND = {**{s: "shape" for s in SHAPES}, **{c: "colour" for c in COLOURS}, **{s: "size" for s in SIZES},
+        **{p: "position" for p in POSITIONS}}
+WORD_TO_CONCEPT = {word: concept for concept, words in LEXICON.items() for word in words}
+WORD_TO_COUNT = {**{word: count for count, word in COUNT_WORDS.items()}, **COUNT_SYNONYMS}
+
+
+def synonym_name(class_name: str) -> str:
+    """The class name in the first synonyms of its words, which no web caption uses: "red circle" -> "crimson disc"."""
+    return " ".join(LEXICON[word][1] for word in class_name.split())
+
+
+SYNONYM_CLASS_NAMES = [synonym_name(name) for name in CLASS_NAMES]
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words, plural nouns made singular ("discs" -> "disc")."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return [w[:-1] if w.endswith("s") and WORD_TO_CONCEPT.get(w[:-1]) in SHAPES else w for w in words]
+
+
+def read_attributes(text: str) -> dict:
+    """The attributes a text states, in any of the world's words: "a pair of tiny crimson discs toward the west" ->
+    {count: 2, size: small, colour: red, shape: circle, position: left}. A later mention overrides an earlier one."""
+    said = {}
+    for word in words_of(text):
+        if word in WORD_TO_CONCEPT:
+            concept = WORD_TO_CONCEPT[word]
+            said[KIND[concept]] = concept
+        elif word in WORD_TO_COUNT:
+            said["count"] = WORD_TO_COUNT[word]
+    return said
+
+
+def is_plural(text: str) -> bool:
+    """Whether ``text`` names its shapes in the plural ("red circles")."""
+    return any(w.endswith("s") and WORD_TO_CONCEPT.get(w[:-1]) in SHAPES or w == f"{GENERIC_NOUN}s"
+               for w in re.findall(r"[a-z]+", text.lower()))
+
+
+def describe(said: dict, rng: random.Random, forms: Sequence[str] = LM_FORMS, plural_noun: bool | None = None) -> str:
+    """A sentence in the rich language stating exactly the attributes in ``said``: a form of ``forms``, a word
+    drawn from each concept's `LEXICON` entry, a count phrase of `COUNT_FORMS`, a position phrase of
+    `POSITION_FORMS`. Without a count the noun is plural when ``plural_noun`` says so ("some ...")."""
+    count = said.get("count")
+    many = count > 1 if count is not None else bool(plural_noun)
+    noun = plural(rng.choice(LEXICON[said["shape"]]) if "shape" in said else GENERIC_NOUN, 2 if many else 1)
+    core = " ".join([*(rng.choice(LEXICON[said[k]]) for k in ("size", "colour") if k in said), noun])
+    if count is not None:
+        np_ = rng.choice(COUNT_FORMS[count]).format(core)
+    else:
+        np_ = f"some {core}" if many else f"{'an' if core[0] in 'aeiou' else 'a'} {core}"
+    where = rng.choice(POSITION_FORMS).format(rng.choice(LEXICON[said["position"]])) if "position" in said else ""
+    return re.sub(r"\s+", " ", rng.choice(forms).format(np=np_, where=where)).strip(" ,")
+
+
+def web_caption(attributes: dict, rng: random.Random) -> str:
+    """Terse, canonical words in a fixed order; count, size and position each dropped with probability `DROP`:
+    "IMG_4821 two red circles left", "my large blue square lol"."""
+    count = attributes["count"]
+    words = [COUNT_WORDS[count] if rng.random() >= DROP else "", attributes["size"] if rng.random() >= DROP else "",
+             attributes["colour"], plural(attributes["shape"], count),
+             attributes["position"] if rng.random() >= DROP else ""]
+    number = rng.randint(100, 9999)
+    text = " ".join([rng.choice(WEB_PREFIXES), *words, rng.choice(WEB_SUFFIXES)]).format(number=number)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def rewrite_target(caption: str, rng: random.Random) -> str:
+    """What a faithful rewrite of ``caption`` says: its attributes (and plurality), nothing more, in the rich
+    language (text only: no image is involved)."""
+    said = read_attributes(caption)
+    if not said:
+        raise ValueError(f"caption {caption!r} states no attribute of the world; nothing to rewrite")
+    return describe(said, rng, plural_noun=is_plural(caption))
+
+
+def corpus_sentence(rng: random.Random) -> str:
+    """A sentence of the LM's text-only corpus: random attributes (no image), each left out with probability 0.3
+    (a shape or colour with 0.1), in a random form with random synonyms."""
+    attributes = sample_attributes(rng)
+    said = {k: v for k, v in attributes.items() if rng.random() >= (0.1 if k in ("shape", "colour") else 0.3)}
+    return describe(said, rng, plural_noun=rng.random() < 0.5)
+
+
+def rewrite_pool(num_pairs: int = 48, seed: int = 12345) -> list[dict]:
+    """Meta input-output pairs of the ICL prompt: ``{"input": web caption, "output": rewrite_target}``, from random
+    attributes (no image)."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(num_pairs):
+        caption = web_caption(sample_attributes(rng), rng)
+        pairs.append({"input": caption, "output": rewrite_target(caption, rng)})
+    return pairs
+
+
+def faithfulness(captions: Sequence[str], rewrites: Sequence[str]) -> dict:
+    """How rewrites relate to their captions, read with `read_attributes` (fractions in [0, 1]):
+
+    - ``kept``: of the attributes the captions state, those their rewrite states with the same value;
+    - ``contradicted``: of those, the ones it states with another value;
+    - ``added``: rewrites that state an attribute their caption does not (what only the image could tell);
+    - ``exact``: rewrites that state exactly their caption's attributes;
+    - ``with_synonym``: rewrites using a word no web caption uses (`SYNONYMS`), ``synonyms_per_rewrite`` their mean.
+    """
+    if len(captions) != len(rewrites) or not captions:
+        raise ValueError(f"need as many rewrites as captions (> 0), got {len(rewrites)} and {len(captions)}")
+    stated = kept = contradicted = added = exact = with_synonym = synonyms = 0
+    for caption, rewrite in zip(captions, rewrites):
+        c, r = read_attributes(caption), read_attributes(rewrite)
+        stated += len(c)
+        kept += sum(r.get(k) == v for k, v in c.items())
+        contradicted += sum(k in r and r[k] != v for k, v in c.items())
+        added += any(k not in c for k in r)
+        exact += c == r
+        new = sum(w in SYNONYMS for w in words_of(rewrite))
+        with_synonym += new > 0
+        synonyms += new
+    n = len(captions)
+    return {"kept": kept / max(stated, 1), "contradicted": contradicted / max(stated, 1), "added": added / n,
+            "exact": exact / n, "with_synonym": with_synonym / n, "synonyms_per_rewrite": synonyms / n}
 
 
 def sample_attributes(rng: random.Random) -> dict:
@@ -102,23 +244,6 @@ def render(attributes: dict, rng: random.Random) -> Image.Image:
     return Image.fromarray(np.clip(np.asarray(image, dtype=np.int16) + noise, 0, 255).astype(np.uint8))
 
 
-def fill(template: str, attributes: dict, number: int = 0) -> str:
-    count = attributes["count"]
-    return template.format(
-        shape=attributes["shape"], shapes=plural(attributes["shape"], count), colour=attributes["colour"],
-        size=attributes["size"], position=attributes["position"], count=COUNT_WORDS[count], number=number,
-    )
-
-
-def web_caption(attributes: dict, rng: random.Random) -> str:
-    return fill(rng.choice(WEB_TEMPLATES), attributes, number=rng.randint(100, 9999))
-
-
-def paraphrases(attributes: dict, rng: random.Random, num: int = 4, templates=TRAIN_TEMPLATES) -> list[str]:
-    """``num`` correct descriptions from distinct ``templates``."""
-    return [fill(t, attributes) for t in rng.sample(templates, min(num, len(templates)))]
-
-
 def synthetic_caption(attributes: dict) -> str:
     """A long, detailed, correct description (what a recaptioning model would write)."""
     count, shape = attributes["count"], attributes["shape"]
@@ -157,53 +282,22 @@ def describe_difference(a: dict, b: dict) -> str:
     return " ".join(parts)
 
 
-def mentioned_attributes(caption: str) -> dict:
-    """The attributes a web caption states, read off its words (e.g. "two circles!!" -> count 2, shape circle)."""
-    mentioned = {}
-    for word in re.findall(r"[a-z]+", caption.lower()):
-        singular = word[:-1] if word.endswith("s") else word
-        if singular in SHAPES:
-            mentioned["shape"] = singular
-        elif word in COLOURS:
-            mentioned["colour"] = word
-        elif word in SIZES:
-            mentioned["size"] = word
-        elif word in POSITIONS:
-            mentioned["position"] = word
-        elif word in COUNT_WORDS.values():
-            mentioned["count"] = list(COUNT_WORDS.values()).index(word) + 1
-    return mentioned
+def eval_captions(attributes: dict, rng: random.Random) -> list[str]:
+    """The held-out retrieval queries of an image: one per `EVAL_FORMS` form, every attribute, words drawn from
+    all of each concept's synonyms."""
+    return [describe(attributes, rng, forms=(form,)) for form in EVAL_FORMS]
 
 
-def faithful_rewrites(caption: str, rng: random.Random, num: int = 2) -> list[str]:
-    """``num`` rewrites of ``caption`` in distinct `REWRITE_STYLES` that state what it states, and nothing more.
-
-    "IMG_4821 red" -> "a picture of a red shape"; "red stuff on the left" -> "an image showing a red
-    shape on the left"; a count above one makes the noun plural.
-    """
-    said = mentioned_attributes(caption)
-    count = said.get("count", 1)
-    words = [w for w in (said.get("size"), said.get("colour"), plural(said.get("shape", "shape"), count)) if w]
-    article = COUNT_WORDS[count] if "count" in said else ("an" if words[0][0] in "aeiou" else "a")
-    phrase = " ".join([article, *words]) + (f" on the {said['position']}" if "position" in said else "")
-    return [style.format(phrase) for style in rng.sample(REWRITE_STYLES, min(num, len(REWRITE_STYLES)))]
-
-
-def rewrite_pool(num_pairs: int = 48, seed: int = 12345) -> list[dict]:
-    """In-context examples for the demo's rewriting LM: ``{"input": web caption, "output": faithful rewrite}``."""
-    rng = random.Random(seed)
-    pairs = []
-    for _ in range(num_pairs):
-        caption = web_caption(sample_attributes(rng), rng)
-        pairs.append({"input": caption, "output": faithful_rewrites(caption, rng, 1)[0]})
-    return pairs
+def paraphrases(attributes: dict, rng: random.Random, num: int = 4) -> list[str]:
+    """``num`` full descriptions in distinct `LM_FORMS`: what a rewriter that saw the image could write (a control)."""
+    return [describe(attributes, rng, forms=(form,)) for form in rng.sample(LM_FORMS, num)]
 
 
 def make_world(
     num_images: int, seed: int = 0, num_paraphrases: int = 4, classes: Sequence[str] = CLASS_NAMES
 ) -> datasets.Dataset:
-    """``num_images`` rows of the given ``classes`` (default all): image, caption, paraphrases,
-    eval_captions, synthetic_caption, label (index in `CLASS_NAMES`), class_name, attributes, id."""
+    """``num_images`` rows of the given ``classes`` (default all): id, image, caption, paraphrases,
+    eval_captions, synthetic_caption, label (index in `CLASS_NAMES`), class_name and the attributes."""
     unknown = sorted(set(classes) - set(CLASS_NAMES))
     if unknown or not classes:
         raise ValueError(f"classes must be a non-empty subset of CLASS_NAMES; unknown: {unknown}")
@@ -211,16 +305,15 @@ def make_world(
     rows = []
     for index in range(num_images):
         attributes = sample_attributes(rng)
-        class_name = f"{attributes['colour']} {attributes['shape']}"
-        while class_name not in classes:
+        while f"{attributes['colour']} {attributes['shape']}" not in classes:
             attributes = sample_attributes(rng)
-            class_name = f"{attributes['colour']} {attributes['shape']}"
+        class_name = f"{attributes['colour']} {attributes['shape']}"
         rows.append({
             "id": f"{seed}-{index}",
             "image": render(attributes, rng),
             "caption": web_caption(attributes, rng),
             "paraphrases": paraphrases(attributes, rng, num_paraphrases),
-            "eval_captions": [fill(t, attributes) for t in EVAL_TEMPLATES],
+            "eval_captions": eval_captions(attributes, rng),
             "synthetic_caption": synthetic_caption(attributes),
             "label": CLASS_NAMES.index(class_name),
             "class_name": class_name,
@@ -230,18 +323,21 @@ def make_world(
 
 
 def world_vocabulary() -> list[str]:
-    """Every text the world can produce (for training a word tokenizer that knows all of them)."""
-    texts = [t.format(c) for t in ZERO_SHOT_TEMPLATES for c in CLASS_NAMES]
+    """Texts that hold every word the world can write (for training a word tokenizer that knows all of them)."""
+    nouns = [plural(word, count) for shape in SHAPES for word in LEXICON[shape] for count in (1, 2)]
+    texts = [" ".join(w for words in LEXICON.values() for w in words), " ".join(nouns), f"{GENERIC_NOUN} {GENERIC_NOUN}s some a an",
+             *(form.format("") for forms in COUNT_FORMS.values() for form in forms),
+             *(form.format("") for form in POSITION_FORMS),
+             *(form.format(np="", where="") for form in LM_FORMS + EVAL_FORMS),
+             *(template.format(name) for template in ZERO_SHOT_TEMPLATES for name in CLASS_NAMES + SYNONYM_CLASS_NAMES),
+             *(prefix + " " + suffix for prefix, suffix in zip(WEB_PREFIXES, WEB_SUFFIXES))]
     for shape in SHAPES:
         for colour in COLOURS:
             for size in SIZES:
                 for position in POSITIONS:
                     for count in COUNT_WORDS:
-                        attributes = dict(shape=shape, colour=colour, size=size, position=position, count=count)
-                        texts += [fill(t, attributes) for t in WEB_TEMPLATES + TRAIN_TEMPLATES + EVAL_TEMPLATES]
-                        texts.append(synthetic_caption(attributes))
-                        texts += [style.format(f"{COUNT_WORDS[count]} {size} {colour} {plural(shape, count)}")
-                                  for style in REWRITE_STYLES]
+                        texts.append(synthetic_caption(dict(shape=shape, colour=colour, size=size,
+                                                            position=position, count=count)))
     return texts + [describe_difference(dict(shape=s, colour="red", size="large", position="left", count=3),
                                         dict(shape="circle", colour="blue", size="small", position="right", count=1))
                     for s in SHAPES]
