@@ -153,7 +153,7 @@ class DataArguments:
             raise ConfigError(f"--train-num-samples must be a positive number of samples, got {self.train_num_samples}")
         if self.partial_tokens <= 0:
             raise ConfigError(f"--partial-tokens (K) must be a positive number of tokens, got {self.partial_tokens}")
-        if self.num_workers < 0:
+        if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(f"--num-workers must be >= 0, got {self.num_workers}")
 
 
