@@ -24,7 +24,6 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import torch
 
@@ -33,6 +32,7 @@ from langclip.modeling.losses import clip_loss, sigmoid_loss
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
 from langclip.training.trainer import forward_backward
+from train_throughput import median_times
 
 FORMS = ("softmax", "sigmoid")
 TOWER = dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
@@ -105,18 +105,6 @@ def measure_memory(kind: str, form: str, batch_size: int, dim: int, steps: int) 
     return json.loads(result.stdout.strip().splitlines()[-1])["peak_mib"]
 
 
-def median_seconds(runs: dict, steps: int) -> dict[str, float]:
-    times = {name: [] for name in runs}
-    for run in runs.values():
-        run()
-    for _ in range(steps):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: sorted(values)[len(values) // 2] for name, values in times.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256, 1024], help="Batch sizes to measure.")
@@ -136,7 +124,7 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for kind in args.kinds:
         for batch_size in args.batch_sizes:
-            seconds = median_seconds({form: KINDS[kind](form, batch_size, args.dim) for form in FORMS}, args.steps)
+            seconds = median_times({form: KINDS[kind](form, batch_size, args.dim) for form in FORMS}, args.steps)
             memory = {form: measure_memory(kind, form, batch_size, args.dim, args.steps) for form in FORMS}
             print(f"| {kind} | {batch_size} | {seconds['softmax']:.4f} | {seconds['sigmoid']:.4f} | "
                   f"{seconds['sigmoid'] / seconds['softmax']:.2f} | {memory['softmax']:.1f} | {memory['sigmoid']:.1f} | "
