@@ -131,3 +131,12 @@ def test_eval_errors_say_what_is_wrong(setup, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
     with pytest.raises(ValueError, match="no Hugging Face token"):  # before any evaluation runs
         _eval(setup, "zero-shot", "--push-to-hub", "me/model", "--dataset", str(tmp_path / "missing"))
+
+
+def test_class_names_flag_takes_a_long_comma_separated_list(tmp_path):
+    from langclip.evaluation.run import class_names_flag
+
+    names = [f"class number {i}" for i in range(40)]  # over 255 characters: no valid file name
+    assert class_names_flag(",".join(names)) == names
+    (tmp_path / "names.txt").write_text("cat\ndog\n")
+    assert class_names_flag(str(tmp_path / "names.txt")) == ["cat", "dog"]

@@ -67,7 +67,11 @@ def load_model(path: str, device: str, dtype: str = "float32"):
 def class_names_flag(value: str) -> list[str]:
     """``--class-names``: a file with one name per line, or comma-separated names."""
     path = Path(value)
-    found = path.read_text(encoding="utf-8").splitlines() if path.is_file() else value.split(",")
+    try:
+        is_file = path.is_file()
+    except OSError:  # e.g. a comma-separated list longer than a file name may be
+        is_file = False
+    found = path.read_text(encoding="utf-8").splitlines() if is_file else value.split(",")
     found = [name.strip() for name in found if name.strip()]
     if not found:
         raise ConfigError(f"--class-names {value!r} holds no class names")
