@@ -17,7 +17,7 @@ from PIL import Image
 from transformers import AutoConfig, AutoModelForZeroShotImageClassification, AutoProcessor, AutoTokenizer, CLIPImageProcessor, CLIPModel, pipeline
 
 from langclip import CLIPSConfig, CLIPSModel, LaCLIPModel
-from langclip.modeling.auto import save_processors, write_remote_code
+from langclip.modeling.auto import save_folder
 from langclip.modeling.clips.convert_clips import convert_clips
 from langclip.modeling.clips.modeling_clips import clips_text_layout
 
@@ -38,10 +38,8 @@ def _images(n: int) -> list[Image.Image]:
 def laclip_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("laclip")
     torch.manual_seed(0)
-    LaCLIPModel(tiny_laclip_config(tokenizer)).save_pretrained(folder)
     processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
-    save_processors(folder, tokenizer, processor)
-    write_remote_code(folder)
+    save_folder(LaCLIPModel(tiny_laclip_config(tokenizer)), folder, processor, tokenizer)
     return folder
 
 

@@ -18,7 +18,7 @@ from transformers import CLIPImageProcessor
 
 from langclip import CLIPSConfig, CLIPSModel, LaCLIPModel
 from langclip.cli import build_parser
-from langclip.modeling.auto import save_processors, write_remote_code
+from langclip.modeling.auto import save_folder
 from langclip.training.arguments import parse_train_args
 
 from conftest import tiny_laclip_config
@@ -38,9 +38,7 @@ def checkpoints(tmp_path_factory, tokenizer):
                         projection_dim=16, captioner_max_length=8)
     folders = {}
     for name, model in (("laclip", LaCLIPModel(config)), ("clips", CLIPSModel(clips))):
-        model.save_pretrained(root / name)
-        save_processors(root / name, tokenizer, processor)
-        write_remote_code(root / name)
+        save_folder(model, root / name, processor, tokenizer)
         folders[name] = str(root / name)
     return {"path/or/hub-id": folders["laclip"], "out/clips": folders["clips"], "out/pcclip": folders["laclip"]}
 

@@ -7,7 +7,6 @@ import tarfile
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from langclip.processing.collators import ContrastiveCollator

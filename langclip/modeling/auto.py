@@ -68,6 +68,17 @@ def write_remote_code(folder: str | Path) -> list[str]:
     return sorted(files)
 
 
+def save_folder(model, folder: str | Path, image_processor, tokenizer=None) -> None:
+    """A checkpoint folder that works anywhere: the model's weights and config, its image processor (with
+    ``tokenizer``, joined by `save_processors`) and its remote code (`write_remote_code`)."""
+    model.save_pretrained(folder)
+    if tokenizer is None:
+        image_processor.save_pretrained(folder)
+    else:
+        save_processors(folder, tokenizer, image_processor)
+    write_remote_code(folder)
+
+
 def save_processors(folder: str | Path, tokenizer, image_processor) -> None:
     """Save ``tokenizer`` and ``image_processor`` to ``folder`` with a `CLIPProcessor` joining them, so that
     ``AutoTokenizer``, ``AutoImageProcessor`` and ``AutoProcessor`` load standard classes (no remote code)."""

@@ -44,7 +44,7 @@ from transformers import AutoTokenizer, CLIPImageProcessor
 from ..errors import CheckpointError, ConfigError
 from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
-from ..modeling.auto import save_processors, write_remote_code
+from ..modeling.auto import save_folder
 from ..modeling.losses import without_finite_check
 from ..processing.loading import (ShardStream, check_caption_column, is_webdataset, load_image_text_dataset,
                                   load_shard_stream)
@@ -749,9 +749,7 @@ def save_final(accelerator, model, tokenizer, processor, model_args, train_args,
     if model_args.lora_r > 0:
         model = model.merge_and_unload()
     output_dir = train_args.output_dir
-    model.save_pretrained(output_dir)
-    save_processors(output_dir, tokenizer, processor)
-    write_remote_code(output_dir)
+    save_folder(model, output_dir, processor, tokenizer)
     with open(os.path.join(output_dir, STATE_FILE), "w") as handle:
         json.dump(state, handle)
     name = train_args.hub_model_id or os.path.basename(os.path.abspath(output_dir))

@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 from ...errors import CheckpointError
+from ..auto import save_folder
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
 from .modeling_clips import CLIPSModel
-from ..auto import save_processors, write_remote_code
 from .tokenization_clips import clips_tokenizer
 
 RELEASED_ARCHITECTURE = dict(vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional",
@@ -66,14 +66,9 @@ def convert_clips(src: str | Path, dst: str | Path | None = None, vision_heads: 
     if len(towers) < len(state_dict):
         print(f"{len(state_dict) - len(towers)} captioner weights ({CAPTIONER_PREFIX}*) not converted")
     if dst is not None:
-        model.save_pretrained(dst)
-        image_processor = _image_processor(model.config)
-        if vocab_file:
-            context = model.config.text_config.max_position_embeddings
-            save_processors(dst, clips_tokenizer(vocab_file, context_length=context), image_processor)
-        else:
-            image_processor.save_pretrained(dst)
-        write_remote_code(dst)
+        context = model.config.text_config.max_position_embeddings
+        save_folder(model, dst, _image_processor(model.config),
+                    clips_tokenizer(vocab_file, context_length=context) if vocab_file else None)
     return model
 
 

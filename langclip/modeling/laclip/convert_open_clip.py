@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..auto import save_processors, write_remote_code
+from ..auto import save_folder
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_laclip import LaCLIPConfig
 from .modeling_laclip import LaCLIPModel
@@ -31,15 +31,10 @@ def convert_open_clip(
     model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
     load_open_clip_weights(model, state_dict)
     if dst is not None:
-        model.save_pretrained(dst)
-        image_processor = _image_processor(model.config)
-        if tokenizer:
-            from transformers import AutoTokenizer
+        from transformers import AutoTokenizer
 
-            save_processors(dst, AutoTokenizer.from_pretrained(tokenizer), image_processor)
-        else:
-            image_processor.save_pretrained(dst)
-        write_remote_code(dst)
+        save_folder(model, dst, _image_processor(model.config), AutoTokenizer.from_pretrained(tokenizer) if tokenizer
+                    else None)
     return model
 
 
