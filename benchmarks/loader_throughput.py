@@ -6,8 +6,9 @@ Shards are made here: img2dataset-style ``<key>.jpg`` (256 px JPEG, as img2datas
 ``<key>.json`` with a caption and 4 rewrites. For each worker count W, in samples/s:
 
 - streamed (langclip): `StreamedBatches` over a `ShardStream` (shard order by seed, block
-  shuffle of 1000), W DataLoader workers, LaCLIP's collator: aug_T draw, tokenise, JPEG
-  decode, RandomResizedCrop to 224, normalise, collate;
+  shuffle of 1000), W DataLoader workers, the trainer's collator for ``--method laclip``
+  (`Method.prepare_data`): aug_T draw, tokenise, JPEG decode, RandomResizedCrop to 224
+  (antialiased bilinear), collate uint8 pixels (the trainer normalises them on the device);
 - streamed reader + decode only: the same `StreamedBatches`, with a collator that only decodes
   the images: what the reader (datasets' tar parser, sidecar join, block shuffle, typed
   records, split) costs on top of decoding;
@@ -106,19 +107,19 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
         started = time.perf_counter()
         samples = sum(len(batch) for batch in loader)
     else:
+        from transformers import CLIPImageProcessor
+
         from langclip.demo.tokenization import train_word_tokenizer
         from langclip.processing.loading import load_shard_stream
-        from langclip.processing.transforms import ImageTransform
-        from langclip.training.methods import METHODS
+        from langclip.training.methods import Method
         from langclip.training.trainer import StreamedBatches
 
         stream = load_shard_stream(path, seed=0, shuffle_buffer=1000)
         if mode == "decode":
             collator = DecodeOnly()
-        else:
+        else:  # the trainer's own collator for --method laclip (uint8 pixels; normalised later on the device)
             tokenizer = train_word_tokenizer([WORDS], max_length=77)
-            transform = ImageTransform(224, [0.48, 0.46, 0.41], [0.27, 0.26, 0.28], train=True)
-            collator = METHODS["laclip"]().collator(tokenizer, 77, transform, None)
+            _, collator = Method.preset("laclip").prepare_data(None, stream, tokenizer, 77, CLIPImageProcessor(), "cpu")
         batches = StreamedBatches(stream, collator, batch_size, num_workers=workers)
         # One pass: each worker drops the last partial batch of its own shards.
         per_worker = [len(shards[w::max(workers, 1)]) * per_shard for w in range(max(workers, 1))]

@@ -44,6 +44,7 @@ from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter
+from langclip.processing.transforms import normalize_pixels
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
 from langclip.training.trainer import SharedEpochCollator, loader_kwargs, train_step
@@ -246,8 +247,10 @@ def main() -> None:
     settings = loader_kwargs(None, accelerator.device)
     loader = torch.utils.data.DataLoader(stream, batch_size=args.batch_size, collate_fn=SharedEpochCollator(collator),
                                          **settings)
-    streamed, ready, wait = loader_vs_tensors(lambda b: train_step(accelerator, model, model, optimizer, laclip, b),
-                                              loader, laclip_collator(data), args.loader_steps)
+    streamed, ready, wait = loader_vs_tensors(  # as the trainer: uint8 pixels normalised in the training process
+        lambda b: train_step(accelerator, model, model, optimizer, laclip,
+                             normalize_pixels(b, processor.image_mean, processor.image_std)),
+        loader, laclip_collator(data), args.loader_steps)
 
     rate = matmul_rate()
     lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from langclip.processing.transforms import BadSampleError, ImageTransform, center_crop, decode_image, random_resized_crop_params, resize_shortest_edge
+from langclip.processing.transforms import (BadSampleError, ImageTransform, center_crop, decode_image, normalize_pixels,
+                                           random_resized_crop_params, resize_shortest_edge, to_uint8_tensor)
 from langclip.processing.collators import ContrastiveCollator
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -49,24 +50,56 @@ def test_normalize_matches_float64_formula():
     image = random_image(4, 5)
     transform = ImageTransform(4, MEAN, STD)
     expected = (np.asarray(image, dtype=np.float64) / 255.0 - np.array(MEAN)) / np.array(STD)
-    np.testing.assert_allclose(transform.normalize(image).numpy(), expected.transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_allclose(transform.normalize(to_uint8_tensor(image)).numpy(), expected.transpose(2, 0, 1),
+                               atol=1e-6)
 
 
 def test_full_image_crop_at_model_size_is_the_identity_resize():
     image = random_image(16, 16)
     transform = ImageTransform(16, MEAN, STD, train=True, scale=(1.0, 1.0), ratio=(1.0, 1.0))
-    torch.testing.assert_close(transform(image), transform.normalize(image))
+    torch.testing.assert_close(transform(image), transform.normalize(to_uint8_tensor(image)))
 
 
-def test_train_crop_takes_the_drawn_box():
+def bilinear_weights(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) float64 antialiased bilinear weights: a triangle of half-width max(scale, 1) at each output
+    pixel's centre (i + 0.5) * scale, normalised (PIL's and torchvision's antialiased resize)."""
+    scale = size_in / size_out
+    support = max(scale, 1.0)
+    centres = (np.arange(size_out) + 0.5) * scale
+    weights = np.maximum(0.0, 1 - np.abs((np.arange(size_in) + 0.5 - centres[:, None]) / support))
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("size", [8, 40])  # downscale and upscale
+def test_train_crop_is_the_drawn_box_resized_bilinear(size):
+    """Against a float64 separable resize of the box, and against PIL's bilinear resize of the box: the official
+    LaCLIP transform (torchvision's RandomResizedCrop on a PIL image: crop, then resize, default bilinear)."""
     image = random_image(40, 60, seed=3)
-    transform = ImageTransform(8, MEAN, STD, train=True, seed=5)
+    transform = ImageTransform(size, MEAN, STD, train=True, seed=5, uint8=True)
     top, left, h, w = random_resized_crop_params(40, 60, random.Random("5:(0, 'a')"))
-    expected = transform.normalize(image.crop((left, top, left + w, top + h)).resize((8, 8), Image.BICUBIC))
-    torch.testing.assert_close(transform(image, key=(0, "a")), expected)
+    box = np.asarray(image, dtype=np.float64)[top : top + h, left : left + w]
+    reference = np.einsum("yi,ijc,xj->cyx", bilinear_weights(h, size), box, bilinear_weights(w, size))
+    pixels = transform(image, key=(0, "a"))
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, size, size)
+    assert np.abs(pixels.numpy().astype(np.float64) - reference).max() <= 1.0
+    official = np.asarray(image.crop((left, top, left + w, top + h)).resize((size, size), Image.BILINEAR))
+    assert np.abs(pixels.numpy().astype(int) - official.transpose(2, 0, 1)).max() <= 1
     # keyed crops repeat; different keys differ
-    torch.testing.assert_close(transform(image, key=(0, "a")), expected)
-    assert not torch.equal(transform(image, key=(1, "a")), expected)
+    assert torch.equal(transform(image, key=(0, "a")), pixels)
+    assert not torch.equal(transform(image, key=(1, "a")), pixels)
+
+
+def test_uint8_pixels_normalised_on_the_batch_equal_the_float_transform():
+    images = [random_image(30, 50, seed=i) for i in range(3)]
+    as_float = ImageTransform(16, MEAN, STD, train=True, seed=1)
+    as_uint8 = ImageTransform(16, MEAN, STD, train=True, seed=1, uint8=True)
+    ids = torch.arange(3)
+    batch = {"pixel_values": torch.stack([as_uint8(im, key=(0, i)) for i, im in enumerate(images)]), "ids": ids}
+    normalized = normalize_pixels(batch, MEAN, STD)
+    torch.testing.assert_close(normalized["pixel_values"],
+                               torch.stack([as_float(im, key=(0, i)) for i, im in enumerate(images)]))
+    assert normalized["ids"] is ids and batch["pixel_values"].dtype == torch.uint8  # other keys and the input kept
+    assert normalize_pixels(normalized, MEAN, STD)["pixel_values"] is normalized["pixel_values"]  # float: as is
 
 
 def test_eval_transform_matches_clip_image_processor():

@@ -42,3 +42,22 @@ def test_demo_writes_checkpoints_card_results_and_plot(tmp_path, capsys):
     for method in ("clip", "laclip", "laclip-mt"):
         assert CLIPModel.from_pretrained(str(out / method)).config.projection_dim == 16
         assert len((out / method / "train_log.jsonl").read_text().splitlines()) == 3
+
+
+def test_demo_table_does_not_depend_on_the_number_of_jobs(tmp_path):
+    """--jobs 2 trains in two spawned processes with in-process loading; --jobs 1 one after another with a loading
+    worker: the same computation, so the same results."""
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    results = {}
+    for jobs in ("1", "2"):
+        out = tmp_path / f"jobs{jobs}"
+        try:
+            assert cli_main(["demo", "--output-dir", str(out), "--config", str(tmp_path / "tiny.yaml"),
+                             "--train-images", "48", "--test-images", "24", "--max-steps", "3", "--corpus-steps", "2",
+                             "--lm-steps", "3", "--num-rewrites", "2", "--methods", "clip", "laclip",
+                             "--jobs", jobs]) == 0
+        finally:
+            AcceleratorState._reset_state(reset_partial_state=True)
+        results[jobs] = json.loads((out / "eval_results.json").read_text())
+        assert (f"training ({jobs} at once)") in results[jobs]["seconds"]
+    assert results["1"]["results"] == results["2"]["results"]

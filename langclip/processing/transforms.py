@@ -1,8 +1,13 @@
 """Image transforms without torchvision: decode, crop/resize, to-tensor, normalise.
 
 Training uses RandomResizedCrop (torchvision's algorithm, scale (0.5, 1), ratio (3/4, 4/3),
-no flip: LaCLIP's image augmentation); evaluation resizes the shortest side and centre-crops,
-as `CLIPImageProcessor` does. Mean, std and size come from the model's image processor.
+no flip, antialiased bilinear resize: LaCLIP's official ``transforms.RandomResizedCrop(224,
+scale=(0.5, 1.0))``), resized by torch's uint8 kernel; evaluation resizes the shortest side
+(bicubic) and centre-crops, as `CLIPImageProcessor` does. Mean, std and size come from the
+model's image processor. With ``uint8=True`` a transform returns the uint8 pixels and
+`normalize_pixels` normalises the collated batch later, on the device (as timm's prefetcher
+does): a quarter of the bytes between DataLoader workers and the trainer, and no per-image
+float work in the workers.
 
 Random crops are keyed: with ``key`` (e.g. ``(epoch, row_id)``) the crop depends only on
 (seed, key), so it is the same on any number of processes or workers and after a resume.
@@ -17,11 +22,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import DataError
 
-RESAMPLE = Image.BICUBIC
+RESAMPLE = Image.BICUBIC  # the evaluation resize, as CLIPImageProcessor
 # What --skip-bad-samples skips, counted per kind: an undecodable image, one over PIL's pixel limit
 # (Image.MAX_IMAGE_PIXELS, twice over), a file cut short, and a caption that is not a non-empty string.
 SKIP_KINDS = ("decode_error", "decompression_bomb", "truncated", "bad_caption")
@@ -65,7 +71,7 @@ def decode_image(value, where: str = "") -> Image.Image:
         else:
             raise TypeError(f"expected an image, path or bytes, got {type(value).__name__}")
         image.load()
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
         kind = _image_error_kind(error)
         hint = {"decompression_bomb": " (a decompression bomb: more pixels than PIL's Image.MAX_IMAGE_PIXELS allows)",
@@ -120,11 +126,44 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
+def resized_crop(pixels: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
+    """The (3, size, size) uint8 resize of ``pixels[:, top:top+height, left:left+width]`` (uint8 (3, H, W)).
+
+    Antialiased bilinear (a triangle filter widened by the downscale factor, as PIL's and
+    torchvision's bilinear resize), through torch's vectorised uint8 channels-last kernel.
+    """
+    crop = pixels[None, :, top : top + height, left : left + width]
+    if (height, width) == (size, size):
+        return crop[0].contiguous()
+    crop = crop.contiguous(memory_format=torch.channels_last)
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].contiguous()
+
+
+def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) uint8 pixels of an RGB PIL image."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
+
+
+def normalize_pixels(batch: dict, mean: Sequence[float], std: Sequence[float]) -> dict:
+    """``batch`` with every uint8 ``pixel_values*`` tensor (..., 3, H, W) as float32 ``(x / 255 - mean) / std``.
+
+    Runs where the batch is (the training device); float entries are returned as they are.
+    """
+    normalized = dict(batch)
+    for key, value in batch.items():
+        if key.startswith("pixel_values") and value.dtype == torch.uint8:
+            mean_, std_ = (torch.tensor(v, dtype=torch.float32, device=value.device).view(3, 1, 1) for v in (mean, std))
+            normalized[key] = (value.float() / 255.0 - mean_) / std_
+    return normalized
+
+
 class ImageTransform:
     """PIL/bytes/path -> normalised (3, size, size) float tensor: ``(x / 255 - mean) / std``.
 
-    ``train=True``: RandomResizedCrop(size, scale, ratio), bicubic; else resize the shortest
-    side to ``size`` and centre-crop. Call as ``transform(image, key=None, where="")``.
+    ``train=True``: RandomResizedCrop(size, scale, ratio), antialiased bilinear; else resize the
+    shortest side to ``size`` (bicubic) and centre-crop. ``uint8=True``: the (3, size, size)
+    uint8 pixels instead; normalise the batch with `normalize_pixels`. Call as
+    ``transform(image, key=None, where="")``.
     """
 
     def __init__(
@@ -136,14 +175,14 @@ class ImageTransform:
         scale: Sequence[float] = (0.5, 1.0),
         ratio: Sequence[float] = (3 / 4, 4 / 3),
         seed: int = 0,
+        uint8: bool = False,
     ):
         if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
             raise ValueError(f"mean and std need 3 values each, std > 0; got mean={mean}, std={std}")
         if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
             raise ValueError(f"need 0 < scale[0] <= scale[1] <= 1 and 0 < ratio[0] <= ratio[1], got {scale}, {ratio}")
         self.size, self.train, self.scale, self.ratio, self.seed = size, train, tuple(scale), tuple(ratio), seed
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+        self.mean, self.std, self.uint8 = tuple(mean), tuple(std), uint8
         self.rng = random.Random(seed)
 
     @classmethod
@@ -153,16 +192,18 @@ class ImageTransform:
         size = crop if isinstance(crop, int) else crop["height"]
         return cls(size, image_processor.image_mean, image_processor.image_std, train=train, **kwargs)
 
-    def crop(self, image: Image.Image, key=None) -> Image.Image:
+    def crop(self, image: Image.Image, key=None) -> torch.Tensor:
+        """The (3, size, size) uint8 crop: keyed RandomResizedCrop in training, else resize + centre crop."""
         if not self.train:
-            return center_crop(resize_shortest_edge(image, self.size), self.size)
+            return to_uint8_tensor(center_crop(resize_shortest_edge(image, self.size), self.size))
         rng = self.rng if key is None else random.Random(f"{self.seed}:{key}")
         top, left, h, w = random_resized_crop_params(image.height, image.width, rng, self.scale, self.ratio)
-        return image.crop((left, top, left + w, top + h)).resize((self.size, self.size), RESAMPLE)
+        return resized_crop(to_uint8_tensor(image), top, left, h, w, self.size)
 
-    def normalize(self, image: Image.Image) -> torch.Tensor:
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return (pixels - self.mean) / self.std
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Float32 ``(x / 255 - mean) / std`` of uint8 (3, H, W) pixels."""
+        return normalize_pixels({"pixel_values": pixels}, self.mean, self.std)["pixel_values"]
 
     def __call__(self, image, key=None, where: str = "") -> torch.Tensor:
-        return self.normalize(self.crop(decode_image(image, where), key))
+        pixels = self.crop(decode_image(image, where), key)
+        return pixels if self.uint8 else self.normalize(pixels)

@@ -159,8 +159,10 @@ class Objective:
         return {"contrastive_loss": "softmax"}
 
     def prepare_data(self, method: Method, model, dataset, tokenizer, max_length: int, processor, device):
-        """(rows, collator) for the DataLoader: the records as they are, with random-crop augmentation."""
-        transform = ImageTransform.from_image_processor(processor, train=True, seed=method.seed)
+        """(rows, collator) for the DataLoader: the records as they are, with random-crop augmentation.
+
+        The collator's ``pixel_values`` are uint8: the trainer normalises them on the device (`normalize_pixels`)."""
+        transform = ImageTransform.from_image_processor(processor, train=True, seed=method.seed, uint8=True)
         return dataset, self.collator(method, tokenizer, max_length, transform, dataset)
 
     def collator(self, method: Method, tokenizer, max_length: int, image_transform, dataset) -> ContrastiveCollator:

@@ -48,7 +48,7 @@ from ..modeling.auto import save_folder
 from ..modeling.losses import without_finite_check
 from ..processing.loading import (ShardStream, check_caption_column, is_webdataset, load_image_text_dataset,
                                   load_shard_stream)
-from ..processing.transforms import SKIP_KINDS
+from ..processing.transforms import SKIP_KINDS, normalize_pixels
 from .arguments import (
     DataArguments,
     ModelArguments,
@@ -567,6 +567,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             if batch is None:
                 log.add(step, None, None, lr, data_wait, None)
             else:
+                batch = normalize_pixels(batch, processor.image_mean, processor.image_std)  # uint8 -> float, here
                 loss, bad, grad_norm = train_step(accelerator, model, unwrapped, optimizer, method, batch,
                                                   train_args.accum_freq, train_args.max_grad_norm, with_norm=logging)
                 log.add(step, loss, bad, lr, data_wait, grad_norm)
