@@ -86,3 +86,39 @@ def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp
     one_weights = load_file(str(tmp_path / "one" / "model.safetensors"))
     for name, weight in one_weights.items():
         torch.testing.assert_close(two_weights[name], weight, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_killed_run_on_a_streamed_hub_style_dataset_resumes_to_bit_identical_weights(tmp_path, tokenizer_dir):
+    """`--streaming` over a parquet file (what a Hub dataset streams as): killed after a checkpoint, resumed."""
+    import datasets
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    data = datasets.Dataset.from_dict({
+        "image": [Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(24)],
+        "caption": [f"caption {i}" for i in range(24)],
+        "rewrites": [[f"rewrite one {i}", f"rewrite two {i}"] for i in range(24)]})
+    data.to_parquet(str(tmp_path / "train.parquet"))
+    args = dict(method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4,
+                num_workers=2, seed=5, streaming=True)
+    base = tmp_path / "train.parquet"
+    subprocess.run([sys.executable, *command(base, tokenizer_dir, tmp_path / "full", **args)], env=ENV, check=True,
+                   capture_output=True, timeout=600)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, *command(base, tokenizer_dir, killed, **args)], env=ENV,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "checkpoint-8").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+    subprocess.run([sys.executable, *command(base, tokenizer_dir, killed, resume=True, **args)], env=ENV, check=True,
+                   capture_output=True, timeout=600)
+    full_log, resumed_log = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(killed / "train_log.jsonl")
+    assert [r["step"] for r in resumed_log] == list(range(1, 17))
+    assert [r["loss"] for r in resumed_log] == [r["loss"] for r in full_log]
+    full, resumed = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    for name, weight in full.items():
+        assert torch.equal(resumed[name], weight), name
