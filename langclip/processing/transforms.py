@@ -152,8 +152,9 @@ def normalize_pixels(batch: dict, mean: Sequence[float], std: Sequence[float]) -
     normalized = dict(batch)
     for key, value in batch.items():
         if key.startswith("pixel_values") and value.dtype == torch.uint8:
-            mean_, std_ = (torch.tensor(v, dtype=torch.float32, device=value.device).view(3, 1, 1) for v in (mean, std))
-            normalized[key] = (value.float() / 255.0 - mean_) / std_
+            scale, shift = (torch.tensor(v, dtype=torch.float32, device=value.device).view(3, 1, 1) for v in
+                            ([1 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]))
+            normalized[key] = torch.addcmul(shift, value.float(), scale)  # x * (1 / (255 std)) - mean / std
     return normalized
 
 
