@@ -89,7 +89,8 @@ def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp
 
 
 def test_killed_run_on_a_streamed_hub_style_dataset_resumes_to_bit_identical_weights(tmp_path, tokenizer_dir):
-    """`--streaming` over a parquet file (what a Hub dataset streams as): killed after a checkpoint, resumed."""
+    """`--streaming` over a folder laid out as a Hub dataset repo (parquet under data/): killed after a checkpoint,
+    resumed."""
     import datasets
     import numpy as np
     from PIL import Image
@@ -99,10 +100,11 @@ def test_killed_run_on_a_streamed_hub_style_dataset_resumes_to_bit_identical_wei
         "image": [Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(24)],
         "caption": [f"caption {i}" for i in range(24)],
         "rewrites": [[f"rewrite one {i}", f"rewrite two {i}"] for i in range(24)]})
-    data.to_parquet(str(tmp_path / "train.parquet"))
+    (tmp_path / "repo" / "data").mkdir(parents=True)
+    data.to_parquet(str(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet"))  # a Hub dataset repo's layout
     args = dict(method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4,
                 num_workers=2, seed=5, streaming=True)
-    base = tmp_path / "train.parquet"
+    base = tmp_path / "repo"
     subprocess.run([sys.executable, *command(base, tokenizer_dir, tmp_path / "full", **args)], env=ENV, check=True,
                    capture_output=True, timeout=600)
     killed = tmp_path / "killed"

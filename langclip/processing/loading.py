@@ -272,10 +272,39 @@ class ShardStream:
                         "skip_bad_samples": self.skip_bad_samples})
         if self.renames:
             dataset = dataset.rename_columns(dict(self.renames))
-        if pass_index is not None and self.shuffle_buffer > 1:
-            dataset = dataset.map(shuffle_block, batched=True, batch_size=self.shuffle_buffer,
-                                  fn_kwargs={"seed": self.seed, "pass_index": pass_index}, features=dataset.features)
-        return split_dataset_by_node(dataset, rank, world_size) if world_size > 1 else dataset
+        return pass_dataset(dataset, pass_index, rank, world_size, self.seed, self.shuffle_buffer)
+
+    @property
+    def num_shards(self) -> int:
+        return len(self.shards)
+
+
+@dataclass(frozen=True)
+class DatasetStream:
+    """A streamed `IterableDataset` (``--streaming``: a Hub dataset read as it downloads) as passes, like
+    `ShardStream`: pass k is ``source`` block-shuffled from (seed, k), for process ``rank`` of ``world_size``.
+    Resumable to the exact sample through `IterableDataset.state_dict` (the rows need an ``id``)."""
+
+    source: IterableDataset
+    seed: int = 0
+    shuffle_buffer: int = 0
+
+    def dataset(self, pass_index: int | None = None, rank: int = 0, world_size: int = 1) -> IterableDataset:
+        return pass_dataset(self.source, pass_index, rank, world_size, self.seed, self.shuffle_buffer)
+
+    @property
+    def num_shards(self) -> int:
+        return self.source.num_shards
+
+
+def pass_dataset(dataset: IterableDataset, pass_index: int | None, rank: int, world_size: int, seed: int,
+                 shuffle_buffer: int) -> IterableDataset:
+    """Pass ``pass_index`` of ``dataset``: rows shuffled in consecutive blocks of ``shuffle_buffer`` (`shuffle_block`;
+    ``None``: as they are), then this process's part (`split_dataset_by_node`)."""
+    if pass_index is not None and shuffle_buffer > 1:
+        dataset = dataset.map(shuffle_block, batched=True, batch_size=shuffle_buffer,
+                              fn_kwargs={"seed": seed, "pass_index": pass_index}, features=dataset.features)
+    return split_dataset_by_node(dataset, rank, world_size) if world_size > 1 else dataset
 
 
 def shuffle_block(block: dict, seed: int, pass_index: int) -> dict:
@@ -447,8 +476,9 @@ def standardize_columns(dataset, image_column="image", caption_column="caption",
         dataset = dataset.rename_columns(renames)
     if isinstance(dataset.features["image"], datasets.Image):
         dataset = dataset.cast_column("image", datasets.Image(decode=False))
-    if "id" not in columns:
-        dataset = dataset.map(lambda _, index: {"id": str(index)}, with_indices=True)
+    if "id" not in columns:  # with the features spelled out, so that a streamed dataset keeps its column names
+        features = Features({**dataset.features, "id": Value("string")}) if dataset.features else None
+        dataset = dataset.map(lambda _, index: {"id": str(index)}, with_indices=True, features=features)
     return dataset
 
 

@@ -110,7 +110,8 @@ class DataArguments:
         "LaCLIP CSV input: one augmented-text file per rewrite source, one line per CSV row.", default=None
     )
     image_root: str | None = _help("Folder the CSV's relative image paths start from (default: the CSV's).", default=None)
-    streaming: bool = _help("Stream a Hub dataset instead of downloading it (needs --max-steps).", default=False)
+    streaming: bool = _help("Stream a Hub dataset instead of downloading it (needs --max-steps); read in passes "
+                            "block-shuffled by --shuffle-buffer, and resumed to the exact sample.", default=False)
     skip_bad_samples: bool = _help(
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
     )
@@ -120,8 +121,8 @@ class DataArguments:
         default=None,
     )
     shuffle_buffer: int = _help(
-        "Shards: samples are shuffled in consecutive blocks of this many (undecoded) samples, after a per-pass "
-        "shuffle of the shard order; 0 or 1 keeps the order within shards.", default=1000)
+        "Shards and --streaming: samples are shuffled in consecutive blocks of this many (undecoded) samples "
+        "(for shards after a per-pass shuffle of the shard order); 0 or 1 keeps the order.", default=1000)
     train_num_samples: int | None = _help(
         "Shards: samples in one epoch (OpenCLIP's --train-num-samples); epochs then have "
         "train_num_samples // global batch steps. Without it, streamed data needs --max-steps.", default=None)

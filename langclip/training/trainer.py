@@ -33,6 +33,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict
 
+import datasets
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import TorchDynamoPlugin, set_seed
@@ -46,8 +47,8 @@ from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_folder
 from ..modeling.losses import without_finite_check
-from ..processing.loading import (ShardStream, check_caption_column, is_webdataset, load_image_text_dataset,
-                                  load_shard_stream)
+from ..processing.loading import (DatasetStream, ShardStream, check_caption_column, is_webdataset,
+                                  load_image_text_dataset, load_shard_stream)
 from ..processing.transforms import SKIP_KINDS, normalize_pixels
 from .arguments import (
     DataArguments,
@@ -210,7 +211,7 @@ def add_lora(model, model_args: ModelArguments, targets: str | None = None):
 
 
 class StreamedBatches:
-    """This process's batches of a `ShardStream`, pass after pass, resumable to the exact sample.
+    """This process's batches of a `ShardStream` or `DatasetStream`, pass after pass, resumable to the exact sample.
 
     Pass k is a `torchdata` `StatefulDataLoader` over ``stream.dataset(k, rank, world_size)``
     (`split_dataset_by_node` gives the process its shards, the loader's workers split them
@@ -220,7 +221,7 @@ class StreamedBatches:
     is the one the uninterrupted run would have taken.
     """
 
-    def __init__(self, stream: ShardStream, collator, batch_size: int, num_workers: int = 0, rank: int = 0,
+    def __init__(self, stream: ShardStream | DatasetStream, collator, batch_size: int, num_workers: int = 0, rank: int = 0,
                  world_size: int = 1, device=None):
         self.stream, self.collator, self.batch_size, self.num_workers = stream, collator, batch_size, num_workers
         self.rank, self.world_size, self.device = rank, world_size, device
@@ -250,7 +251,7 @@ class StreamedBatches:
                 if empty_passes > 1:
                     raise ValueError(f"process {self.rank} of {self.world_size} got no full batch of "
                                      f"{self.batch_size} samples from a whole pass over its shards of "
-                                     f"{len(self.stream.shards)}; use more shards or a smaller batch") from None
+                                     f"{self.stream.num_shards}; use more shards or a smaller batch") from None
                 continue
             taken, empty_passes = taken + 1, 0
             yield {key: value.to(self.device) for key, value in batch.items()}
@@ -475,6 +476,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             augmented_files=data_args.augmented_files or (), image_root=data_args.image_root,
             streaming=data_args.streaming,
         )
+        if isinstance(dataset, datasets.IterableDataset):  # read in passes with a data state, as shards are
+            stream = DatasetStream(dataset, seed=train_args.seed, shuffle_buffer=data_args.shuffle_buffer)
     streamed = isinstance(dataset, torch.utils.data.IterableDataset) or not hasattr(dataset, "__len__")
     method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
     check_caption_column(dataset, data_args.train_data, allow_missing=data_args.skip_bad_samples)
@@ -486,7 +489,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
     workers = loader_kwargs(data_args.num_workers, accelerator.device)
     if stream is not None:
-        warning = split_warning(len(stream.shards), accelerator.num_processes, workers["num_workers"])
+        warning = split_warning(stream.num_shards, accelerator.num_processes, workers["num_workers"])
         if warning and accelerator.is_main_process:
             warnings.warn(warning, stacklevel=2)
         batches = StreamedBatches(stream, collator, train_args.per_device_batch_size * train_args.accum_freq,
