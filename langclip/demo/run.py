@@ -10,7 +10,8 @@ word per concept; a language model knows a richer language. Steps:
 3. rewrite every web caption with the real `langclip rewrite` job and report faithfulness
    (attributes kept, contradicted, added; synonyms introduced) with a few examples;
 4. train CLIP (web captions), LaCLIP (aug_T over caption and rewrites) and LaCLIP-MT with the
-   real trainer, on a word tokenizer that knows every word of the world;
+   real trainer, on a word tokenizer that knows every word of the world, two at a time in
+   processes of their own (``--jobs``);
 5. evaluate with `langclip eval`'s code: zero-shot with held-out prompt phrasings, over class
    names as captions write them and in synonyms no caption uses, and retrieval with held-out
    rich captions;
