@@ -13,8 +13,7 @@ Parts (``--parts``, default all):
   captioner loss.
 - ``pcclip``: difference classification, attribute ranking and zero-shot before vs after
   PC-CLIP finetuning: the official recipe (Adam, i.e. AdamW without weight decay, lr 1e-8,
-  batch 512, 20 epochs, text transformer only; the exponential decay 0.9 per epoch is
-  approximated by the trainer's cosine from lr to lr * 0.9^20) and, to find what costs
+  batch 512, 20 epochs, text transformer only, ``--lr-decay-per-epoch 0.9``) and, to find what costs
   zero-shot, lr 1e-4 for 20 and for 2 epochs, and lr 1e-4 with the CLIP loss on captions
   mixed in (``--clip-loss-weight 1``).
 
@@ -242,7 +241,7 @@ def pcclip_arms(num_images: int) -> dict[str, dict]:
     steps_per_epoch = -(-PCCLIP_EPOCH_PAIRS * num_images // PCCLIP_BATCH)
 
     def recipe(lr: float, epochs: int, clip_loss_weight: float = 0.0) -> dict:
-        return {"lr": lr, "lr_start": lr, "lr_end": lr * 0.9**epochs, "warmup_steps": 0, "weight_decay": 0.0,
+        return {"lr": lr, "lr_start": lr, "lr_decay_per_epoch": 0.9, "warmup_steps": 0, "weight_decay": 0.0,
                 "per_device_batch_size": PCCLIP_BATCH, "max_steps": epochs * steps_per_epoch,
                 "clip_loss_weight": clip_loss_weight}
 

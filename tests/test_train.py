@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from datasets import load_from_disk
 from conftest import tiny_laclip_config
 from huggingface_hub import ModelCard
 from hub_server import HubServer
@@ -17,6 +18,7 @@ from transformers import CLIPModel
 
 from langclip import LaCLIPModel
 from langclip.cli import main as cli_main
+from langclip.errors import ConfigError
 from langclip.processing.transforms import BadSampleError
 from langclip.training.arguments import parse_train_args
 from langclip.training.optim import learning_rate, parameter_groups
@@ -61,6 +63,34 @@ def test_learning_rate_warmup_then_cosine():
     assert learning_rate(60, **kwargs) == pytest.approx((1e-3 + 1e-5) / 2)
     assert learning_rate(85, **kwargs) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.75)) / 2)
     assert learning_rate(110, **kwargs) == pytest.approx(1e-5)
+
+
+def test_learning_rate_decays_once_per_epoch_as_torchs_exponential_lr():
+    """PC-CLIP's official schedule: ExponentialLR(gamma=0.9) stepped at each epoch's end, after our warm-up."""
+    kwargs = dict(total_steps=50, lr=1e-3, warmup_steps=4, lr_start=1e-6, lr_end=1e-5, decay_per_epoch=0.9,
+                  steps_per_epoch=10)
+    assert learning_rate(2, **kwargs) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)  # warm-up unchanged
+    assert [learning_rate(4 + k, **kwargs) for k in (0, 9, 10, 19, 20, 45)] == pytest.approx(
+        [1e-3, 1e-3, 9e-4, 9e-4, 8.1e-4, 1e-3 * 0.9**4])
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=1e-3)
+    scheduler, torch_rates = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9), []
+    for _ in range(5):
+        torch_rates += [optimizer.param_groups[0]["lr"]] * 10
+        optimizer.step()
+        scheduler.step()
+    assert [learning_rate(4 + k, **kwargs) for k in range(50)] == pytest.approx(torch_rates)
+
+
+def test_per_epoch_decay_in_a_training_run_and_refused_without_epochs(files, tmp_path):
+    run(files, tmp_path, max_steps=6, logging_steps=1, lr=1e-3, lr_decay_per_epoch=0.5, per_device_batch_size=16)
+    log = read_log(tmp_path / "out" / "train_log.jsonl")  # 32 rows, batch 16: 2 steps per epoch
+    assert [r["lr"] for r in log] == pytest.approx([1e-3, 1e-3, 5e-4, 5e-4, 2.5e-4, 2.5e-4])
+    (tmp_path / "repo" / "data").mkdir(parents=True)  # the same rows as a Hub-style parquet repo, read streamed
+    load_from_disk(files["train_data"]).to_parquet(str(tmp_path / "repo" / "data" / "train.parquet"))
+    with pytest.raises(ConfigError, match="--lr-decay-per-epoch decays once per epoch"):
+        run({**files, "train_data": str(tmp_path / "repo")}, tmp_path / "streamed", max_steps=2,
+            lr_decay_per_epoch=0.5, streaming=True)
 
 
 def full_batch(tokenizer, num_texts=None, size=8):

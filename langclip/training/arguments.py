@@ -171,6 +171,10 @@ class TrainArguments:
     lr: float = _help("Peak learning rate.", default=5e-4)
     lr_start: float = _help("Learning rate at the start of the linear warm-up.", default=1e-6)
     lr_end: float = _help("Learning rate at the end of the cosine decay.", default=1e-5)
+    lr_decay_per_epoch: float | None = _help(
+        "Exponential decay instead of the cosine: after warm-up the learning rate is multiplied by this once per "
+        "epoch (PC-CLIP's official schedule: 0.9); needs epochs (map-style data, or shards with "
+        "--train-num-samples).", default=None)
     warmup_steps: int = _help("Linear warm-up steps (added to --warmup-epochs).", default=0)
     warmup_epochs: float = _help("Linear warm-up, in epochs.", default=0.0)
     weight_decay: float = _help("AdamW weight decay (not on biases, norms and 0/1-d parameters).", default=0.2)
@@ -237,6 +241,8 @@ class TrainArguments:
         for name in ("save_steps", "save_total_limit", "warmup_steps", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.lr_decay_per_epoch is not None and not 0 < self.lr_decay_per_epoch <= 1:
+            raise ConfigError(f"--lr-decay-per-epoch must be in (0, 1], got {self.lr_decay_per_epoch}")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ConfigError(f"--output-dir {self.output_dir} is a file, not a folder; choose another --output-dir")
         if self.resume and self.overwrite_output_dir:

@@ -1,4 +1,4 @@
-"""AdamW with CLIP's parameter groups, and the warm-up + cosine learning-rate schedule."""
+"""AdamW with CLIP's parameter groups, and the warm-up + cosine (or per-epoch exponential) learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -41,14 +41,19 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
-def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int, lr_start: float, lr_end: float) -> float:
+def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int, lr_start: float, lr_end: float,
+                  decay_per_epoch: float | None = None, steps_per_epoch: int | None = None) -> float:
     """Learning rate of optimizer step ``step`` (0-based).
 
     Warm-up, step < W:   lr_start + (lr - lr_start) * step / W
     then cosine:         lr_end + (lr - lr_end) * (1 + cos(pi * p)) / 2,   p = (step - W) / (total_steps - W)
+    or, with ``decay_per_epoch`` g:  lr * g ** ((step - W) // steps_per_epoch)   (torch's ExponentialLR stepped
+    once per epoch, as PC-CLIP's official code; ``lr_end`` unused)
     """
     if step < warmup_steps:
         return lr_start + (lr - lr_start) * step / warmup_steps
+    if decay_per_epoch is not None:
+        return lr * decay_per_epoch ** ((step - warmup_steps) // steps_per_epoch)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return lr_end + (lr - lr_end) * (1 + math.cos(math.pi * progress)) / 2
 

@@ -519,6 +519,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         raise ConfigError(f"--train-data {data_args.train_data} has fewer rows ({len(dataset)}) than one global batch "
                           f"({train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes}); "
                           "lower --per-device-batch-size or --accum-freq")
+    if train_args.lr_decay_per_epoch is not None and not steps_per_epoch:
+        raise ConfigError("--lr-decay-per-epoch decays once per epoch, and streamed data has no epochs: give "
+                          "--train-num-samples (shards) or use the cosine schedule (--lr-end)")
     total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
     warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
     unwrapped = accelerator.unwrap_model(model)
@@ -562,7 +565,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             data_wait = time.perf_counter() - waiting
             batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
             lr = learning_rate(state["step"], total_steps, train_args.lr, warmup_steps, train_args.lr_start,
-                               train_args.lr_end)
+                               train_args.lr_end, train_args.lr_decay_per_epoch, steps_per_epoch)
             set_learning_rate(optimizer, lr)
             step = state["step"] + 1
             logging = step % train_args.logging_steps == 0 or step == total_steps
