@@ -2,7 +2,7 @@
 
     python benchmarks/loader_throughput.py [--shards 8 --per-shard 128 --workers 1 2 4 --batch-size 64]
 
-Shards are made here: img2dataset-style ``<key>.jpg`` (256 px JPEG, as img2dataset resizes) +
+Shards are made here: img2dataset-style ``<key>.jpg`` (``--image-size`` px JPEG, 256 as img2dataset resizes) +
 ``<key>.json`` with a caption and 4 rewrites. For each worker count W, in samples/s:
 
 - streamed (langclip): `StreamedBatches` over a `ShardStream` (shard order by seed, block
@@ -43,7 +43,7 @@ from PIL import Image
 WORDS = "a photo of the red green blue yellow circle square triangle picture image shape drawing small large"
 
 
-def make_shards(folder: str, shards: int, per_shard: int) -> None:
+def make_shards(folder: str, shards: int, per_shard: int, size: int = 256) -> None:
     rng = np.random.default_rng(0)
     os.makedirs(folder, exist_ok=True)
     words = WORDS.split()
@@ -51,7 +51,7 @@ def make_shards(folder: str, shards: int, per_shard: int) -> None:
         with tarfile.open(os.path.join(folder, f"{shard:05d}.tar"), "w") as tar:
             for i in range(per_shard):
                 key = f"{shard:05d}{i:04d}"
-                pixels = (rng.random((256, 256, 3)) * 40 + rng.integers(0, 200, 3)).astype(np.uint8)
+                pixels = (rng.random((size, size, 3)) * 40 + rng.integers(0, 200, 3)).astype(np.uint8)
                 image = io.BytesIO()
                 Image.fromarray(pixels).save(image, format="JPEG", quality=90)
                 caption = lambda: " ".join(rng.choice(words, 8))  # noqa: E731
@@ -145,6 +145,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="DataLoader worker counts.")
     parser.add_argument("--batch-size", type=int, default=64, help="Batch size of both loaders.")
     parser.add_argument("--rounds", type=int, default=2, help="Alternating rounds; each path keeps its best.")
+    parser.add_argument("--image-size", type=int, default=256,
+                        help="Side of the JPEGs in px (img2dataset's default 256; DataComp-style shards keep 512+).")
     parser.add_argument("--child", nargs=3, metavar=("PATH", "MODE", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -154,7 +156,7 @@ def main() -> None:
 
     root = tempfile.mkdtemp(prefix="loader_bench_")
     few, many = os.path.join(root, "few"), os.path.join(root, "many")
-    make_shards(few, args.shards, args.per_shard)
+    make_shards(few, args.shards, args.per_shard, args.image_size)
     rows = []
     for workers in args.workers:
         best = {}
@@ -165,7 +167,7 @@ def main() -> None:
                 if rate > best.get(mode, {}).get("rate", 0):
                     best[mode] = {**result, "rate": rate}
         rows.append((workers, best["streamed"], best["decode"], best["raw"]))
-    print(f"\n{args.shards} shards x {args.per_shard} samples (256 px JPEG), batch {args.batch_size}, "
+    print(f"\n{args.shards} shards x {args.per_shard} samples ({args.image_size} px JPEG), batch {args.batch_size}, "
           f"best of {args.rounds} rounds\n")
     print("| workers | streamed, full pipeline samples/s | ratio | streamed reader + decode only samples/s | ratio "
           "| raw PIL decode samples/s | samples (each) |")
@@ -174,7 +176,7 @@ def main() -> None:
         print(f"| {workers} | {streamed['rate']:.1f} | {streamed['rate'] / raw['rate']:.2f}x | {decode['rate']:.1f} "
               f"| {decode['rate'] / raw['rate']:.2f}x | {raw['rate']:.1f} | {raw['samples']} |")
 
-    make_shards(many, 4 * args.shards, args.per_shard)
+    make_shards(many, 4 * args.shards, args.per_shard, args.image_size)
     memory = [(name, measure(folder, "streamed", 2, args.batch_size, args.per_shard))
               for name, folder in ((f"{args.shards} shards", few), (f"{4 * args.shards} shards", many))]
     print("\n| streamed, 2 workers | samples | peak memory (process + largest worker), MB |")

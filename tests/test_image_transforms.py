@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessor
 
-from langclip.processing.transforms import (BadSampleError, ImageTransform, center_crop, decode_image, normalize_pixels,
-                                           random_resized_crop_params, resize_shortest_edge, to_uint8_tensor)
+from langclip.processing.transforms import (BadSampleError, ImageTransform, center_crop, decode_image, draft_for_crop,
+                                           normalize_pixels, random_resized_crop_params, resize_shortest_edge,
+                                           resized_crop, to_uint8_tensor)
 from langclip.processing.collators import ContrastiveCollator
 
 MEAN, STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
@@ -87,6 +88,49 @@ def test_train_crop_is_the_drawn_box_resized_bilinear(size):
     # keyed crops repeat; different keys differ
     assert torch.equal(transform(image, key=(0, "a")), pixels)
     assert not torch.equal(transform(image, key=(1, "a")), pixels)
+
+
+def smooth_jpeg(height, width) -> bytes:
+    """A JPEG of smooth colour ramps (what DCT scaling keeps almost exactly)."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([255 * x / width, 255 * y / height, 128 + 100 * np.sin(x / 40.0) * np.cos(y / 55.0)], -1)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_jpeg_draft_decodes_smaller_only_while_the_crop_keeps_the_model_size():
+    data = smooth_jpeg(768, 1024)
+    for (h, w), expected in [((700, 600), (128, 96)), ((300, 300), (256, 192)), ((120, 100), (1024, 768)),
+                             ((600, 300), (256, 192))]:
+        image = Image.open(io.BytesIO(data))
+        draft_for_crop(image, h, w, 64)  # at scale 1/k the crop is (h/k, w/k): k is the largest with both >= 64
+        assert image.size == expected, (h, w)
+    png = io.BytesIO()
+    Image.open(io.BytesIO(data)).save(png, format="PNG")
+    image = Image.open(io.BytesIO(png.getvalue()))
+    draft_for_crop(image, 300, 300, 64)
+    assert image.size == (1024, 768)  # only JPEGs decode at a smaller scale
+
+
+def test_train_crop_of_a_large_jpeg_matches_the_full_size_decode():
+    """A draft decode at 1/k crops the drawn box snapped to its grid (each edge moves < k/2 px, under half an output
+    pixel since h/k >= size) and resizes it from fewer pixels: equal to the full decode's resize of that box up to
+    the resampling, on a smooth image."""
+    data = smooth_jpeg(768, 1024)
+    transform = ImageTransform(64, MEAN, STD, train=True, seed=2, uint8=True)
+    full = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).copy()).permute(2, 0, 1)
+    scales = set()
+    for key in range(8):
+        box = random_resized_crop_params(768, 1024, random.Random(f"2:{key}"))
+        k = max(k for k in (1, 2, 4, 8) if min(box[2:]) / k >= 64)
+        snapped = [k * round(v / k) for v in box]
+        assert all(abs(a - b) <= k / 2 for a, b in zip(snapped, box))
+        pixels = transform(data, key=key)
+        assert pixels.shape == (3, 64, 64)
+        assert (pixels.float() - resized_crop(full, *snapped, 64).float()).abs().mean() < 1.5, key
+        scales.add(k)
+    assert max(scales) > 1, scales  # the draft path ran
 
 
 def test_uint8_pixels_normalised_on_the_batch_equal_the_float_transform():

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,11 +47,13 @@ def _image_error_kind(error: Exception) -> str:
     return "truncated" if "truncated" in str(error).lower() else "decode_error"
 
 
-def decode_image(value, where: str = "") -> Image.Image:
+def decode_image(value, where: str = "", prepare: Callable[[Image.Image], None] | None = None) -> Image.Image:
     """An RGB PIL image from a PIL image, a path, bytes, or a `datasets.Image(decode=False)` dict.
 
-    Raises `BadSampleError` naming ``where`` and the file when the image cannot be read: its
-    ``kind`` says whether it is a decompression bomb, a truncated file or another decode error.
+    ``prepare(image)`` runs on the opened image before its pixels are decoded (its size is known:
+    e.g. to set a JPEG `draft`, see `draft_for_crop`). Raises `BadSampleError` naming ``where`` and
+    the file when the image cannot be read: its ``kind`` says whether it is a decompression bomb,
+    a truncated file or another decode error.
     """
     name = where
     try:
@@ -70,6 +72,8 @@ def decode_image(value, where: str = "") -> Image.Image:
             image = Image.open(value)
         else:
             raise TypeError(f"expected an image, path or bytes, got {type(value).__name__}")
+        if prepare is not None:
+            prepare(image)
         image.load()
         return image if image.mode == "RGB" else image.convert("RGB")
     except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as error:
@@ -124,6 +128,14 @@ def center_crop(image: Image.Image, size: int) -> Image.Image:
     width, height = image.size
     top, left = (height - size) // 2, (width - size) // 2
     return image.crop((left, top, left + size, top + size))
+
+
+def draft_for_crop(image: Image.Image, height: int, width: int, size: int) -> None:
+    """Let an undecoded JPEG decode at 1/2, 1/4 or 1/8 scale (libjpeg's DCT scaling, PIL's `draft`) when a
+    (height, width) crop of it is still at least ``size`` px on both sides at that scale; else it decodes whole.
+    Other formats, and images already decoded, are left as they are."""
+    if image.format == "JPEG":
+        image.draft("RGB", (math.ceil(image.width * size / width), math.ceil(image.height * size / height)))
 
 
 def resized_crop(pixels: torch.Tensor, top: int, left: int, height: int, width: int, size: int) -> torch.Tensor:
@@ -193,18 +205,34 @@ class ImageTransform:
         size = crop if isinstance(crop, int) else crop["height"]
         return cls(size, image_processor.image_mean, image_processor.image_std, train=train, **kwargs)
 
-    def crop(self, image: Image.Image, key=None) -> torch.Tensor:
-        """The (3, size, size) uint8 crop: keyed RandomResizedCrop in training, else resize + centre crop."""
+    def crop(self, image, key=None, where: str = "") -> torch.Tensor:
+        """The (3, size, size) uint8 crop of ``image`` (decoded here): keyed RandomResizedCrop in training, else
+        resize + centre crop.
+
+        The random box is drawn from the image's full size, read before decoding; a JPEG then decodes
+        at the smallest 1/2^k scale that keeps the box at least ``size`` px (`draft_for_crop`), and the
+        box is scaled to match: the same box at any scale, and what is resized down is never upscaled.
+        """
         if not self.train:
-            return to_uint8_tensor(center_crop(resize_shortest_edge(image, self.size), self.size))
+            return to_uint8_tensor(center_crop(resize_shortest_edge(decode_image(image, where), self.size), self.size))
         rng = self.rng if key is None else random.Random(f"{self.seed}:{key}")
-        top, left, h, w = random_resized_crop_params(image.height, image.width, rng, self.scale, self.ratio)
-        return resized_crop(to_uint8_tensor(image), top, left, h, w, self.size)
+        drawn = {}
+
+        def draw(opened: Image.Image) -> None:
+            drawn["full"] = opened.size
+            drawn["box"] = random_resized_crop_params(opened.height, opened.width, rng, self.scale, self.ratio)
+            draft_for_crop(opened, *drawn["box"][2:], self.size)
+
+        decoded = decode_image(image, where, prepare=draw)
+        (width, height), (top, left, h, w) = drawn["full"], drawn["box"]
+        sy, sx = decoded.height / height, decoded.width / width  # 1 unless a JPEG draft decoded it smaller
+        top, left, h, w = round(top * sy), round(left * sx), max(1, round(h * sy)), max(1, round(w * sx))
+        return resized_crop(to_uint8_tensor(decoded), top, left, h, w, self.size)
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """Float32 ``(x / 255 - mean) / std`` of uint8 (3, H, W) pixels."""
         return normalize_pixels({"pixel_values": pixels}, self.mean, self.std)["pixel_values"]
 
     def __call__(self, image, key=None, where: str = "") -> torch.Tensor:
-        pixels = self.crop(decode_image(image, where), key)
+        pixels = self.crop(image, key, where)
         return pixels if self.uint8 else self.normalize(pixels)
