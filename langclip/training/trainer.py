@@ -221,8 +221,8 @@ class StreamedBatches:
     is the one the uninterrupted run would have taken.
     """
 
-    def __init__(self, stream: ShardStream | DatasetStream, collator, batch_size: int, num_workers: int = 0, rank: int = 0,
-                 world_size: int = 1, device=None):
+    def __init__(self, stream: ShardStream | DatasetStream, collator, batch_size: int, num_workers: int = 0,
+                 rank: int = 0, world_size: int = 1, device=None):
         self.stream, self.collator, self.batch_size, self.num_workers = stream, collator, batch_size, num_workers
         self.rank, self.world_size, self.device = rank, world_size, device
         self.pass_index, self.loader, self.iterator, self.loader_state = 0, None, None, None
