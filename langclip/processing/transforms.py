@@ -15,6 +15,7 @@ Random crops are keyed: with ``key`` (e.g. ``(epoch, row_id)``) the crop depends
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import random
@@ -156,6 +157,15 @@ def to_uint8_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
 
 
+@functools.lru_cache(maxsize=8)
+def _pixel_affine(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """(scale, shift), (3, 1, 1) float32 on ``device``: 1 / (255 std) and -mean / std. Made once per device, so a
+    training step copies nothing from the host (a copy of host memory to a GPU waits for the GPU)."""
+    scale = torch.tensor([1 / (255.0 * s) for s in std], dtype=torch.float32, device=device).view(3, 1, 1)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32, device=device).view(3, 1, 1)
+    return scale, shift
+
+
 def normalize_pixels(batch: dict, mean: Sequence[float], std: Sequence[float]) -> dict:
     """``batch`` with every uint8 ``pixel_values*`` tensor (..., 3, H, W) as float32 ``(x / 255 - mean) / std``.
 
@@ -164,8 +174,7 @@ def normalize_pixels(batch: dict, mean: Sequence[float], std: Sequence[float]) -
     normalized = dict(batch)
     for key, value in batch.items():
         if key.startswith("pixel_values") and value.dtype == torch.uint8:
-            scale, shift = (torch.tensor(v, dtype=torch.float32, device=value.device).view(3, 1, 1) for v in
-                            ([1 / (255.0 * s) for s in std], [-m / s for m, s in zip(mean, std)]))
+            scale, shift = _pixel_affine(tuple(mean), tuple(std), value.device)
             normalized[key] = torch.addcmul(shift, value.float(), scale)  # x * (1 / (255 std)) - mean / std
     return normalized
 
