@@ -4,10 +4,8 @@ weights; 2 CPU processes under plain `torchrun` (gloo) match 1 process with the 
 Slow (a minute or more on 2 cores): ``python -m pytest -m slow tests/test_streaming_processes.py``.
 """
 
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import free_port
 from test_streaming import make_shards
-from test_train_processes import ENV, ROOT
+from test_train_processes import ENV, ROOT, kill_at_checkpoint
 from train_utils import TINY_MODEL_CONFIG, WORDS, as_flags, read_log
 
 pytestmark = pytest.mark.slow
@@ -36,25 +34,16 @@ def command(shards, tokenizer_dir, output_dir, **values):
     return [str(ROOT / "train.py"), *as_flags(flags)]
 
 
-def test_killed_streamed_run_resumes_to_bit_identical_weights(tmp_path, tokenizer_dir):
-    shards = make_shards(tmp_path / "shards", num_shards=4, per_shard=6)
-    # 2 workers x 2 shards x 6 samples: 6 batches of 4 a pass; checkpoints at 4 (in pass 0), 8 and 12 (in pass 1).
-    args = dict(method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4,
-                num_workers=2, shuffle_buffer=4, seed=5)
-    subprocess.run([sys.executable, *command(shards, tokenizer_dir, tmp_path / "full", **args)], env=ENV, check=True,
+def assert_killed_run_resumes_bit_identically(data, tokenizer_dir, tmp_path, args: dict) -> None:
+    """Train ``args`` (16 steps, a checkpoint every 4) on ``data`` to the end; train it again, kill it once
+    checkpoint-8 is written (it holds the data state), resume it: the same losses and weights, bit for bit."""
+    subprocess.run([sys.executable, *command(data, tokenizer_dir, tmp_path / "full", **args)], env=ENV, check=True,
                    capture_output=True, timeout=600)
     killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, *command(shards, tokenizer_dir, killed, **args)], env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoint-8").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+    kill_at_checkpoint([sys.executable, *command(data, tokenizer_dir, killed, **args)], killed, "checkpoint-8",
+                       timeout=300)
     assert (killed / "checkpoint-8" / "data_state-0.json").exists()
-
-    subprocess.run([sys.executable, *command(shards, tokenizer_dir, killed, resume=True, **args)], env=ENV, check=True,
+    subprocess.run([sys.executable, *command(data, tokenizer_dir, killed, resume=True, **args)], env=ENV, check=True,
                    capture_output=True, timeout=600)
     full_log, resumed_log = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(killed / "train_log.jsonl")
     assert [r["step"] for r in resumed_log] == list(range(1, 17))
@@ -62,6 +51,14 @@ def test_killed_streamed_run_resumes_to_bit_identical_weights(tmp_path, tokenize
     full, resumed = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(killed / "model.safetensors"))
     for name, weight in full.items():
         assert torch.equal(resumed[name], weight), name
+
+
+def test_killed_streamed_run_resumes_to_bit_identical_weights(tmp_path, tokenizer_dir):
+    shards = make_shards(tmp_path / "shards", num_shards=4, per_shard=6)
+    # 2 workers x 2 shards x 6 samples: 6 batches of 4 a pass; checkpoints at 4 (in pass 0), 8 and 12 (in pass 1).
+    assert_killed_run_resumes_bit_identically(shards, tokenizer_dir, tmp_path, dict(
+        method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4, num_workers=2,
+        shuffle_buffer=4, seed=5))
 
 
 def test_two_torchrun_processes_match_one_process_with_the_same_global_batch(tmp_path, tokenizer_dir):
@@ -102,25 +99,6 @@ def test_killed_run_on_a_streamed_hub_style_dataset_resumes_to_bit_identical_wei
         "rewrites": [[f"rewrite one {i}", f"rewrite two {i}"] for i in range(24)]})
     (tmp_path / "repo" / "data").mkdir(parents=True)
     data.to_parquet(str(tmp_path / "repo" / "data" / "train-00000-of-00001.parquet"))  # a Hub dataset repo's layout
-    args = dict(method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4,
-                num_workers=2, seed=5, streaming=True)
-    base = tmp_path / "repo"
-    subprocess.run([sys.executable, *command(base, tokenizer_dir, tmp_path / "full", **args)], env=ENV, check=True,
-                   capture_output=True, timeout=600)
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, *command(base, tokenizer_dir, killed, **args)], env=ENV,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not (killed / "checkpoint-8").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
-    subprocess.run([sys.executable, *command(base, tokenizer_dir, killed, resume=True, **args)], env=ENV, check=True,
-                   capture_output=True, timeout=600)
-    full_log, resumed_log = read_log(tmp_path / "full" / "train_log.jsonl"), read_log(killed / "train_log.jsonl")
-    assert [r["step"] for r in resumed_log] == list(range(1, 17))
-    assert [r["loss"] for r in resumed_log] == [r["loss"] for r in full_log]
-    full, resumed = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(killed / "model.safetensors"))
-    for name, weight in full.items():
-        assert torch.equal(resumed[name], weight), name
+    assert_killed_run_resumes_bit_identically(tmp_path / "repo", tokenizer_dir, tmp_path, dict(
+        method="laclip", max_steps=16, save_steps=4, save_total_limit=1, per_device_batch_size=4, num_workers=2,
+        seed=5, streaming=True))

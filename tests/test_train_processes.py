@@ -26,20 +26,24 @@ def train_command(files, output_dir, **overrides):
     return [sys.executable, str(ROOT / "train.py"), *as_flags({**files, "output_dir": str(output_dir), **overrides})]
 
 
+def kill_at_checkpoint(command: list[str], run_dir: Path, checkpoint: str, timeout: float) -> None:
+    """Start ``command`` and SIGKILL it as soon as ``run_dir / checkpoint`` exists; fails if the run ended first."""
+    process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not (run_dir / checkpoint).exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "model.safetensors").exists(), "the run finished before it could be killed"
+
+
 def test_killed_run_resumes_to_the_same_losses_and_weights(files, tmp_path):
     # 8 steps per epoch: the kill and the resume fall inside a later epoch, mid-way through it.
     args = dict(method="laclip", max_steps=40, save_steps=5, save_total_limit=2, warmup_steps=5)
     subprocess.run(train_command(files, tmp_path / "full", **args), env=ENV, check=True, capture_output=True, timeout=600)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(train_command(files, killed, **args), env=ENV, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (killed / "checkpoint-20").exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
+    kill_at_checkpoint(train_command(files, killed, **args), killed, "checkpoint-20", timeout=120)
     assert len(read_log(killed / "train_log.jsonl")) < 40
 
     subprocess.run(train_command(files, killed, resume=True, **args), env=ENV, check=True, capture_output=True, timeout=600)
