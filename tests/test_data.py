@@ -2,7 +2,6 @@
 
 import io
 import json
-import tarfile
 
 import datasets
 import numpy as np
@@ -14,6 +13,7 @@ from langclip.processing.loading import load_image_text_dataset
 from langclip.processing.transforms import BadSampleError, ImageTransform, decode_image
 from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter
+from train_utils import write_tar
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -77,19 +77,11 @@ def test_laclip_csv_with_augmented_files(tmp_path):
         load_image_text_dataset(str(tmp_path / "bad.csv"))
 
 
-def write_shard(path, samples):
-    with tarfile.open(path, "w") as tar:
-        for name, data in samples:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 def make_shards(folder):
     folder.mkdir()
-    write_shard(folder / "00000.tar", [("s/000.png", png_bytes(0)), ("s/000.txt", b"first caption"),
+    write_tar(folder / "00000.tar", [("s/000.png", png_bytes(0)), ("s/000.txt", b"first caption"),
                                        ("s/001.png", png_bytes(50)), ("s/001.json", b'{"caption": "second caption"}')])
-    write_shard(folder / "00001.tar", [("002.jpg", b"corrupt"), ("002.txt", b"third caption"),
+    write_tar(folder / "00001.tar", [("002.jpg", b"corrupt"), ("002.txt", b"third caption"),
                                        ("003.png", png_bytes(90)), ("003.txt", b"fourth caption")])
 
 
@@ -107,7 +99,7 @@ def test_webdataset_shards_stream_in_order(tmp_path):
 
 def test_webdataset_sample_without_caption_names_shard_and_key(tmp_path):
     (tmp_path / "s").mkdir()
-    write_shard(tmp_path / "s" / "0.tar", [("k1.png", png_bytes(0))])
+    write_tar(tmp_path / "s" / "0.tar", [("k1.png", png_bytes(0))])
     with pytest.raises(ValueError, match=r"0\.tar: sample 'k1' has no caption"):
         list(load_image_text_dataset(str(tmp_path / "s")))
 

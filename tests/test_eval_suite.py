@@ -4,7 +4,6 @@ webdataset shards as in the clip-benchmark repos: webp/cls/txt members)."""
 
 import io
 import json
-import tarfile
 import warnings
 
 import datasets
@@ -27,6 +26,7 @@ from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifi
 from langclip.hub_cards.cards import load_eval_records
 
 from conftest import tiny_laclip_config
+from train_utils import write_tar
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
 NAMES = list(COLOURS)
@@ -47,12 +47,8 @@ def _webp(image: Image.Image) -> bytes:
 def write_shards(folder, samples: list[dict]) -> None:
     """clip-benchmark layout: ``<folder>/test/0.tar`` with ``<key>.webp`` and ``<key>.cls`` / ``<key>.txt``."""
     (folder / "test").mkdir(parents=True)
-    with tarfile.open(folder / "test" / "0.tar", "w") as tar:
-        for index, sample in enumerate(samples):
-            for extension, data in sample.items():
-                info = tarfile.TarInfo(f"s{index:07d}.{extension}")
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    write_tar(folder / "test" / "0.tar", [(f"s{index:07d}.{extension}", data) for index, sample in enumerate(samples)
+                                          for extension, data in sample.items()])
 
 
 CLASSIFICATION = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=NAMES)})

@@ -21,7 +21,7 @@ from langclip.processing.loading import (
 from langclip.processing.transforms import SKIP_KINDS, ImageTransform
 from langclip.training.methods import Method
 from langclip.training.trainer import StreamedBatches, split_warning
-from train_utils import TINY_MODEL_CONFIG, WORDS, read_log
+from train_utils import TINY_MODEL_CONFIG, WORDS, read_log, write_tar
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -30,14 +30,6 @@ def png_bytes(value: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((12, 12, 3), value % 256, dtype=np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def write_tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def make_shards(folder, num_shards=4, per_shard=6, fields=lambda key: {"rewrites": [f"rewrite one of {key}",

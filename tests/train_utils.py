@@ -1,6 +1,8 @@
 """Files the training tests share: a saved word tokenizer, a small image-text dataset, a tiny model config."""
 
+import io
 import json
+import tarfile
 
 import datasets
 import numpy as np
@@ -41,6 +43,15 @@ def make_training_files(folder, rows: int = 32) -> dict:
         "report_to": "none",
         "save_steps": 0,
     }
+
+
+def write_tar(path, members) -> None:
+    """A tar file at ``path`` holding ``members``: (name, bytes) pairs, in that order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def as_flags(values: dict) -> list[str]:
