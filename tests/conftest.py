@@ -63,6 +63,18 @@ def _seed():
     torch.manual_seed(0)
 
 
+# The first lines of a script run in a fresh interpreter that must work without langclip (remote code, Hub
+# downloads); indented as the scripts that follow it, which are dedented whole.
+WITHOUT_LANGCLIP = """
+    import json, sys
+    sys.modules["langclip"] = None  # langclip cannot be imported here
+    try:
+        import langclip
+        raise SystemExit("langclip should not be importable")
+    except ImportError:
+        pass
+"""
+
 CAPTIONS = [
     f"{count} {color} {thing} {place}"
     for count in ("a", "two", "three")

@@ -24,7 +24,7 @@ from langclip.hub_cards.cards import eval_results, merge_eval_results, model_car
 from langclip.hub_cards.push import check_hub_access, check_repo_id, hub_token, push_folder, push_model
 from langclip.hub_cards.push import update_eval_results
 
-from conftest import tiny_laclip_config
+from conftest import WITHOUT_LANGCLIP, tiny_laclip_config
 from hub_server import HubServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,14 +146,7 @@ def _run(code: str, env: dict, isolated: bool = False, cwd: Path = ROOT) -> str:
     return result.stdout
 
 
-DOWNLOAD = """
-    import json, sys
-    sys.modules["langclip"] = None  # langclip cannot be imported here
-    try:
-        import langclip
-        raise SystemExit("langclip should not be importable")
-    except ImportError:
-        pass
+DOWNLOAD = WITHOUT_LANGCLIP + """
     import torch
     from huggingface_hub import ModelCard, hf_hub_download
     from transformers import AutoModel, CLIPModel

@@ -21,7 +21,7 @@ from langclip.modeling.auto import save_folder
 from langclip.modeling.clips.convert_clips import convert_clips
 from langclip.modeling.clips.modeling_clips import clips_text_layout
 
-from conftest import tiny_laclip_config
+from conftest import WITHOUT_LANGCLIP, tiny_laclip_config
 from test_convert_clips import TEXT, VISION, released_state_dict
 
 LABELS = ["red circle", "blue square", "green star"]
@@ -100,14 +100,7 @@ def test_pipeline_after_import_langclip_equals_hand_softmax(laclip_dir, clips_di
         assert len(set(expected)) == 3  # not a degenerate uniform answer
 
 
-REMOTE = """
-    import json, sys
-    sys.modules["langclip"] = None  # langclip cannot be imported here
-    try:
-        import langclip
-        raise SystemExit("langclip should not be importable")
-    except ImportError:
-        pass
+REMOTE = WITHOUT_LANGCLIP + """
     from PIL import Image
     from transformers import AutoConfig, AutoModel, AutoProcessor, AutoTokenizer, pipeline
     image = Image.open(sys.argv[2])
