@@ -107,6 +107,7 @@ CASES = [
     ("max-steps-zero", lambda r, f: train(f, r, max_steps=0), "--max-steps must be a positive number of steps, got 0"),
     ("max-steps-negative", lambda r, f: train(f, r, max_steps=-3), "--max-steps must be a positive number of steps"),
     ("output-dir-is-a-file", lambda r, f: train(f, r, output_dir=r / "a_file"), "a_file is a file, not a folder"),
+    ("lr-decay-above-one", lambda r, f: train(f, r, lr_decay_per_epoch=2), "--lr-decay-per-epoch must be in (0, 1], got 2"),
     ("unknown-method", lambda r, f: train(f, r, method="laclipp"), "got 'laclipp' (did you mean 'laclip'?)"),
     ("batch-larger-than-data", lambda r, f: train(f, r, per_device_batch_size=64),
      "fewer rows (16) than one global batch (64)"),
@@ -153,6 +154,10 @@ CASES = [
      "broken_coco.json: not valid JSON at line 2"),
     ("meta-pairs-not-coco", lambda r, f: ["meta-pairs", "--coco", str(r / "not_coco.json"),
                                           "--output", str(r / "pool.jsonl")], "not_coco.json: not a COCO captions file"),
+    # demo
+    ("demo-no-threads", lambda r, f: ["demo", "--threads", "0", "--output-dir", str(r / "demo")],
+     "--threads must be >= 1, got 0"),
+    ("demo-no-jobs", lambda r, f: ["demo", "--jobs", "0", "--output-dir", str(r / "demo")], "--jobs must be >= 1, got 0"),
     # push
     ("push-not-a-checkpoint", lambda r, f: ["push", str(r / "eval_images"), "me/model"], "has no config.json"),
     ("push-bad-repo-id", lambda r, f: ["push", str(r / "run"), "no-namespace"], "invalid repo id 'no-namespace'"),

@@ -35,6 +35,7 @@ import time
 import torch
 from datasets import load_from_disk
 
+from ..errors import ConfigError
 from ..hub_cards.cards import model_card
 from ..processing.generation import rewrite
 from ..processing.generation.prompts import build_prompt
@@ -174,7 +175,7 @@ def train_and_evaluate(values: dict, test_dir: str, templates_path: str, threads
 def train_and_evaluate_all(runs: dict, test_dir: str, templates_path: str, jobs: int, threads: int) -> dict:
     """{name: (eval records, seconds)} of every run; ``jobs`` > 1 runs them in that many spawned processes, the
     costliest (LaCLIP-MT, M + 1 texts per image) first, each loading its data in-process (``num_workers`` 0)."""
-    if jobs <= 1 or len(runs) == 1:
+    if jobs == 1 or len(runs) == 1:
         return {name: train_and_evaluate(values, test_dir, templates_path, threads) for name, values in runs.items()}
     order = sorted(runs, key=lambda name: name != "laclip-mt")
     context = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP and torch state are set up
@@ -212,6 +213,9 @@ def plot(output_dir: str, results: dict, path: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    for name in ("threads", "jobs", "train_images", "test_images", "num_rewrites"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     started = time.time()
     torch.set_num_threads(args.threads)
     output_dir = args.output_dir
