@@ -211,6 +211,23 @@ def test_train_num_samples_sets_the_epoch_of_a_resampled_stream(tmp_path):
     assert summary["step"] == 4 and [r["step"] for r in read_log(tmp_path / "out" / "train_log.jsonl")] == [1, 2, 3, 4]
 
 
+def test_streamed_training_loads_with_the_trainers_worker_settings(tmp_path, monkeypatch):
+    import langclip.training.trainer as trainer
+
+    loaders = []
+
+    class Recorded(trainer.StatefulDataLoader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            loaders.append(self)
+
+    monkeypatch.setattr(trainer, "StatefulDataLoader", Recorded)
+    folder = make_shards(tmp_path / "s", num_shards=2, per_shard=4)
+    assert train_on_shards(tmp_path, folder, method="laclip", max_steps=2, num_workers=1)["step"] == 2
+    assert loaders and all(loader.num_workers == 1 and loader.prefetch_factor == 4 for loader in loaders)
+    assert not any(loader.pin_memory for loader in loaders)  # page-locked only for a CUDA device
+
+
 def test_train_on_shards_without_rewrites_stops_before_the_first_step(tmp_path):
     folder = make_shards(tmp_path / "s", num_shards=2, per_shard=4, fields=lambda key: {"llm": ["x y"]})
     with pytest.raises(ValueError, match=r"--objective multi-positive with --text-sampling rewrites needs the column\(s\) 'rewrites'"):

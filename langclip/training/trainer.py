@@ -218,20 +218,24 @@ class StreamedBatches:
     again); when it runs out, pass k + 1 starts. The collator's ``epoch`` is the pass, so aug_T
     draws and random crops are keyed by (pass, sample id). `state_dict` is the pass and the
     loader's state after the last batch handed out (JSON); after `load_state_dict` the next batch
-    is the one the uninterrupted run would have taken.
+    is the one the uninterrupted run would have taken. ``pin_memory`` and ``prefetch_factor`` go to the loader
+    (`loader_kwargs`); pinned batches are copied to ``device`` without blocking.
     """
 
     def __init__(self, stream: ShardStream | DatasetStream, collator, batch_size: int, num_workers: int = 0,
-                 rank: int = 0, world_size: int = 1, device=None):
+                 rank: int = 0, world_size: int = 1, device=None, pin_memory: bool = False,
+                 prefetch_factor: int | None = None):
         self.stream, self.collator, self.batch_size, self.num_workers = stream, collator, batch_size, num_workers
         self.rank, self.world_size, self.device = rank, world_size, device
+        self.pin_memory, self.prefetch_factor = pin_memory, prefetch_factor
         self.pass_index, self.loader, self.iterator, self.loader_state = 0, None, None, None
 
     def _start_pass(self) -> None:
         self.collator.epoch = self.pass_index
         self.loader = StatefulDataLoader(
             self.stream.dataset(self.pass_index, self.rank, self.world_size), batch_size=self.batch_size,
-            drop_last=True, num_workers=self.num_workers, collate_fn=self.collator)
+            drop_last=True, num_workers=self.num_workers, collate_fn=self.collator, pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor if self.num_workers else None)
         if self.loader_state is not None:
             self.loader.load_state_dict(self.loader_state)
             self.loader_state = None
@@ -254,7 +258,7 @@ class StreamedBatches:
                                      f"{self.stream.num_shards}; use more shards or a smaller batch") from None
                 continue
             taken, empty_passes = taken + 1, 0
-            yield {key: value.to(self.device) for key, value in batch.items()}
+            yield {key: value.to(self.device, non_blocking=self.pin_memory) for key, value in batch.items()}
 
     def state_dict(self) -> dict:
         loader = self.loader.state_dict() if self.loader is not None else self.loader_state
@@ -494,7 +498,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
             warnings.warn(warning, stacklevel=2)
         batches = StreamedBatches(stream, collator, train_args.per_device_batch_size * train_args.accum_freq,
                                   workers["num_workers"], accelerator.process_index, accelerator.num_processes,
-                                  accelerator.device)
+                                  accelerator.device, workers["pin_memory"], workers.get("prefetch_factor"))
         model, optimizer = accelerator.prepare(model, optimizer)
     else:
         collate = SharedEpochCollator(collator)
