@@ -14,8 +14,9 @@ context 32, fp32, identical weights everywhere. Rows:
 - LaCLIP (aug_T) vs CLIP with the collation inside the step (the in-process, num_workers=0 case);
 - full-length (32-token) vs typical (14-token) captions, padding to the longest in the batch;
 - bf16 autocast on CPU, and torch.compile (inductor), each against the eager fp32 step;
-- streamed JPEG input (decode + RandomResizedCrop + aug_T in DataLoader workers, the trainer's
-  default `loader_kwargs`) vs the same step on pre-made tensors;
+- streamed JPEG input: .tar shards (img2dataset-style, 256 px JPEG) read as the trainer reads them
+  (`load_shard_stream` + `StreamedBatches`: decode + RandomResizedCrop + aug_T in DataLoader workers,
+  the trainer's default `loader_kwargs`) vs the same step on a pre-made batch;
 - peak memory of a step with and without gradient checkpointing (fresh processes).
 
 Timings are medians over interleaved repetitions; the machine may be shared, so compare
@@ -25,29 +26,28 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-import datasets
-import numpy as np
 import torch
 from accelerate import Accelerator
-from PIL import Image
 from transformers import CLIPImageProcessor, CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
+from langclip.processing.loading import load_shard_stream
 from langclip.processing.text import TextAugmenter
 from langclip.processing.transforms import normalize_pixels
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
-from langclip.training.trainer import SharedEpochCollator, loader_kwargs, train_step
+from langclip.training.trainer import StreamedBatches, loader_kwargs, train_step
+from loader_throughput import make_shards  # the loader benchmark's img2dataset-style shards (256 px JPEG)
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
 BENCH = dict(width=256, layers=4, heads=4, image_size=96, patch=16, context=32, projection=256)
@@ -103,22 +103,6 @@ def rows(batch_size: int, words: int = TYPICAL_WORDS, seed: int = 0) -> list[dic
             for i in range(batch_size)]
 
 
-def jpeg_dataset(count: int, size: int = 256) -> datasets.Dataset:
-    """``count`` JPEG images (``size`` px, smooth noise) with captions and rewrites, as a `datasets.Image` column."""
-    rng = np.random.default_rng(0)
-    images = []
-    for _ in range(count):
-        small = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8)
-        buffer = io.BytesIO()
-        Image.fromarray(small).resize((size, size), Image.BILINEAR).save(buffer, format="JPEG", quality=90)
-        images.append({"bytes": buffer.getvalue(), "path": None})
-    return datasets.Dataset.from_dict({
-        "id": [str(i) for i in range(count)], "image": images,
-        "caption": [caption(i, TYPICAL_WORDS) for i in range(count)],
-        "rewrites": [[caption(i, TYPICAL_WORDS, r) for r in range(2, 6)] for i in range(count)],
-    }).cast_column("image", datasets.Image())
-
-
 def naive_step(model, optimizer, batch):
     model(**batch, return_loss=True).loss.backward()
     optimizer.step()
@@ -165,7 +149,7 @@ def loader_vs_tensors(step, loader, batch, steps: int, rounds: int = 2) -> tuple
     """(median s/step fed by ``loader``, median s/step on the ready ``batch``, mean s/step waiting for the loader),
     in ``rounds`` alternating blocks of ``steps`` steps after the workers' start and one warm-up step."""
     stream = iter(loader)
-    step(next(stream))
+    step(batch)
     fed, ready, waits = [], [], []
     for _ in range(rounds):
         for _ in range(steps):
@@ -242,17 +226,21 @@ def main() -> None:
     # bf16 autocast is tens of times slower on a CPU without native bf16: timed apart, twice, so --steps stays cheap
     step["langclip step, bf16 autocast"] = median_times({"bf16": bf16}, min(2, args.steps))["bf16"]
 
-    jpegs = jpeg_dataset(4 * args.batch_size).to_iterable_dataset(num_shards=8)
     processor = CLIPImageProcessor(size={"shortest_edge": BENCH["image_size"]},
                                    crop_size={"height": BENCH["image_size"], "width": BENCH["image_size"]})
-    stream, collator = laclip.prepare_data(model, jpegs.repeat(None), tokenizer, BENCH["context"], processor, "cpu")
     settings = loader_kwargs(None, accelerator.device)
-    loader = torch.utils.data.DataLoader(stream, batch_size=args.batch_size, collate_fn=SharedEpochCollator(collator),
-                                         **settings)
-    streamed, ready, wait = loader_vs_tensors(  # as the trainer: uint8 pixels normalised in the training process
-        lambda b: train_step(accelerator, model, model, optimizer, laclip,
-                             normalize_pixels(b, processor.image_mean, processor.image_std)),
-        loader, laclip_collator(data), args.loader_steps)
+    with tempfile.TemporaryDirectory(prefix="train_bench_shards_") as folder:  # the trainer's path for .tar shards
+        make_shards(folder, shards=8, per_shard=4 * args.batch_size)  # 32 steps a pass: no pass restarts the loader
+        stream = load_shard_stream(folder, seed=0, shuffle_buffer=1000)
+        _, collator = laclip.prepare_data(model, stream.dataset(), tokenizer, BENCH["context"], processor, "cpu")
+        batches = StreamedBatches(stream, collator, args.batch_size, settings["num_workers"], device=accelerator.device,
+                                  pin_memory=settings["pin_memory"], prefetch_factor=settings.get("prefetch_factor"))
+        loader = batches.take(1 + 2 * args.loader_steps)
+        ready = next(loader)  # pre-made: the same batch, so texts and pixels match the streamed ones
+        streamed, ready, wait = loader_vs_tensors(  # as the trainer: uint8 pixels normalised in the training process
+            lambda b: train_step(accelerator, model, model, optimizer, laclip,
+                                 normalize_pixels(b, processor.image_mean, processor.image_std)),
+            loader, ready, args.loader_steps)
 
     rate = matmul_rate()
     lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}
