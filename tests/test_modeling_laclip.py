@@ -5,6 +5,7 @@ import torch
 from transformers import AutoConfig, AutoModel, CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
+from langclip.modeling.activations import QuickGELU
 from langclip.modeling.losses import clip_loss, multi_positive_clip_loss
 
 from conftest import tiny_laclip_config
@@ -32,6 +33,32 @@ def test_single_text_loss_equals_transformers_clip_loss(tiny_config, tokenizer):
     ours, theirs = model(**inputs, return_loss=True), plain(**inputs, return_loss=True)
     torch.testing.assert_close(ours.loss, theirs.loss)
     torch.testing.assert_close(ours.logits_per_image, theirs.logits_per_image)
+
+
+def test_quick_gelu_matches_its_float64_formula_and_gradient():
+    x = torch.linspace(-12, 12, 2001, dtype=torch.float64).requires_grad_()
+    reference = x * torch.sigmoid(1.702 * x)
+    (reference_grad,) = torch.autograd.grad(reference.sum(), x)
+    x32 = x.detach().float().requires_grad_()
+    ours = QuickGELU()(x32)
+    (ours_grad,) = torch.autograd.grad(ours.sum(), x32)
+    torch.testing.assert_close(ours.double(), reference.detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ours_grad.double(), reference_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_fused_quick_gelu_trains_as_transformers_clip_does(tiny_config, tokenizer):
+    assert tiny_config.vision_config.hidden_act == tiny_config.text_config.hidden_act == "quick_gelu"
+    model = LaCLIPModel(tiny_config).train()
+    plain = CLIPModel(tiny_config).train()
+    plain.load_state_dict(model.state_dict())
+    assert {type(layer.mlp.activation_fn) for layer in model.vision_model.encoder.layers} == {QuickGELU}
+    inputs = _inputs(tokenizer)
+    model(**inputs, return_loss=True).loss.backward()
+    plain(**inputs, return_loss=True).loss.backward()
+    theirs = dict(plain.named_parameters())
+    for name, parameter in model.named_parameters():
+        if name != "logit_bias":
+            torch.testing.assert_close(parameter.grad, theirs[name].grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_multi_text_without_multi_positive_uses_column_zero(tiny_config, tokenizer):
@@ -112,9 +139,9 @@ def test_plain_clip_compatibility_both_ways(tmp_path, tiny_config, tokenizer):
     plain, info = CLIPModel.from_pretrained(tmp_path / "laclip", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     inputs = _inputs(tokenizer)
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(**inputs).text_embeds, model(**inputs).text_embeds, rtol=0, atol=0)
-        torch.testing.assert_close(plain(**inputs).image_embeds, model(**inputs).image_embeds, rtol=0, atol=0)
+    with torch.no_grad():  # equal up to float32 rounding: our QuickGELU is silu(1.702 x) / 1.702, theirs x sigmoid(1.702 x)
+        torch.testing.assert_close(plain.eval()(**inputs).text_embeds, model(**inputs).text_embeds, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(plain(**inputs).image_embeds, model(**inputs).image_embeds, rtol=1e-5, atol=1e-6)
 
     plain.save_pretrained(tmp_path / "clip")  # e.g. an OpenAI or LAION CLIP checkpoint folder
     from_clip, info = LaCLIPModel.from_pretrained(tmp_path / "clip", output_loading_info=True)

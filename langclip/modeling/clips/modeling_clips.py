@@ -24,6 +24,7 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_clips import CLIPSConfig
+from ..activations import fuse_quick_gelu
 from ..losses import LogitParametersMixin, contrastive_loss
 
 IGNORE_INDEX = -100
@@ -262,6 +263,7 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
                 config.text_config, attention=config.text_attention, pooling=config.text_pooling,
                 last_token_id=config.text_last_token_id)
         self.captioner = CLIPSCaptioner(config)
+        fuse_quick_gelu(self)
         self.add_logit_bias()
         self.post_init()
 

@@ -14,6 +14,7 @@ from transformers import CLIPModel
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_laclip import LaCLIPConfig
+from ..activations import fuse_quick_gelu
 from ..losses import LogitParametersMixin, contrastive_loss
 
 
@@ -51,6 +52,7 @@ class LaCLIPModel(LogitParametersMixin, CLIPModel):
 
     def __init__(self, config: LaCLIPConfig):
         super().__init__(config)
+        fuse_quick_gelu(self)
         self.add_logit_bias()
 
     def forward(
