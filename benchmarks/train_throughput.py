@@ -165,6 +165,21 @@ def loader_vs_tensors(step, loader, batch, steps: int, rounds: int = 2) -> tuple
     return statistics.median(fed), statistics.median(ready), statistics.mean(waits)
 
 
+def data_seconds(batches: StreamedBatches, count: int) -> float:
+    """Seconds per batch of the loader's own work (read, decode, crop, tokenise, collate) done in this process on one
+    thread, as a DataLoader worker does it: the CPU time the worker takes from the step's cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        next(iter(batches.take(1)))
+        start = time.perf_counter()
+        for _ in batches.take(count):
+            pass
+        return (time.perf_counter() - start) / count
+    finally:
+        torch.set_num_threads(threads)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64, help="Pairs per training step.")
@@ -241,6 +256,7 @@ def main() -> None:
             lambda b: train_step(accelerator, model, model, optimizer, laclip,
                                  normalize_pixels(b, processor.image_mean, processor.image_std)),
             loader, ready, args.loader_steps)
+        data_work = data_seconds(StreamedBatches(stream, collator, args.batch_size), args.loader_steps)
 
     rate = matmul_rate()
     lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}
@@ -272,13 +288,17 @@ def main() -> None:
     print(f"streamed JPEG (256 px, {settings['num_workers']} DataLoader workers, prefetch "
           f"{settings.get('prefetch_factor', 0)}): {streamed * 1e3:.0f} ms/step vs {ready * 1e3:.0f} ms/step on pre-made "
           f"tensors = {streamed / ready:.2f}x (target <= 1.05x); waited {wait * 1e3:.0f} ms/step for data")
+    threads = torch.get_num_threads()
+    print(f"the loader's work per batch on one thread: {data_work * 1e3:.0f} ms; were it to share the {threads} busy "
+          f"cores perfectly, the streamed step would be {1 + data_work / (threads * ready):.2f}x, run serially "
+          f"{1 + data_work / ready:.2f}x")
     reduction = 1 - memory[True] / max(memory[False], 1)
     print(f"peak memory growth of a step at batch {args.memory_batch_size}: {memory[False] / 2**20:.0f} MiB without, "
           f"{memory[True] / 2**20:.0f} MiB with gradient checkpointing ({reduction:.0%} less)")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"step_seconds": step, "matmul_flops": rate, "step_flops": flops, "peak_memory": memory,
-                       "streamed_step": streamed, "ready_step": ready, "data_wait": wait,
+                       "streamed_step": streamed, "ready_step": ready, "data_wait": wait, "data_work": data_work,
                        "compile_seconds": compile_seconds}, handle)
 
 
