@@ -3,6 +3,8 @@ shuffles, resampling, --train-num-samples, exact resume of the stream, truncated
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -155,6 +157,16 @@ def test_stream_resumes_from_its_state_to_the_same_batches(tmp_path, tokenizer, 
     resumed.load_state_dict(state)
     assert head + [batch_ids(b) for b in resumed.take(7)] == full
     assert full[:6] != full[6:12]  # passes differ
+
+
+def test_a_stream_left_half_read_exits_quietly(tmp_path):
+    folder = make_shards(tmp_path / "s", num_shards=2, per_shard=6)
+    script = ("import sys\nfrom langclip.processing.loading import load_shard_stream\n"
+              "from langclip.training.trainer import StreamedBatches\n"
+              "batches = StreamedBatches(load_shard_stream(sys.argv[1]), lambda rows: {}, 4).take(10)\n"
+              "next(batches)\n")  # the shard generator is still open when the interpreter shuts down
+    result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "Exception ignored" not in result.stderr, result.stderr
 
 
 def test_uneven_shards_warn():

@@ -194,14 +194,18 @@ def shard_records(shard: str, caption_column: str = "caption", skip_bad_samples:
     counts 1 lost sample (the one being read).
     """
     sidecar = read_sidecar(shard)
-    read = 0
-    try:
-        for sample in WebDataset._get_pipeline_from_tar(shard, ArchiveIterable.from_urlpath(shard)):
-            yield _shard_record(shard, sample, caption_column, sidecar)
-            read += 1
-        error = None
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as raised:
-        error = raised
+    samples = iter(WebDataset._get_pipeline_from_tar(shard, ArchiveIterable.from_urlpath(shard)))
+    read, error = 0, None
+    while True:
+        try:  # only the reading: the yield stays outside, so closing the generator is not caught here
+            sample = next(samples)
+        except StopIteration:
+            break
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as raised:
+            error = raised
+            break
+        yield _shard_record(shard, sample, caption_column, sidecar)
+        read += 1
     expected = expected_samples(shard, sidecar)
     if error is None and (expected is None or read >= expected):
         return
