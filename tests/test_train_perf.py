@@ -128,6 +128,20 @@ def test_persistent_workers_see_every_epoch():
     assert seen == [[0] * 4, [1] * 4, [2] * 4]
 
 
+def test_map_style_batches_go_to_the_device_without_blocking(tmp_path, monkeypatch):
+    configs = []
+
+    class Recorded(trainer.Accelerator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            configs.append(self.dataloader_config)
+
+    monkeypatch.setattr(trainer, "Accelerator", Recorded)
+    values = {**make_training_files(tmp_path), "method": "clip", "output_dir": str(tmp_path / "out"), "max_steps": 1}
+    assert trainer.train(*parse_train_args(as_flags(values)))["step"] == 1
+    assert [config.non_blocking for config in configs] == [True]  # copies of pinned (CUDA) batches overlap the step
+
+
 def test_default_workers_leave_a_core_to_the_trainer(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert trainer.default_num_workers() == 8

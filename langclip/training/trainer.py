@@ -442,7 +442,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         log_with=None if train_args.report_to == "none" else train_args.report_to,
         project_dir=train_args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=train_args.seed,
-                                                  dispatch_batches=False),
+                                                  dispatch_batches=False, non_blocking=True),  # with pinned batches
         dynamo_plugin=TorchDynamoPlugin(backend=model_args.torch_compile_backend) if model_args.torch_compile else None,
     )
     set_seed(train_args.seed)
