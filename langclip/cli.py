@@ -5,8 +5,9 @@ Each command lives in the module that owns its work; that module defines
 command runs, so `langclip --help` stays fast.
 
 A `langclip.errors.LangclipError` (bad input, named with its fix) or a missing file is printed as
-``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback;
-``--debug`` (anywhere on the command line) shows the traceback instead.
+``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback; any other
+error likewise, as its message and type, with a pointer to ``--debug`` (anywhere on the command
+line), which shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     del args.debug
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
-    except (LangclipError, FileNotFoundError) as error:
+    except Exception as error:
         if debug:
             raise
-        print(f"langclip {args.command}: error: {error}", file=sys.stderr)
+        message = str(error) if isinstance(error, (LangclipError, FileNotFoundError)) else (
+            f"{error} ({type(error).__name__}; run with --debug for the traceback)")
+        print(f"langclip {args.command}: error: {message}", file=sys.stderr)
         return 1
 
 

@@ -142,7 +142,7 @@ def test_an_interrupted_chunk_is_redone_and_finished_ones_are_kept(tmp_path, cap
 )
 def test_bad_input_gets_a_clear_error(tmp_path, captions_file, tiny_lm_dir, extra, message):
     with pytest.raises(ValueError, match=message):
-        cli(job_args(captions_file, tmp_path / "out", tiny_lm_dir, *extra))
+        cli([*job_args(captions_file, tmp_path / "out", tiny_lm_dir, *extra), "--debug"])  # --debug: the error itself
 
 
 def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm_dir):
@@ -151,7 +151,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm
     # the seed draws other pairs, so the job's input changes too
     with pytest.raises(ValueError, match=r"different settings or input \(seed: 0 -> 5; input: the content of rows 0-11 "
                                          r"changed \(1 of 1 blocks of 10000 rows differ\)\).*--restart"):  # fmt: skip
-        cli(args + ["--shard-index", "1", "--seed", "5"])
+        cli([*args + ["--shard-index", "1", "--seed", "5"], "--debug"])  # --debug: the error itself
 
 
 def test_push_to_hub_pushes_the_folder_as_a_dataset(tmp_path, captions_file, tiny_lm_dir, monkeypatch):
@@ -159,6 +159,9 @@ def test_push_to_hub_pushes_the_folder_as_a_dataset(tmp_path, captions_file, tin
     monkeypatch.setattr(
         "langclip.processing.generation.differences.push_folder", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
     )
+    monkeypatch.setattr("langclip.processing.generation.differences.check_hub_access",
+                        lambda repo, repo_type: calls.append(("checked", repo, repo_type, (tmp_path / "out").exists())))
     out = tmp_path / "out"
     cli(job_args(captions_file, out, tiny_lm_dir, "--push-to-hub", "me/diffs", "--private"))
-    assert calls == [(out, "me/diffs", {"repo_type": "dataset", "private": True, "revision": None})]
+    assert calls == [("checked", "me/diffs", "dataset", False),  # before the job wrote anything
+                     (out, "me/diffs", {"repo_type": "dataset", "private": True, "revision": None})]

@@ -90,7 +90,7 @@ def test_bad_input_through_the_cli(tmp_path, tiny_lm_dir):
     path = tmp_path / "caps.jsonl"
     path.write_text('{"caption": "a dog"}\n{"caption": null}\n')
     with pytest.raises(ValueError, match=r"row 1 \(id '1'\)"):
-        cli(rewrite_args(path, tmp_path / "out", tiny_lm_dir))
+        cli([*rewrite_args(path, tmp_path / "out", tiny_lm_dir), "--debug"])  # --debug: the error itself
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_pool_smaller_than_examples_per_prompt_through_the_cli(tmp_path, caption
     pool = tmp_path / "two.jsonl"
     pool.write_text('{"input": "a b", "output": "c d"}\n{"input": "e f", "output": "g h"}\n')
     with pytest.raises(ValueError, match="pool 'two' has 2 pairs but each prompt needs 3"):
-        cli(rewrite_args(captions_file, tmp_path / "out", tiny_lm_dir, "--sources", str(pool)))
+        cli([*rewrite_args(captions_file, tmp_path / "out", tiny_lm_dir, "--sources", str(pool)), "--debug"])  # --debug: the error itself
 
 
 # ---- the rewriter: fallbacks and columns --------------------------------------------------
@@ -186,7 +186,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm
     args = rewrite_args(captions_file, tmp_path / "out", tiny_lm_dir, "--num-shards", "2")
     cli([*args, "--shard-index", "0"])
     with pytest.raises(ValueError, match=r"different settings or input \(seed: 0 -> 9\).*--restart"):
-        cli([*args, "--shard-index", "1", "--seed", "9"])
+        cli([*[*args, "--shard-index", "1", "--seed", "9"], "--debug"])  # --debug: the error itself
 
 
 def test_merge_checks_ids():
@@ -293,7 +293,10 @@ def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatc
     calls = []
     monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, private=False, revision=None: calls.append(("data", repo, private, revision, len(self))))
     monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub", lambda self, repo, revision=None: calls.append(("card", repo, revision, self.content)))
+    monkeypatch.setattr("langclip.processing.generation.rewrite.check_hub_access",
+                        lambda repo, repo_type: calls.append(("checked", repo, repo_type, (tmp_path / "o").exists())))
     cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub", "me/caps", "--private", "--hub-revision", "v1"])
+    assert calls.pop(0) == ("checked", "me/caps", "dataset", False)  # before the job wrote anything
     assert calls[0] == ("data", "me/caps", True, "v1", 24)
     assert "--hub-revision is deprecated; use --revision" in capsys.readouterr().err
     assert calls[1][:3] == ("card", "me/caps", "v1") and calls[1][3] == (tmp_path / "o" / "README.md").read_text()
