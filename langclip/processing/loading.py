@@ -498,10 +498,13 @@ def load_rows(path: str, split: str = "train") -> Dataset:
     builder = _BUILDERS.get(local.suffix.lower())
     if builder is None:
         raise DataError(f"{path}: unknown caption file type {local.suffix!r}; expected one of {sorted(_BUILDERS)}")
-    check_utf8(local, "caption file")
+    if builder != "parquet":  # text formats; Parquet is binary and carries its own encoding
+        check_utf8(local, "caption file")
     if local.stat().st_size == 0:
         raise DataError(f"caption file {path} is empty: give a file with one caption per line (or per row)")
     kwargs = {"delimiter": "\t"} if local.suffix.lower() == ".tsv" else {}
+    if builder in ("text", "csv"):
+        kwargs["encoding"] = "utf-8-sig"  # a byte-order mark (as Windows editors write) is not part of the first row
     return datasets.load_dataset(builder, data_files=str(local), split="train", **kwargs)
 
 
