@@ -27,4 +27,10 @@ class HubUnreachableError(LangclipError, ConnectionError):
     """The Hugging Face Hub (or the ``HF_ENDPOINT`` mirror) cannot be reached."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "HubUnreachableError", "LangclipError"]
+class IncompleteJobError(LangclipError, RuntimeError):
+    """A generation job ended with rows pending (requests that failed after retries): its state is saved and
+    rerunning the same command redoes only those rows."""
+
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "HubUnreachableError", "IncompleteJobError",
+           "LangclipError"]

@@ -1,8 +1,10 @@
 """The endpoint backend against a loopback OpenAI-compatible server, and the fingerprinted resume of the job."""
 
 import json
+from types import SimpleNamespace
 from pathlib import Path
 
+import datasets
 import pytest
 from datasets import load_from_disk
 from openai_server import OpenAIServer, pipeline_generate
@@ -10,7 +12,7 @@ from transformers import pipeline
 
 from conftest import CAPTIONS
 from langclip.cli import main as cli
-from langclip.processing.generation.backends import EndpointGenerator, row_seed
+from langclip.processing.generation.backends import EndpointGenerator, completion_text, row_seed
 from langclip.processing.generation.prompts import PromptBuilder
 from langclip.processing.generation.meta_pairs import load_pool
 
@@ -84,10 +86,10 @@ def test_server_killed_mid_job_then_resumed_with_every_id_once(tmp_path, caption
         assert cli(endpoint_args(captions_file, tmp_path / "clean", healthy)) == 0
     out = tmp_path / "out"
     with OpenAIServer(scripted, die_after=10, lifetime=120) as dying:
-        assert cli(endpoint_args(captions_file, out, dying, "--max-retries", "0", "--concurrency", "3")) == 0
-    printed = capsys.readouterr().out
+        assert cli(endpoint_args(captions_file, out, dying, "--max-retries", "0", "--concurrency", "3")) == 1
+    printed = capsys.readouterr().err  # an incomplete job fails, so that `rewrite ... && train ...` stops
     pending = 24 - dying.answered
-    assert dying.answered == 10 and f"{pending} captions pending in all: not merged" in printed
+    assert dying.answered == 10 and f"error: {pending} captions pending in all (requests that failed): not merged" in printed
     assert not (out / "rewrite_summary.json").exists()
     # resumed against a new server, with another chunk size and concurrency: only pending rows are asked for
     with OpenAIServer(scripted, lifetime=120) as revived:
@@ -97,6 +99,34 @@ def test_server_killed_mid_job_then_resumed_with_every_id_once(tmp_path, caption
     assert sorted(asked) == sorted(CAPTIONS[:24])  # every caption answered exactly once over both runs
     assert rows(out) == rows(tmp_path / "clean")
     assert rows(out)["id"] == [str(i) for i in range(24)]
+
+
+def test_a_refused_request_stops_the_job_at_once(tmp_path, captions_file, capsys):
+    with OpenAIServer(scripted, statuses=[401] * 100, lifetime=60) as server:
+        assert cli(endpoint_args(captions_file, tmp_path / "o", server, "--concurrency", "2")) == 1
+    error = capsys.readouterr().err
+    assert f"the endpoint {server.base_url} refused the request (AuthenticationError" in error and "Traceback" not in error
+    assert len(server.requests) <= 4  # the first answers stop it: no retries, no other chunk
+
+
+def test_answers_without_text_leave_their_rows_pending(tmp_path, captions_file, capsys):
+    with OpenAIServer(lambda prompts, seeds, settings: [None] * len(prompts), lifetime=60) as server:
+        assert cli(endpoint_args(captions_file, tmp_path / "o", server)) == 1
+    error = capsys.readouterr().err
+    assert "requests failed (last: an answer without a completion text" in error
+    assert "24 captions pending in all" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("response, chat, text", [
+    (SimpleNamespace(choices=[SimpleNamespace(text=" ok")]), False, " ok"),
+    (SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=None))]), True, ""),
+    (SimpleNamespace(choices=[SimpleNamespace(text=None)]), False, None),
+    (SimpleNamespace(choices=[]), False, None),
+    (SimpleNamespace(choices=None), True, None),
+    ("<html>busy</html>", False, None),  # a body that is not JSON reaches the client as a string
+])
+def test_completion_text_reads_only_real_completions(response, chat, text):
+    assert completion_text(response, chat) == text
 
 
 def test_same_seed_same_prompts_whatever_the_concurrency(tmp_path, captions_file):
@@ -131,6 +161,15 @@ def eda_args(input_path, out, *extra):
     return ["rewrite", str(input_path), "--method", "eda", "--output-dir", str(out), "--chunk-size", "4", *extra]
 
 
+def test_parquet_and_byte_order_marked_text_inputs_read_as_their_captions(tmp_path):
+    captions = ["a red dog on the grass", "two blue cars by the sea", "a cat"]
+    datasets.Dataset.from_dict({"caption": captions}).to_parquet(str(tmp_path / "caps.parquet"))
+    (tmp_path / "caps.txt").write_bytes(("\ufeff" + "\n".join(captions) + "\n").encode())  # as Windows editors save
+    for name in ("caps.parquet", "caps.txt"):
+        assert cli(eda_args(tmp_path / name, tmp_path / name.replace(".", "_"))) == 0
+        assert rows(tmp_path / name.replace(".", "_"))["caption"] == captions
+
+
 def test_resume_with_edited_input_names_the_change(tmp_path, captions_file):
     out, work = tmp_path / "out", tmp_path / "work"
     sharded = eda_args(captions_file, out, "--num-shards", "2", "--work-dir", str(work))
@@ -138,10 +177,10 @@ def test_resume_with_edited_input_names_the_change(tmp_path, captions_file):
     captions_file.write_text("\n".join(CAPTIONS[:23] + ["an edited caption"]) + "\n")
     with pytest.raises(ValueError, match=r"different settings or input \(input: the content of rows 0-23 changed "
                                          r"\(1 of 1 blocks of 10000 rows differ\)\).*--restart"):  # fmt: skip
-        cli([*sharded, "--shard-index", "1"])
+        cli([*[*sharded, "--shard-index", "1"], "--debug"])  # --debug: the error itself
     captions_file.write_text("\n".join(CAPTIONS[:25]) + "\n")
     with pytest.raises(ValueError, match=r"input: 24 rows -> 25 rows"):
-        cli([*sharded, "--shard-index", "1"])
+        cli([*[*sharded, "--shard-index", "1"], "--debug"])  # --debug: the error itself
     assert cli([*sharded, "--shard-index", "1", "--restart"]) == 0  # starts over: shard 0 must run again
     assert not out.exists() and cli([*sharded, "--shard-index", "0"]) == 0
     assert rows(out)["caption"] == CAPTIONS[:25]
@@ -151,10 +190,10 @@ def test_finished_output_with_edited_input_or_other_seed_is_refused_until_restar
     out = tmp_path / "out"
     cli(eda_args(captions_file, out, "--text-files"))
     with pytest.raises(ValueError, match=r"holds the output of a job with different settings or input \(seed: 0 -> 1\)"):
-        cli(eda_args(captions_file, out, "--seed", "1"))
+        cli([*eda_args(captions_file, out, "--seed", "1"), "--debug"])  # --debug: the error itself
     captions_file.write_text("\n".join(["an edited caption"] + CAPTIONS[1:24]) + "\n")
     with pytest.raises(ValueError, match=r"input: the content of rows 0-23 changed"):
-        cli(eda_args(captions_file, out, "--text-files"))
+        cli([*eda_args(captions_file, out, "--text-files"), "--debug"])  # --debug: the error itself
     assert cli(eda_args(captions_file, out, "--text-files", "--restart")) == 0
     lines = (out / "texts" / "eda.txt").read_text().splitlines()
     assert len(lines) == 24 and rows(out)["caption"][0] == "an edited caption"  # the text files follow the new input
@@ -184,4 +223,4 @@ def test_edited_meta_pair_pool_is_a_change(tmp_path, captions_file):
         cli([*args, "--shard-index", "0"])
         write(pairs[:2] + [("two cats", "two sleepy cats")])
         with pytest.raises(ValueError, match=r"source_fingerprints: \{'.*mine.jsonl': '\w+'\} -> \{'.*mine.jsonl': '\w+'\}"):
-            cli([*args, "--shard-index", "1"])
+            cli([*[*args, "--shard-index", "1"], "--debug"])  # --debug: the error itself

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 
 import transformers
 
+from ...errors import ConfigError
 from .job import process_state
 
 # A proposer maps (captions, ids, requests (row, source, k)) to one (raw rewrite or None, examples shown) per request:
@@ -176,27 +177,44 @@ class EndpointGenerator:
             try:
                 if self.chat:
                     response = await self._client.chat.completions.create(**self._request(prompt, seed))
-                    return response.choices[0].message.content or ""
-                response = await self._client.completions.create(**self._request(prompt, seed))
-                return response.choices[0].text
+                else:
+                    response = await self._client.completions.create(**self._request(prompt, seed))
+            except (self.openai.AuthenticationError, self.openai.PermissionDeniedError,
+                    self.openai.NotFoundError) as error:  # no retry can mend these: stop the job
+                raise ConfigError(f"the endpoint {self.client_kwargs['base_url']} refused the request "
+                                  f"({type(error).__name__}: {error}); check --base-url, --model {self.model!r} and "
+                                  "the key in --api-key-env") from error
             except self.openai.APIError as error:  # after the client's retries
                 self.failures += 1
                 self.last_error = f"{type(error).__name__}: {error}"
                 return None
+            text = completion_text(response, self.chat)
+            if text is None:
+                self.failures += 1
+                self.last_error = f"an answer without a completion text: {str(response)[:200]!r}"
+            return text
 
     async def _all(self, prompts, seeds) -> list[str | None]:
         if self._client is None:
             self._client = self.openai.AsyncOpenAI(**self.client_kwargs)
         slots = asyncio.Semaphore(self.concurrency)
-        return await asyncio.gather(*(self._one(p, s, slots) for p, s in zip(prompts, seeds)))
+        tasks = [asyncio.ensure_future(self._one(p, s, slots)) for p, s in zip(prompts, seeds)]
+        try:
+            return await asyncio.gather(*tasks)
+        except BaseException:  # a refused request: the others are cancelled, not left running
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     def __call__(self, prompts: Sequence[str], names: Sequence[str] | None = None, seeds=None) -> list[str | None]:
-        """The continuation of each prompt in input order; None where the request failed after retries."""
+        """The continuation of each prompt in input order; None where the request failed (after retries, or
+        answered without a completion text). A refused request (401, 403, 404) raises `ConfigError`."""
         failed = self.failures
         seeds = [None] * len(prompts) if seeds is None else list(seeds)
         completions = self._loop.run_until_complete(self._all(list(prompts), seeds))
         if self.failures > failed:
-            print(f"{self.failures - failed} of {len(prompts)} requests failed after retries ({self.last_error}); "
+            print(f"{self.failures - failed} of {len(prompts)} requests failed (last: {self.last_error}); "
                   "their rows are pending", file=sys.stderr)  # fmt: skip
         return completions
 
@@ -204,6 +222,19 @@ class EndpointGenerator:
         if self._client is not None:
             self._loop.run_until_complete(self._client.close())
         self._loop.close()
+
+
+def completion_text(response, chat: bool) -> str | None:
+    """The text of an OpenAI-style (chat) completion, or None when the answer holds none (no ``choices``, a null
+    ``text``, a body that is not JSON); an empty chat message is "" (the filters reject it)."""
+    choices = getattr(response, "choices", None)
+    if not choices:
+        return None
+    if chat:
+        message = getattr(choices[0], "message", None)
+        return None if message is None else message.content or ""
+    text = getattr(choices[0], "text", None)
+    return text if isinstance(text, str) else None
 
 
 def add_generation_arguments(parser, model_help: str, model_required: bool = False) -> None:

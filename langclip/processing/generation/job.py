@@ -37,6 +37,8 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
+from ...errors import IncompleteJobError
+
 PENDING = "pending"
 BLOCK_ROWS = 10_000
 _CHUNK_NAME = re.compile(r"^chunk-(\d{12})-(\d{12})(-pending)?$")
@@ -278,7 +280,8 @@ class ChunkedMapJob:
         return pending
 
     def run_and_merge(self, dataset: Dataset, shard_index: int = 0) -> Dataset | None:
-        """`run` this shard, then, on the main process once every shard is done, `merge`; else None."""
+        """`run` this shard, then, on the main process once every shard is done, `merge`; else None (another
+        process, or shards not done yet). Rows still pending after the run raise `IncompleteJobError`."""
         self.run(dataset, shard_index)
         state = process_state()
         state.wait_for_everyone()
@@ -289,8 +292,8 @@ class ChunkedMapJob:
             print(f"shard {shard_index} is done; shards {sorted(missing)} are not. Rerun any shard then to merge.")
             return None
         if pending:
-            print(f"{pending} {self.unit}s pending in all: not merged. Rerun the same command to redo them.")
-            return None
+            raise IncompleteJobError(f"{pending} {self.unit}s pending in all (requests that failed): not merged. "
+                                     "Rerun the same command to redo them.")
         return self.merge(dataset)
 
     def progress(self, num_rows: int) -> tuple[dict[int, int], int]:
