@@ -54,6 +54,12 @@ def inputs(tmp_path_factory):
     write("not_coco.json", '{"images": []}')
     torch.save({"state_dict": {"w": torch.zeros(1)}, "optimizer": io.BytesIO()}, root / "pickled_object.pt")
     write("junk.pt", "not a checkpoint")
+    write("captions.txt", "a red circle\na blue square\nthe green triangle\n")
+    (root / "config_only").mkdir()
+    write("config_only/config.json", '{"model_type": "laclip"}')
+    from test_convert import open_clip_state_dict
+    from safetensors.torch import save_file
+    save_file(open_clip_state_dict(), str(root / "open_clip.safetensors"))
     for name, captions in (("none_caption", ["a red circle", None, "a blue circle"]), ("int_caption", [1, 2, 3])):
         datasets.Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 3, "caption": captions}).save_to_disk(
             str(root / name))
@@ -149,6 +155,16 @@ CASES = [
                                          "--output-dir", str(r / "rw")], "empty.txt is empty"),
     ("rewrite-not-utf8", lambda r, f: ["rewrite", str(r / "latin1.txt"), "--method", "eda",
                                        "--output-dir", str(r / "rw")], "latin1.txt is not UTF-8: line 2"),
+    ("rewrite-no-rewrites", lambda r, f: ["rewrite", str(r / "latin1.csv"), "--method", "eda", "--num-rewrites", "0",
+                                          "--output-dir", str(r / "rw")], "--num-rewrites must be >= 1, got 0"),
+    ("rewrite-chunk-size-zero", lambda r, f: ["rewrite", str(r / "captions.txt"), "--method", "eda", "--chunk-size", "0",
+                                              "--output-dir", str(r / "rw")],
+     "must be positive, got 0 and 64 (ValueError; run with --debug for the traceback)"),  # any error is one line
+    ("differences-no-pairs", lambda r, f: ["differences", str(r / "captions.txt"), "--model", "m", "--num-pairs", "0",
+                                           "--output-dir", str(r / "df")], "--num-pairs must be >= 1, got 0"),
+    ("differences-template-field", lambda r, f: ["differences", str(r / "captions.txt"), "--model", "m", "--template",
+                                                 "A: {caption_a} B: {caption_c}", "--output-dir", str(r / "df")],
+     "--template must name {caption_a} and {caption_b} and no other field; it has ['caption_a', 'caption_c']"),
     ("meta-pairs-malformed-coco", lambda r, f: ["meta-pairs", "--coco", str(r / "broken_coco.json"),
                                                 "--output", str(r / "pool.jsonl")],
      "broken_coco.json: not valid JSON at line 2"),
@@ -158,12 +174,17 @@ CASES = [
     ("demo-no-threads", lambda r, f: ["demo", "--threads", "0", "--output-dir", str(r / "demo")],
      "--threads must be >= 1, got 0"),
     ("demo-no-jobs", lambda r, f: ["demo", "--jobs", "0", "--output-dir", str(r / "demo")], "--jobs must be >= 1, got 0"),
+    ("demo-no-steps", lambda r, f: ["demo", "--max-steps", "0", "--output-dir", str(r / "demo")],
+     "--max-steps must be >= 1, got 0"),
+    ("push-no-weights", lambda r, f: ["push", str(r / "config_only"), "me/model"], "config_only has no weights"),
     # push
     ("push-not-a-checkpoint", lambda r, f: ["push", str(r / "eval_images"), "me/model"], "has no config.json"),
     ("push-bad-repo-id", lambda r, f: ["push", str(r / "run"), "no-namespace"], "invalid repo id 'no-namespace'"),
     # convert
     ("convert-pickled-object", lambda r, f: ["convert", "--from", "open_clip", str(r / "pickled_object.pt"),
                                              str(r / "conv")], "pickled_object.pt: refused for safety"),
+    ("convert-zero-heads", lambda r, f: ["convert", "--from", "open_clip", str(r / "open_clip.safetensors"),
+                                         str(r / "conv"), "--vision-heads", "0"], "--vision-heads must be >= 1, got 0"),
     ("convert-junk", lambda r, f: ["convert", "--from", "open_clip", str(r / "junk.pt"), str(r / "conv")],
      "junk.pt is not a readable PyTorch checkpoint"),
     ("convert-missing", lambda r, f: ["convert", "--from", "open_clip", str(r / "none.pt"), str(r / "conv")],

@@ -213,8 +213,8 @@ def plot(output_dir: str, results: dict, path: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    for name in ("threads", "jobs", "train_images", "test_images", "num_rewrites"):
-        if getattr(args, name) < 1:
+    for name in ("threads", "jobs", "train_images", "test_images", "num_rewrites", "max_steps"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     started = time.time()
     torch.set_num_threads(args.threads)

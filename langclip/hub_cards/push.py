@@ -178,6 +178,9 @@ def push_model(
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise DataError(f"{folder} has no config.json: is it a checkpoint folder (save_pretrained output)?")
+    if not any(folder.glob("*.safetensors")):
+        raise DataError(f"{folder} has no weights (model.safetensors, or shards with their index): push the folder "
+                        "save_pretrained wrote, or `langclip convert` a checkpoint first")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config.pop("auto_map", None)  # written afresh by remote_code_files
     if (folder / "README.md").is_file():

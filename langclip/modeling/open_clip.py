@@ -94,9 +94,11 @@ def open_clip_config(
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     vocab_size, text_width = state_dict["token_embedding.weight"].shape
     activation = "quick_gelu" if quick_gelu else "gelu"
-    vision_heads = vision_heads or vision_width // 64
-    text_heads = text_heads or text_width // 64
+    vision_heads = vision_width // 64 if vision_heads is None else vision_heads
+    text_heads = text_width // 64 if text_heads is None else text_heads
     for name, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
+        if heads < 1:
+            raise ConfigError(f"--{name}-heads must be >= 1, got {heads}")
         if width % heads:
             raise ConfigError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
     return LaCLIPConfig(

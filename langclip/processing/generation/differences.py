@@ -19,14 +19,16 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from datasets import Dataset
 
+from ...errors import ConfigError
 from ...hub_cards import cards
-from ...hub_cards.push import add_push_arguments, push_folder
+from ...hub_cards.push import add_push_arguments, check_hub_access, push_folder
 from ..loading import check_captions, load_captions
 from .backends import add_generation_arguments, build_generator, generation_config, row_seed
 from .filters import MIN_CHARS, clean_difference
@@ -250,7 +252,25 @@ def job_config(args) -> dict:
     return {**{key: getattr(args, key) for key in keys}, **generation_config(args)}
 
 
+def check_template(template: str) -> None:
+    """A `ConfigError` unless ``template`` is a format string whose only fields are ``{caption_a}`` and ``{caption_b}``,
+    both present (``{{``/``}}`` stand for literal braces)."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as error:
+        raise ConfigError(f"--template {template!r} is not a format string ({error}); write literal braces as "
+                          "{{ and }}") from None
+    if fields != {"caption_a", "caption_b"}:
+        raise ConfigError(f"--template must name {{caption_a}} and {{caption_b}} and no other field; it has "
+                          f"{sorted(fields) or 'none'}")
+
+
 def main(args) -> int:
+    if args.num_pairs is not None and args.num_pairs < 1:
+        raise ConfigError(f"--num-pairs must be >= 1, got {args.num_pairs}")
+    check_template(args.template)
+    if args.push_to_hub:  # the token, repo and permissions, before the job rather than after it
+        check_hub_access(args.push_to_hub, repo_type="dataset")
     num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
     output = Path(args.output_dir)
     config = job_config(args)

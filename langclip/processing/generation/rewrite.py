@@ -35,7 +35,8 @@ from datasets.fingerprint import Hasher
 from huggingface_hub import DatasetCard
 
 from ...hub_cards import cards
-from ...hub_cards.push import add_push_arguments
+from ...errors import ConfigError
+from ...hub_cards.push import add_push_arguments, check_hub_access
 from ..loading import check_captions, load_captions, write_sidecars
 from ..text import EDA, load_synonyms
 from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
@@ -279,6 +280,10 @@ def build_rewriter(args, example: tuple[str, str]) -> tuple[Rewriter, str]:
 
 
 def main(args) -> int:
+    if args.num_rewrites < 1:
+        raise ConfigError(f"--num-rewrites must be >= 1, got {args.num_rewrites}")
+    if args.push_to_hub:  # the token, repo and permissions, before the job rather than after it
+        check_hub_access(args.push_to_hub, repo_type="dataset")
     num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
     output = Path(args.output_dir)
     config = job_config(args)
