@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 
 from .errors import LangclipError
@@ -43,6 +44,15 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def worker_message(message: str) -> str:
+    """The error's own message from one re-raised by a DataLoader worker ("Caught X in DataLoader worker process 0.",
+    the worker's traceback, then ``module.X: message``); other messages as they are."""
+    if "\nOriginal Traceback" not in message:
+        return message
+    last = message.rstrip().rsplit("\n", 1)[-1]
+    return last.split(": ", 1)[1] if re.match(r"^[\w.]+: ", last) else last
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -54,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if debug:
             raise
-        message = str(error) if isinstance(error, (LangclipError, FileNotFoundError)) else (
-            f"{error} ({type(error).__name__}; run with --debug for the traceback)")
+        message = worker_message(str(error))
+        if not isinstance(error, (LangclipError, FileNotFoundError)):
+            message = f"{message} ({type(error).__name__}; run with --debug for the traceback)"
         print(f"langclip {args.command}: error: {message}", file=sys.stderr)
         return 1
 

@@ -78,6 +78,8 @@ def inputs(tmp_path_factory):
     datasets.Dataset.from_dict({"image": [str(images / "good.png"), str(images / "broken.png")], "label": [0, 1]},
                                features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(
                                    names=["red", "blue"])})).save_to_disk(str(root / "eval_data"))
+    datasets.Dataset.from_dict({"image": [str(images / "good.png")] * 3 + [str(images / "broken.png")],
+                                "caption": ["a red circle"] * 4}).save_to_disk(str(root / "broken_image_data"))
     cli(["train", *as_flags({**files, "method": "clip", "max_steps": 2, "output_dir": str(root / "run")})])
     AcceleratorState._reset_state(reset_partial_state=True)
     return root, files
@@ -144,6 +146,10 @@ CASES = [
      "the caption column 'text' is not in the dataset"),
     ("metadata-jsonl-line", lambda r, f: train(f, r, train_data=r / "bad_metadata"),
      "metadata.jsonl, line 2: not valid JSON"),
+    ("image-broken-in-a-worker", lambda r, f: train(f, r, train_data=r / "broken_image_data", num_workers=1),
+     "cannot read image row '3'"),  # one line, not the worker's re-raised traceback
+    ("max-grad-norm-negative", lambda r, f: train(f, r, max_grad_norm=-1), "--max-grad-norm must be > 0, got -1"),
+    ("lr-negative", lambda r, f: train(f, r, lr=-1), "--lr must be > 0, got -1"),
     ("train-data-missing", lambda r, f: train(f, r, train_data=r / "no_such_data"), "no_such_data"),
     # eval
     ("eval-split-without-splits", lambda r, f: run_eval(r, "--split", "validation"),

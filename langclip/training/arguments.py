@@ -241,6 +241,9 @@ class TrainArguments:
         for name in ("save_steps", "save_total_limit", "warmup_steps", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "max_grad_norm"):  # a negative clip norm would flip the gradients
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         if self.lr_decay_per_epoch is not None and not 0 < self.lr_decay_per_epoch <= 1:
             raise ConfigError(f"--lr-decay-per-epoch must be in (0, 1], got {self.lr_decay_per_epoch}")
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
