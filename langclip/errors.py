@@ -27,10 +27,19 @@ class HubUnreachableError(LangclipError, ConnectionError):
     """The Hugging Face Hub (or the ``HF_ENDPOINT`` mirror) cannot be reached."""
 
 
+def check_at_least_one(flags, *names: str) -> None:
+    """A `ConfigError` naming the first of ``names`` (attributes of ``flags``: parsed arguments or a dataclass, spelt
+    as flags ``--a-name``) whose value is below 1; a None value is an unset flag."""
+    for name in names:
+        value = getattr(flags, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+
+
 class IncompleteJobError(LangclipError, RuntimeError):
     """A generation job ended with rows pending (requests that failed after retries): its state is saved and
     rerunning the same command redoes only those rows."""
 
 
 __all__ = ["CheckpointError", "ConfigError", "DataError", "HubUnreachableError", "IncompleteJobError",
-           "LangclipError"]
+           "LangclipError", "check_at_least_one"]

@@ -35,7 +35,7 @@ import time
 import torch
 from datasets import load_from_disk
 
-from ..errors import ConfigError
+from ..errors import check_at_least_one
 from ..hub_cards.cards import model_card
 from ..processing.generation import rewrite
 from ..processing.generation.prompts import build_prompt
@@ -213,9 +213,7 @@ def plot(output_dir: str, results: dict, path: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    for name in ("threads", "jobs", "train_images", "test_images", "num_rewrites", "max_steps"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    check_at_least_one(args, "threads", "jobs", "train_images", "test_images", "num_rewrites", "max_steps")
     started = time.time()
     torch.set_num_threads(args.threads)
     output_dir = args.output_dir

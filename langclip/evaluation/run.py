@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_at_least_one
 from ..processing import loading
 from .suite import (
     TASKS,
@@ -224,8 +224,7 @@ def main(args: argparse.Namespace) -> int:
         return compare(args.compare, args.output_dir or "outputs/eval/compare")
     if not args.model:
         raise ConfigError("give --model (a checkpoint folder or Hub id) to evaluate")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_at_least_one(args, "batch_size")
     if args.dataset:  # a Dataset folder has no splits to choose from: naming one is an error, not all of it
         probe = [args.train_split, args.validation_split] if args.task == "linear-probe" else []
         for split in filter(None, [args.split, *probe]):

@@ -19,7 +19,7 @@ import os
 import yaml
 from transformers import HfArgumentParser
 
-from ..errors import ConfigError
+from ..errors import ConfigError, check_at_least_one
 from ..modeling.losses import CONTRASTIVE_LOSSES
 from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
 from .methods import OBJECTIVES, PRESETS, TEXT_SAMPLINGS, TRAIN_PARTS
@@ -230,9 +230,7 @@ class TrainArguments:
     def __post_init__(self):
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError(f"--mixed-precision must be no, bf16 or fp16, got {self.mixed_precision!r}")
-        for name in ("per_device_batch_size", "accum_freq", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_at_least_one(self, "per_device_batch_size", "accum_freq", "logging_steps")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ConfigError(f"--max-steps must be a positive number of steps, got {self.max_steps}; "
                               "leave it out to train --num-epochs")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from ...errors import ConfigError
+from ...errors import ConfigError, check_at_least_one
 from ...hub_cards import cards
 from ...hub_cards.push import add_push_arguments, check_hub_access, push_folder
 from ..loading import check_captions, load_captions
@@ -266,8 +266,7 @@ def check_template(template: str) -> None:
 
 
 def main(args) -> int:
-    if args.num_pairs is not None and args.num_pairs < 1:
-        raise ConfigError(f"--num-pairs must be >= 1, got {args.num_pairs}")
+    check_at_least_one(args, "num_pairs")
     check_template(args.template)
     if args.push_to_hub:  # the token, repo and permissions, before the job rather than after it
         check_hub_access(args.push_to_hub, repo_type="dataset")

@@ -34,8 +34,8 @@ from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
 from huggingface_hub import DatasetCard
 
+from ...errors import check_at_least_one
 from ...hub_cards import cards
-from ...errors import ConfigError
 from ...hub_cards.push import add_push_arguments, check_hub_access
 from ..loading import check_captions, load_captions, write_sidecars
 from ..text import EDA, load_synonyms
@@ -280,8 +280,7 @@ def build_rewriter(args, example: tuple[str, str]) -> tuple[Rewriter, str]:
 
 
 def main(args) -> int:
-    if args.num_rewrites < 1:
-        raise ConfigError(f"--num-rewrites must be >= 1, got {args.num_rewrites}")
+    check_at_least_one(args, "num_rewrites")
     if args.push_to_hub:  # the token, repo and permissions, before the job rather than after it
         check_hub_access(args.push_to_hub, repo_type="dataset")
     num_shards, shard_index = resolve_shard(args.num_shards, args.shard_index)
