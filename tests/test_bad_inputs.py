@@ -65,6 +65,8 @@ def inputs(tmp_path_factory):
             str(root / name))
     datasets.Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 16, "caption": ["a red circle"] * 16}).save_to_disk(
         str(root / "other_data"))
+    datasets.Dataset.from_dict({"image": [Image.new("RGB", (8, 8))] * 4, "caption": ["a red circle"] * 4,
+                                "rewrites": ["a photo of a red circle"] * 4}).save_to_disk(str(root / "string_rewrites"))
     datasets.Dataset.from_dict({"image": [], "caption": []}, features=datasets.Features(
         {"image": datasets.Image(), "caption": datasets.Value("string")})).save_to_disk(str(root / "empty_data"), num_shards=1)
     folder = root / "bad_metadata"
@@ -150,6 +152,9 @@ CASES = [
      "cannot read image row '3'"),  # one line, not the worker's re-raised traceback
     ("max-grad-norm-negative", lambda r, f: train(f, r, max_grad_norm=-1), "--max-grad-norm must be > 0, got -1"),
     ("lr-negative", lambda r, f: train(f, r, lr=-1), "--lr must be > 0, got -1"),
+    ("num-texts-zero", lambda r, f: train(f, r, method="laclip-mt", num_texts=0), "--num-texts must be >= 1, got 0"),
+    ("rewrites-one-string", lambda r, f: train(f, r, train_data=r / "string_rewrites", method="laclip"),
+     "the rewrites column must hold a list of strings per row"),  # was: trained as CLIP, silently
     ("train-data-missing", lambda r, f: train(f, r, train_data=r / "no_such_data"), "no_such_data"),
     # eval
     ("eval-split-without-splits", lambda r, f: run_eval(r, "--split", "validation"),

@@ -217,3 +217,16 @@ def test_clips_with_the_sigmoid_loss_uses_it_in_both_contrastive_terms(tokenizer
         expected = (sigmoid_loss(output.image_embeds, output.text_embeds, scale, model.logit_bias)
                     + sigmoid_loss(output.image_embeds, output.partial_text_embeds, scale, model.logit_bias)) / 2
     torch.testing.assert_close(output.contrastive_loss, expected)
+
+
+def test_laclip_mt_texts_per_image_are_the_most_rewrites_of_any_row(tokenizer):
+    from PIL import Image
+    from transformers import CLIPImageProcessor
+
+    rewrites = [[], ["a photo of a dog"], ["a dog outside", "one brown dog"], ["a dog"]]  # the first row has none
+    rows = datasets.Dataset.from_dict({"id": ["0", "1", "2", "3"], "image": [Image.new("RGB", (40, 40))] * 4,
+                                       "caption": ["a dog"] * 4, "rewrites": rewrites})
+    processor = CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32})
+    _, collator = Method.preset("laclip-mt").prepare_data(None, rows, tokenizer, 16, processor, "cpu")
+    assert collator.num_texts == 3
+    assert collator(list(rows))["input_ids"].shape[:2] == (4, 3)  # shorter rows padded with their caption

@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
+from langclip.errors import DataError
 from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter, candidate_texts
 
@@ -29,6 +30,15 @@ def test_picks_under_two_words_fall_back_to_the_original():
     assert counts[CAPTION] == pytest.approx(2000, abs=150)  # original + fallen-back pick: 2/3
 
 
+@pytest.mark.parametrize("rewrites", ["a red dog on grass", 7, [1, 2], ["a red dog", 3]])
+def test_rewrites_that_are_not_a_list_of_strings_are_named(rewrites):
+    """A string would be read character by character, numbers as unusable: both silently became the caption."""
+    with pytest.raises(DataError, match=r"the rewrites column must hold a list of strings per row"):
+        candidate_texts("a dog", rewrites)
+    with pytest.raises(DataError, match=r"--rewrites-column"):
+        TextAugmenter(0).sample("a dog", rewrites)
+
+
 def test_keyed_draws_are_reproducible_and_seed_dependent():
     a, b = TextAugmenter(seed=3), TextAugmenter(seed=3)
     keys = [(epoch, f"id{i}") for epoch in range(2) for i in range(50)]
@@ -45,7 +55,7 @@ def test_sample_all_puts_the_draw_first_and_keeps_the_rest_in_order():
         assert texts[1:] == [t for j, t in enumerate([CAPTION] + REWRITES) if j != pick]
     padded = augmenter.sample_all(CAPTION, REWRITES[:1], num_texts=4, key=0)
     assert sorted(padded) == sorted([CAPTION, REWRITES[0], CAPTION, CAPTION])
-    with pytest.raises(ValueError, match="row has 5 texts but num_texts=3"):
+    with pytest.raises(DataError, match=r"has 5 texts \(itself \+ rewrites\), more than --num-texts 3; set --num-texts"):
         augmenter.sample_all(CAPTION, REWRITES, num_texts=3)
 
 

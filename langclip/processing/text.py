@@ -32,6 +32,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..errors import DataError
 
 MIN_WORDS = 2
 
@@ -41,9 +42,17 @@ def _usable(text: Any) -> bool:
 
 
 def candidate_texts(caption: str, rewrites: Sequence[str] | None) -> list[str]:
-    """[caption] + rewrites, with every rewrite of fewer than two words replaced by the caption."""
+    """[caption] + rewrites, with every rewrite of fewer than two words (or None) replaced by the caption.
+
+    ``rewrites`` must be a list of strings: one string (whose characters would each be a "rewrite") or numbers are a
+    `DataError`, not a silent fall-back to the caption."""
     if not isinstance(caption, str) or not caption.strip():
         raise ValueError(f"caption must be a non-empty string, got {caption!r}")
+    if rewrites is not None and (not isinstance(rewrites, (list, tuple))
+                                 or not all(text is None or isinstance(text, str) for text in rewrites)):
+        raise DataError(f"the rewrites of caption {caption!r} are {rewrites!r}: the rewrites column must hold a list "
+                        "of strings per row; store the rewrites as lists, or map the right column with "
+                        "--rewrites-column")
     return [caption] + [text if _usable(text) else caption for text in (rewrites or [])]
 
 
@@ -74,7 +83,8 @@ class TextAugmenter:
     def sample_all(self, caption: str, rewrites: Sequence[str] | None, num_texts: int, key=None) -> list[str]:
         candidates = candidate_texts(caption, rewrites)
         if len(candidates) > num_texts:
-            raise ValueError(f"row has {len(candidates)} texts but num_texts={num_texts}")
+            raise DataError(f"caption {caption!r} has {len(candidates)} texts (itself + rewrites), more than "
+                            f"--num-texts {num_texts}; set --num-texts to 1 + the most rewrites of a row")
         candidates += [caption] * (num_texts - len(candidates))
         pick = self._rng(key).randrange(len(candidates))
         return [candidates[pick]] + candidates[:pick] + candidates[pick + 1 :]

@@ -60,7 +60,8 @@ class ModelArguments:
         "Fast tokenizer folder or Hub id (default: the one saved with --model-name-or-path).", default=None
     )
     num_texts: int | None = _help(
-        "LaCLIP-MT: texts per image, 1 + number of rewrites (default: from the first row).", default=None
+        "LaCLIP-MT: texts per image, 1 + number of rewrites (default: 1 + the most rewrites of a row; of the "
+        "first row for streamed data); rows with fewer are padded with their caption.", default=None
     )
     max_length: int | None = _help("Token budget per text (default: the text tower's context length).", default=None)
     gradient_checkpointing: bool = _help("Recompute activations in the backward pass to save memory.", default=False)
@@ -80,6 +81,7 @@ class ModelArguments:
         if self.method not in METHOD_NAMES:
             raise ConfigError(f"--method must be one of {', '.join(METHOD_NAMES)}, got {self.method!r}"
                               f"{nearest(self.method, METHOD_NAMES)}")
+        check_at_least_one(self, "num_texts")  # 0 would read as "unset"
         if self.model_config is not None:
             try:
                 parsed = json.loads(self.model_config)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 import datasets
+import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -189,12 +190,23 @@ class Objective:
         return contrastive_loss(image, text, logit_scale, logit_bias)
 
 
+def most_rewrites(dataset) -> int:
+    """The largest number of rewrites of a row: over every row of a `datasets.Dataset` (Arrow compute, nothing
+    decoded), else (streamed data) of the first row."""
+    if isinstance(dataset, datasets.Dataset):
+        if not isinstance(dataset.features.get("rewrites"), (datasets.List, datasets.LargeList)):
+            return 0  # no rewrites, or not lists: the collator names the row
+        lengths = pc.list_value_length(dataset.data.column("rewrites"))
+        return pc.max(lengths).as_py() or 0
+    return len(next(iter(dataset)).get("rewrites") or [])
+
+
 @dataclass(frozen=True)
 class MultiPositive(Objective):
     """``multi-positive`` (LaCLIP-MT): every image with all T = M + 1 of its texts.
 
     Softmax: `multi_positive_clip_loss`; sigmoid: `sigmoid_loss` with every text of an image
-    a positive. ``num_texts`` None: 1 + the number of rewrites of the first row.
+    a positive. ``num_texts`` None: 1 + the most rewrites of a row (streamed data: of the first row).
     """
 
     name: ClassVar[str] = "multi-positive"
@@ -211,7 +223,7 @@ class MultiPositive(Objective):
         return {**super().config_overrides, "multi_positive": True}
 
     def collator(self, method: Method, tokenizer, max_length: int, image_transform, dataset) -> ContrastiveCollator:
-        num_texts = self.num_texts or 1 + len(next(iter(dataset)).get("rewrites") or [])
+        num_texts = self.num_texts or 1 + most_rewrites(dataset)
         return ContrastiveCollator(tokenizer, max_length, augmenter=method.augmenter(), num_texts=num_texts,
                                    image_transform=image_transform, skip_bad_samples=method.skip_bad_samples)
 
