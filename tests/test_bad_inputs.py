@@ -134,6 +134,11 @@ CASES = [
      "seed is 7 here but 0 in"),
     ("resume-other-method", lambda r, f: train(f, r, output_dir=r / "run", resume=True, max_steps=3, method="laclip"),
      "method is 'laclip' here but 'clip' in"),
+    ("resume-other-model", lambda r, f: train(f, r, output_dir=r / "run", resume=True, max_steps=3,
+                                              model_config=json.dumps({**json.loads(TINY_MODEL_CONFIG), "projection_dim": 8})),
+     "model_config is"),  # was: "checkpoint-2 is incomplete or corrupted ... Delete them"
+    ("resume-other-train-parts", lambda r, f: train(f, r, output_dir=r / "run", resume=True, max_steps=3,
+                                                    train_parts="text"), "train_parts is 'text' here but None in"),
     ("resume-other-data", lambda r, f: train(f, r, output_dir=r / "run", resume=True, max_steps=3,
                                              train_data=r / "other_data"),
      "data_fingerprint is"),

@@ -66,7 +66,9 @@ CHECKPOINT_PREFIX = "checkpoint-"
 LOG_FILE = "train_log.jsonl"
 STATE_FILE = "trainer_state.json"
 # Settings a resumed run must share with the run it continues (--resume-ignore-mismatch overrides).
-RESUME_SETTINGS = ("method", "per_device_batch_size", "accum_freq", "num_processes", "seed", "data_fingerprint")
+RESUME_SETTINGS = ("method", "text_sampling", "objective", "contrastive_loss", "train_parts",  # what trains, and how
+                   "model_name_or_path", "model_config", "lora_r",  # the model's parameters and optimizer groups
+                   "per_device_batch_size", "accum_freq", "num_processes", "seed", "data_fingerprint")
 DATA_STATE_FILE = "data_state-{rank}.json"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
