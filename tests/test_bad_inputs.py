@@ -160,6 +160,8 @@ CASES = [
     ("num-texts-zero", lambda r, f: train(f, r, method="laclip-mt", num_texts=0), "--num-texts must be >= 1, got 0"),
     ("rewrites-one-string", lambda r, f: train(f, r, train_data=r / "string_rewrites", method="laclip"),
      "the rewrites column must hold a list of strings per row"),  # was: trained as CLIP, silently
+    ("output-dir-is-the-data", lambda r, f: train(f, r, output_dir=f["train_data"]),
+     "is the --train-data folder: the run would write its checkpoints and model files among the inputs"),
     ("train-data-missing", lambda r, f: train(f, r, train_data=r / "no_such_data"), "no_such_data"),
     # eval
     ("eval-split-without-splits", lambda r, f: run_eval(r, "--split", "validation"),

@@ -312,13 +312,20 @@ def read_state(checkpoint: str) -> dict:
 def validate_run(method: Method, model_args: ModelArguments, data_args: DataArguments,
                  train_args: TrainArguments) -> None:
     """Checks that need no model or data, before anything is built: the data and model are given, the
-    --model-config keys exist, and a fresh run does not write into a folder holding another run."""
+    --model-config keys exist, --output-dir is none of the run's inputs, and a fresh run does not write into a
+    folder holding another run."""
     if data_args.train_data is None:
         raise ConfigError("give --train-data (or train_data in the YAML config)")
     if not model_args.model_name_or_path:
         if not model_args.model_config:
             raise ConfigError("give --model-name-or-path or --model-config to build the model")
         check_model_config(model_args.model_config, method.model_class().config_class)
+    output = os.path.realpath(train_args.output_dir)
+    for flag, path in (("--train-data", data_args.train_data), ("--model-name-or-path", model_args.model_name_or_path),
+                       ("--tokenizer-name-or-path", model_args.tokenizer_name_or_path)):
+        if isinstance(path, str) and os.path.exists(path) and os.path.realpath(path) == output:
+            raise ConfigError(f"--output-dir {train_args.output_dir} is the {flag} folder: the run would write its "
+                              "checkpoints and model files among the inputs; choose another --output-dir")
     found = run_files(train_args.output_dir)
     if found and not (train_args.resume or train_args.overwrite_output_dir):
         raise ConfigError(f"--output-dir {train_args.output_dir} already holds a run ({', '.join(found[:4])}); "
