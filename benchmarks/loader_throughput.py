@@ -110,7 +110,7 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
         from transformers import CLIPImageProcessor
 
         from langclip.demo.tokenization import train_word_tokenizer
-        from langclip.processing.loading import load_shard_stream
+        from langclip.training.data import load_shard_stream
         from langclip.training.methods import Method
         from langclip.training.trainer import StreamedBatches
 

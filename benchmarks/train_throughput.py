@@ -41,7 +41,7 @@ from transformers import CLIPImageProcessor, CLIPModel
 from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
-from langclip.processing.loading import load_shard_stream
+from langclip.training.data import load_shard_stream
 from langclip.processing.text import TextAugmenter
 from langclip.processing.transforms import normalize_pixels
 from langclip.training.methods import Method

@@ -15,12 +15,12 @@ from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.loading import (
     ShardError,
     load_image_text_dataset,
-    load_shard_stream,
     shard_captions,
     sidecar_path,
     write_sidecars,
 )
 from langclip.processing.transforms import SKIP_KINDS, ImageTransform
+from langclip.training.data import load_shard_stream
 from langclip.training.methods import Method
 from langclip.training.trainer import StreamedBatches, split_warning
 from train_utils import TINY_MODEL_CONFIG, WORDS, read_log, write_tar
@@ -161,7 +161,7 @@ def test_stream_resumes_from_its_state_to_the_same_batches(tmp_path, tokenizer, 
 
 def test_a_stream_left_half_read_exits_quietly(tmp_path):
     folder = make_shards(tmp_path / "s", num_shards=2, per_shard=6)
-    script = ("import sys\nfrom langclip.processing.loading import load_shard_stream\n"
+    script = ("import sys\nfrom langclip.training.data import load_shard_stream\n"
               "from langclip.training.trainer import StreamedBatches\n"
               "batches = StreamedBatches(load_shard_stream(sys.argv[1]), lambda rows: {}, 4).take(10)\n"
               "next(batches)\n")  # the shard generator is still open when the interpreter shuts down

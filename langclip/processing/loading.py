@@ -11,10 +11,10 @@ Accepted inputs (`load_image_text_dataset` picks by the path):
   the image (``jpg|jpeg|png|webp|...``), ``txt`` and/or ``json`` whose keys (``caption``,
   ``rewrites``, ``rewrite_sources``, ``synthetic_caption``, ...) become columns; ``id`` is the
   key. A sidecar ``<shard>.rewrites.parquet`` (``id`` + columns, `write_sidecars`) is joined
-  by key. `ShardStream` streams them shuffled, resampled and split across processes. The
-  builder itself (``load_dataset("webdataset")``) is not used: it nests the json in one
-  struct column and a truncated tar either ends it silently or raises without the shard's
-  name, whereas `shard_records` names the shard and counts the samples lost;
+  by key (`load_shards`; `langclip.training.data.ShardStream` streams them shuffled, resampled
+  and split across processes). The builder itself (``load_dataset("webdataset")``) is not used:
+  it nests the json in one struct column and a truncated tar either ends it silently or raises
+  without the shard's name, whereas `shard_records` names the shard and counts the samples lost;
 - a folder written by `Dataset.save_to_disk`;
 - anything else `datasets.load_dataset` reads: a Hub dataset id, an imagefolder with
   ``metadata.jsonl``, a folder of parquet/json files.
@@ -40,16 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from datasets import Dataset, Features, IterableDataset, Value
-from datasets.distributed import split_dataset_by_node
 from datasets.packaged_modules.webdataset.webdataset import WebDataset
 from datasets.utils.file_utils import ArchiveIterable, xexists, xopen
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff")
@@ -241,99 +239,38 @@ def shard_features(shard: str, caption_column: str = "caption", skip_bad_samples
 
 
 @dataclass(frozen=True)
-class ShardStream:
-    """Tar shards as an endless stream of passes, each reproducible from (seed, pass index).
+class Shards:
+    """Tar shards with their records' features (`shard_features`) and the renames to the library's column names."""
 
-    Pass k reads the shards in the order `order(k)`: a permutation drawn from (seed, k), or with
-    ``resampled`` (OpenCLIP's --dataset-resampled) as many draws with replacement. Samples are then
-    shuffled in consecutive blocks of ``shuffle_buffer`` (`shuffle_block`); a batched map's state in
-    `IterableDataset.state_dict` restarts at its block, so a resumed pass yields exactly the samples
-    the uninterrupted one does (a rolling buffer, `IterableDataset.shuffle`, cannot be restored).
-    """
-
-    shards: tuple[str, ...]
+    paths: tuple[str, ...]
     features: Features
     caption_column: str = "caption"
     renames: tuple[tuple[str, str], ...] = ()
     skip_bad_samples: bool = False
-    seed: int = 0
-    shuffle_buffer: int = 0
-    resampled: bool = False
 
-    def order(self, pass_index: int) -> list[str]:
-        rng = np.random.default_rng([self.seed, pass_index])
-        if self.resampled:
-            return [self.shards[i] for i in rng.integers(0, len(self.shards), len(self.shards))]
-        return [self.shards[i] for i in rng.permutation(len(self.shards))]
-
-    def dataset(self, pass_index: int | None = None, rank: int = 0, world_size: int = 1) -> IterableDataset:
-        """Pass ``pass_index``'s records for process ``rank`` of ``world_size`` (`split_dataset_by_node`);
-        ``None``: the shards in their given order, unshuffled."""
-        shards = list(self.shards) if pass_index is None else self.order(pass_index)
+    def dataset(self, order: Sequence[str] | None = None) -> IterableDataset:
+        """The records of the shards in ``order`` (default: as given), one generator job per shard."""
         dataset = IterableDataset.from_generator(
             iter_shards, features=self.features,
-            gen_kwargs={"shards": shards, "caption_column": self.caption_column,
+            gen_kwargs={"shards": list(self.paths if order is None else order), "caption_column": self.caption_column,
                         "skip_bad_samples": self.skip_bad_samples})
-        if self.renames:
-            dataset = dataset.rename_columns(dict(self.renames))
-        return pass_dataset(dataset, pass_index, rank, world_size, self.seed, self.shuffle_buffer)
-
-    @property
-    def num_shards(self) -> int:
-        return len(self.shards)
+        return dataset.rename_columns(dict(self.renames)) if self.renames else dataset
 
 
-@dataclass(frozen=True)
-class DatasetStream:
-    """A streamed `IterableDataset` (``--streaming``: a Hub dataset read as it downloads) as passes, like
-    `ShardStream`: pass k is ``source`` block-shuffled from (seed, k), for process ``rank`` of ``world_size``.
-    Resumable to the exact sample through `IterableDataset.state_dict` (the rows need an ``id``)."""
-
-    source: IterableDataset
-    seed: int = 0
-    shuffle_buffer: int = 0
-
-    def dataset(self, pass_index: int | None = None, rank: int = 0, world_size: int = 1) -> IterableDataset:
-        return pass_dataset(self.source, pass_index, rank, world_size, self.seed, self.shuffle_buffer)
-
-    @property
-    def num_shards(self) -> int:
-        return self.source.num_shards
-
-
-def pass_dataset(dataset: IterableDataset, pass_index: int | None, rank: int, world_size: int, seed: int,
-                 shuffle_buffer: int) -> IterableDataset:
-    """Pass ``pass_index`` of ``dataset``: rows shuffled in consecutive blocks of ``shuffle_buffer`` (`shuffle_block`;
-    ``None``: as they are), then this process's part (`split_dataset_by_node`)."""
-    if pass_index is not None and shuffle_buffer > 1:
-        dataset = dataset.map(shuffle_block, batched=True, batch_size=shuffle_buffer,
-                              fn_kwargs={"seed": seed, "pass_index": pass_index}, features=dataset.features)
-    return split_dataset_by_node(dataset, rank, world_size) if world_size > 1 else dataset
-
-
-def shuffle_block(block: dict, seed: int, pass_index: int) -> dict:
-    """A block of rows (columns of equal length) in an order drawn from (seed, pass, the block's first id)."""
-    ids = block["id"]
-    order = np.random.default_rng([seed, pass_index, zlib.crc32(ids[0].encode())]).permutation(len(ids))
-    return {column: [values[i] for i in order] for column, values in block.items()}
-
-
-def load_shard_stream(path: str | Sequence[str], caption_column: str = "caption", rewrites_column: str = "rewrites",
-                      image_column: str = "image", skip_bad_samples: bool = False, **options) -> ShardStream:
-    """A `ShardStream` over the shards at ``path`` whose records are named as `standardize_columns` names them.
-
-    ``options``: `ShardStream`'s seed, shuffle_buffer, resampled.
-    """
+def load_shards(path: str | Sequence[str], caption_column: str = "caption", rewrites_column: str = "rewrites",
+                image_column: str = "image", skip_bad_samples: bool = False) -> Shards:
+    """The shards at ``path`` whose records are named as `standardize_columns` names them."""
     shards = webdataset_shards(path)
     features = shard_features(shards[0], caption_column, skip_bad_samples)
     if image_column != "image":
-        raise ValueError(f"--image-column {image_column!r}: in shards, the image is the file with an image "
-                         f"extension ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); drop the flag")
+        raise ConfigError(f"--image-column {image_column!r}: in shards, the image is the file with an image "
+                          f"extension ({', '.join(IMAGE_EXTENSIONS[:4])}, ...); drop the flag")
     if caption_column not in features:
-        raise KeyError(f"the caption column {caption_column!r} is not in the shards' samples; columns: {list(features)}")
+        raise DataError(f"the caption column {caption_column!r} is not in the shards' samples; columns: "
+                        f"{list(features)} (set --caption-column)")
     renames = tuple((old, new) for old, new in ((caption_column, "caption"), (rewrites_column, "rewrites"))
                     if old != new and old in features)
-    return ShardStream(tuple(shards), features, caption_column, renames, skip_bad_samples, **options)
+    return Shards(tuple(shards), features, caption_column, renames, skip_bad_samples)
 
 
 def is_webdataset(path) -> bool:
@@ -459,7 +396,7 @@ def load_image_text_dataset(
     if isinstance(path, str) and path.endswith(".csv"):
         dataset = load_laclip_csv(path, augmented_files, image_root)
     elif is_webdataset(path):
-        return load_shard_stream(path, caption_column, rewrites_column, image_column).dataset()
+        return load_shards(path, caption_column, rewrites_column, image_column).dataset()
     else:
         dataset = load_split(path, split, streaming=streaming)
     if isinstance(dataset, Dataset) and len(dataset) == 0:

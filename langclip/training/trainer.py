@@ -47,9 +47,9 @@ from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_folder
 from ..modeling.losses import without_finite_check
-from ..processing.loading import (DatasetStream, ShardStream, check_caption_column, is_webdataset,
-                                  load_image_text_dataset, load_shard_stream)
+from ..processing.loading import check_caption_column, is_webdataset, load_image_text_dataset
 from ..processing.transforms import SKIP_KINDS, normalize_pixels
+from .data import DatasetStream, ShardStream, load_shard_stream
 from .arguments import (
     DataArguments,
     ModelArguments,
