@@ -25,7 +25,7 @@ from langclip.processing.collators import ContrastiveCollator
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.training.optim import build_optimizer
 from langclip.training.methods import Method
-from langclip.training.trainer import forward_backward
+from langclip.training.step import forward_backward
 
 SENTENCES = 6  # synthetic captions of 6 sentences x 10 words, ~ 70 tokens with the specials
 

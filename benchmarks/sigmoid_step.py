@@ -31,7 +31,7 @@ from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.modeling.losses import clip_loss, sigmoid_loss
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
-from langclip.training.trainer import forward_backward
+from langclip.training.step import forward_backward
 from train_throughput import median_times
 
 FORMS = ("softmax", "sigmoid")

@@ -4,7 +4,7 @@
 
 The model is issue 20's: both towers 4 layers x 256 (19.3M parameters), 96 px images, patch 16,
 context 32, fp32, identical weights everywhere. Rows:
-- langclip's step (`trainer.train_step`: `forward_backward`, fused AdamW that skips non-finite steps
+- langclip's step (`step.TrainStep`: `forward_backward`, fused AdamW that skips non-finite steps
   on the device, no gradient norm off logging steps, logit-scale clamp) vs the naive
   `transformers.CLIPModel(..., return_loss=True)` + default AdamW loop, on the same ready batch;
 - achieved FLOP/s as a fraction of this machine's measured fp32 matmul rate (FLOPs counted
@@ -46,7 +46,8 @@ from langclip.processing.text import TextAugmenter
 from langclip.processing.transforms import normalize_pixels
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
-from langclip.training.trainer import StreamedBatches, loader_kwargs, train_step
+from langclip.training.step import TrainStep
+from langclip.training.trainer import StreamedBatches, loader_kwargs
 from loader_throughput import make_shards  # the loader benchmark's img2dataset-style shards (256 px JPEG)
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
@@ -118,7 +119,8 @@ def memory_probe(checkpointing: bool, batch_size: int) -> int:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model, optimizer = accelerator.prepare(model.train(), build_optimizer(model, 1e-4, 0.1))
     collator = ContrastiveCollator(tokenizer, BENCH["context"])
-    step = lambda data: train_step(accelerator, model, model, optimizer, Method.preset("clip"), collator(data))  # noqa: E731
+    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip"))
+    step = lambda data: train_step(collator(data))  # noqa: E731
     step(rows(2))  # optimizer state, at a batch too small to move the peak
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     step(rows(batch_size))
@@ -213,29 +215,30 @@ def main() -> None:
     laclip_collator = ContrastiveCollator(tokenizer, BENCH["context"], augmenter=TextAugmenter(0))
     batch, full_batch = clip_collator(data), clip_collator(rows(args.batch_size, FULL_WORDS))
 
-    def ours(batch, net=model, opt=optimizer, method=clip, with_norm=False):
-        return lambda: train_step(accelerator, net, net, opt, method, batch, with_norm=with_norm)
+    clip_step, laclip_step = TrainStep(accelerator, model, optimizer, clip), TrainStep(accelerator, model, optimizer, laclip)
+    plain_step = TrainStep(accelerator, plain, plain_optimizer, clip)
 
-    compiled_net = torch.compile(compiled)
+    def ours(batch, train_step=clip_step, with_norm=False):
+        return lambda: train_step(batch, with_norm=with_norm)
+
+    compiled_step = TrainStep(accelerator, torch.compile(compiled), compiled_optimizer, clip)
     started = time.perf_counter()
-    train_step(accelerator, compiled_net, compiled, compiled_optimizer, clip, batch)
+    compiled_step(batch)
     compile_seconds = time.perf_counter() - started
 
     def bf16():
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            train_step(accelerator, model, model, optimizer, clip, batch)
+            clip_step(batch)
 
     runs = {
         "naive transformers.CLIPModel loop": lambda: naive_step(naive, naive_optimizer, batch),
         "langclip step": ours(batch),
-        "langclip step, --no-fused-optimizer": ours(batch, plain, plain_optimizer),
+        "langclip step, --no-fused-optimizer": ours(batch, plain_step),
         "langclip step, logging step (gradient norm)": ours(batch, with_norm=True),
         "langclip step, full-length captions": ours(full_batch),
-        "langclip step, torch.compile (inductor)": lambda: train_step(accelerator, compiled_net, compiled,
-                                                                      compiled_optimizer, clip, batch),
-        "CLIP collation + step": lambda: train_step(accelerator, model, model, optimizer, clip, clip_collator(data)),
-        "LaCLIP (aug_T) collation + step": lambda: train_step(accelerator, model, model, optimizer, laclip,
-                                                              laclip_collator(data)),
+        "langclip step, torch.compile (inductor)": ours(batch, compiled_step),
+        "CLIP collation + step": lambda: clip_step(clip_collator(data)),
+        "LaCLIP (aug_T) collation + step": lambda: laclip_step(laclip_collator(data)),
     }
     step = median_times(runs, args.steps)
     # bf16 autocast is tens of times slower on a CPU without native bf16: timed apart, twice, so --steps stays cheap
@@ -253,8 +256,7 @@ def main() -> None:
         loader = batches.take(1 + 2 * args.loader_steps)
         ready = next(loader)  # pre-made: the same batch, so texts and pixels match the streamed ones
         streamed, ready, wait = loader_vs_tensors(  # as the trainer: uint8 pixels normalised in the training process
-            lambda b: train_step(accelerator, model, model, optimizer, laclip,
-                                 normalize_pixels(b, processor.image_mean, processor.image_std)),
+            lambda b: laclip_step(normalize_pixels(b, processor.image_mean, processor.image_std)),
             loader, ready, args.loader_steps)
         data_work = data_seconds(StreamedBatches(stream, collator, args.batch_size), args.loader_steps)
 

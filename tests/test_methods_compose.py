@@ -188,7 +188,7 @@ def test_sigmoid_accumulation_gradient_equals_the_full_batch_gradient(tokenizer)
     from conftest import tiny_laclip_config
     from test_train import full_batch
 
-    from langclip.training.trainer import forward_backward
+    from langclip.training.step import forward_backward
 
     model = LaCLIPModel(tiny_laclip_config(tokenizer, multi_positive=True, contrastive_loss="sigmoid")).double()
     method = Method.preset("laclip-mt", contrastive_loss="sigmoid")

@@ -10,7 +10,8 @@ from langclip.training.arguments import DataArguments, ModelArguments, TrainArgu
 from langclip.processing.collators import DifferenceCollator
 from langclip.training.methods import freeze_all_but_text_layers, pcclip_loss
 from langclip.training.methods import Method
-from langclip.training.trainer import forward_backward, train
+from langclip.training.step import forward_backward
+from langclip.training.trainer import train
 from train_utils import make_training_files, read_log
 from conftest import tiny_laclip_config
 

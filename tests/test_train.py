@@ -23,7 +23,8 @@ from langclip.processing.transforms import BadSampleError
 from langclip.training.arguments import parse_train_args
 from langclip.training.optim import learning_rate, parameter_groups
 from langclip.training.methods import Method
-from langclip.training.trainer import forward_backward, train
+from langclip.training.step import forward_backward
+from langclip.training.trainer import train
 
 
 @pytest.fixture(scope="module")

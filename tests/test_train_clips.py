@@ -9,7 +9,7 @@ from train_utils import as_flags, make_training_files, read_log
 from langclip import CLIPSModel
 from langclip.training.arguments import parse_train_args
 from langclip.training.methods import Method
-from langclip.training.trainer import forward_backward
+from langclip.training.step import forward_backward
 from test_modeling_clips import batch as clips_batch
 from test_modeling_clips import tiny_clips_config
 

@@ -10,6 +10,7 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_laclip_config
 from train_utils import as_flags, make_training_files, read_log
 
+import langclip.training.step as training_step
 import langclip.training.trainer as trainer
 from langclip import LaCLIPModel
 from langclip.training.arguments import parse_train_args
@@ -40,13 +41,13 @@ def test_step_loop_syncs_with_the_host_only_at_logging_steps(tmp_path, monkeypat
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    forward_backward = trainer.forward_backward
+    forward_backward = training_step.forward_backward
 
     def step_started(*args, **kwargs):
         events.append(("step",))
         return forward_backward(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "forward_backward", step_started)
+    monkeypatch.setattr(training_step, "forward_backward", step_started)
     values = {**files, "method": "laclip", "output_dir": str(tmp_path / "out"), "max_steps": 20,
               "logging_steps": 10, "num_workers": 0}
     summary = trainer.train(*parse_train_args(as_flags(values)))
@@ -96,14 +97,14 @@ def test_fused_step_matches_plain_adamw_and_skips_a_bad_step_on_the_device(token
         for parameter in model.parameters():
             parameter.grad = torch.full_like(parameter, 0.5)
     for model, optimizer in zip(models, optimizers):
-        trainer.step_unless(Wrapped(optimizer), torch.tensor(False), None)
+        training_step.step_unless(Wrapped(optimizer), torch.tensor(False), None)
     for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
     assert not torch.equal(models[0].visual_projection.weight, initial)
     for model, optimizer in zip(models, optimizers):
         before = {k: v.clone() for k, v in model.state_dict().items()}
         moments = [{k: v.clone() for k, v in s.items()} for s in optimizer.state.values()]
-        trainer.step_unless(Wrapped(optimizer), torch.tensor(True), None)
+        training_step.step_unless(Wrapped(optimizer), torch.tensor(True), None)
         assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
         assert all(torch.equal(m[k], v) for m, s in zip(moments, optimizer.state.values()) for k, v in s.items())
         assert not hasattr(optimizer, "found_inf")

@@ -20,7 +20,6 @@ configuration, the data fingerprint and the skipped samples per kind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import multiprocessing
@@ -30,7 +29,6 @@ import shutil
 import time
 import uuid
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict
 
 import datasets
@@ -46,7 +44,6 @@ from ..errors import CheckpointError, ConfigError
 from ..evaluation.suite import evaluate_during_training
 from ..modeling import LaCLIPModel
 from ..modeling.auto import save_folder
-from ..modeling.losses import without_finite_check
 from ..processing.loading import check_caption_column, is_webdataset, load_image_text_dataset
 from ..processing.transforms import SKIP_KINDS, normalize_pixels
 from .data import DatasetStream, ShardStream, load_shard_stream
@@ -61,6 +58,7 @@ from .arguments import (
 )
 from .methods import Method
 from .optim import build_optimizer, learning_rate, set_learning_rate
+from .step import TrainStep, equalize_batch
 
 CHECKPOINT_PREFIX = "checkpoint-"
 LOG_FILE = "train_log.jsonl"
@@ -72,67 +70,6 @@ RESUME_SETTINGS = ("method", "text_sampling", "objective", "contrastive_loss", "
 DATA_STATE_FILE = "data_state-{rank}.json"
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-
-
-def split_batch(batch: dict, parts: int) -> list[dict]:
-    """``parts`` micro-batches of (about) equal size along dim 0."""
-    chunks = {key: value.chunk(parts) for key, value in batch.items()}
-    return [{key: value[i] for key, value in chunks.items()} for i in range(len(next(iter(chunks.values()))))]
-
-
-def finite(tensors) -> torch.Tensor:
-    """Device bool: every element of every tensor is finite (no host sync)."""
-    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
-
-
-def forward_backward(
-    model,
-    batch: dict,
-    method: Method,
-    unwrapped=None,
-    accum_freq: int = 1,
-    backward: Callable = torch.Tensor.backward,
-    no_sync: Callable = lambda: contextlib.nullcontext(),
-    all_finite: Callable[[torch.Tensor], bool] | None = bool,
-) -> torch.Tensor | None:
-    """Gradients of the loss of the whole ``batch``, in ``accum_freq`` micro-batches; returns the loss or None.
-
-    ``model`` computes the features (it may be DDP-wrapped); ``unwrapped`` (default: ``model``)
-    holds the loss scalars, `Method.loss_inputs` (logit scale, sigmoid bias, CLIPS weights).
-    With accum_freq > 1 (OpenCLIP's accum-freq): pass 1 computes every micro-batch's
-    features without gradient; pass 2, for each micro-batch j, recomputes its features with
-    gradient, substitutes them into the cached ones and back-propagates the loss of the
-    whole batch. The sum over j of these gradients is the full-batch gradient; the loss
-    scalars take their gradient in the last micro-batch only. Returns None, with no backward,
-    when any process's features are not finite (``all_finite`` of a device bool agrees across
-    processes); ``all_finite=None`` skips that check and its host sync (the trainer guards
-    the update on the loss instead).
-    """
-    unwrapped = model if unwrapped is None else unwrapped
-    micro_batches = split_batch(batch, accum_freq)
-    if len(micro_batches) == 1:
-        features = method.features(model, batch)
-        if all_finite is not None and not all_finite(finite(features)):
-            return None
-        loss = method.loss(*features, **method.loss_inputs(unwrapped))
-        backward(loss)
-        return loss.detach()
-    with torch.no_grad():
-        cached = [method.features(model, micro) for micro in micro_batches]
-    if all_finite is not None and not all_finite(finite([f for features in cached for f in features])):
-        return None
-    last = len(micro_batches) - 1
-    for j, micro in enumerate(micro_batches):
-        with no_sync() if j < last else contextlib.nullcontext():
-            features = method.features(model, micro)
-            merged = [torch.cat([features[k] if i == j else cached[i][k] for i in range(len(cached))])
-                      for k in range(len(features))]
-            inputs = method.loss_inputs(unwrapped)
-            if j < last:
-                inputs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-            loss = method.loss(*merged, **inputs)
-            backward(loss)
-    return loss.detach()
 
 
 def load_tokenizer(model_args: ModelArguments):
@@ -537,7 +474,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                           "--train-num-samples (shards) or use the cosine schedule (--lr-end)")
     total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
     warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
-    unwrapped = accelerator.unwrap_model(model)
+    train_step = TrainStep(accelerator, model, optimizer, method, train_args.accum_freq, train_args.max_grad_norm)
+    unwrapped = train_step.unwrapped
 
     training = {k: v for a in (model_args, data_args, train_args) for k, v in asdict(a).items()}
     config = {**training, "num_processes": accelerator.num_processes,
@@ -587,8 +525,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 log.add(step, None, None, lr, data_wait, None)
             else:
                 batch = normalize_pixels(batch, processor.image_mean, processor.image_std)  # uint8 -> float, here
-                loss, bad, grad_norm = train_step(accelerator, model, unwrapped, optimizer, method, batch,
-                                                  train_args.accum_freq, train_args.max_grad_norm, with_norm=logging)
+                loss, bad, grad_norm = train_step(batch, with_norm=logging)
                 log.add(step, loss, bad, lr, data_wait, grad_norm)
             state["step"] = step
             if logging or saving:
@@ -615,67 +552,6 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                           f"{state['skipped_batches']} batches in which every sample was bad")
     accelerator.end_training()
     return summary
-
-
-def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict | None:
-    """Count skipped samples per kind (``num_skipped``, one count per SKIP_KINDS); with several processes, cut every
-    local batch to the smallest (the gather needs equal sizes). None when some process has no sample left."""
-    skipped = batch.pop("num_skipped", None)
-    if skipped is None:
-        return batch
-    counts = accelerator.gather(skipped.reshape(1, -1).to(accelerator.device)).sum(0).tolist()
-    for kind, count in zip(SKIP_KINDS, counts):
-        state["skipped"][kind] += int(count)
-    state["skipped_samples"] += int(sum(counts))
-    size = batch["pixel_values"].shape[0] if "pixel_values" in batch else 0
-    smallest = int(accelerator.gather(torch.tensor([size], device=accelerator.device)).min())
-    if smallest == 0:
-        state["skipped_batches"] += 1
-        return None
-    return {key: value[:smallest] for key, value in batch.items()}
-
-
-def train_step(accelerator: Accelerator, model, unwrapped, optimizer, method: Method, batch: dict, accum_freq: int = 1,
-               max_grad_norm: float | None = None, with_norm: bool = False):
-    """One optimizer step on ``batch`` with no host sync: gradients (`forward_backward`), the gradient norm
-    (and clipping to ``max_grad_norm``) only when clipping or ``with_norm``, the update unless the loss or norm
-    is not finite (`step_unless`), the logit-scale clamp. Returns (loss, bad, grad_norm or None), on the device."""
-    with without_finite_check():
-        loss = forward_backward(model, batch, method, unwrapped, accum_freq, accelerator.backward,
-                                lambda: accelerator.no_sync(model), all_finite=None)
-    grad_norm = None
-    if max_grad_norm or with_norm:
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), max_grad_norm or math.inf)
-    bad = not_finite(accelerator, loss, grad_norm)
-    step_unless(optimizer, bad, accelerator.scaler)
-    optimizer.zero_grad(set_to_none=True)
-    unwrapped.clamp_logit_scale_()
-    return loss, bad, grad_norm
-
-
-def not_finite(accelerator: Accelerator, loss: torch.Tensor, grad_norm: torch.Tensor | None) -> torch.Tensor:
-    """Device bool: the loss, or the gradient norm where computed, is not finite on some process (no host sync;
-    with several processes a one-element all-reduce, so that all skip the same steps)."""
-    bad = ~torch.isfinite(loss)
-    if grad_norm is not None:
-        bad = bad | ~torch.isfinite(grad_norm)
-    if accelerator.num_processes > 1:
-        bad = accelerator.reduce(bad.float(), "sum") > 0
-    return bad
-
-
-def step_unless(optimizer, bad: torch.Tensor, scaler) -> None:
-    """``optimizer.step()`` unless ``bad``: a fused AdamW skips on the device through ``found_inf`` (no host sync);
-    under fp16 the GradScaler skips non-finite gradients itself; any other optimizer reads ``bad`` (a host sync)."""
-    inner = optimizer.optimizer
-    if scaler is not None:
-        optimizer.step()
-    elif getattr(inner, "_step_supports_amp_scaling", False):
-        inner.found_inf = bad.float()
-        optimizer.step()
-        del inner.found_inf
-    elif not bad.item():
-        optimizer.step()
 
 
 class StepLog:
@@ -794,4 +670,4 @@ def main(args) -> int:
     return 0
 
 
-__all__ = ["Method", "add_arguments", "forward_backward", "main", "train"]
+__all__ = ["add_arguments", "main", "train"]
