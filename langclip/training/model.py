@@ -1,0 +1,84 @@
+"""The model a run trains, with its tokenizer and image processor: loaded from ``--model-name-or-path`` or built from
+``--model-config``, in the method's model class, with gradient checkpointing, LoRA or frozen parts as asked.
+
+It lives in training/, not modeling/, because it reads the training flags (`ModelArguments`) and the `Method`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerFast
+
+from ..errors import ConfigError
+from ..modeling import LaCLIPModel
+from .arguments import ModelArguments
+from .methods import Method
+
+CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+
+def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerFast:
+    """The fast tokenizer of ``--tokenizer-name-or-path`` or of the checkpoint (converted CLIPS included)."""
+    path = model_args.tokenizer_name_or_path or model_args.model_name_or_path
+    if path is None:
+        raise ConfigError("give --model-name-or-path or --tokenizer-name-or-path: training needs a tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if not tokenizer.is_fast:
+        raise ConfigError(f"the tokenizer at {path} is not a fast tokenizer; give a tokenizer.json-backed one")
+    return tokenizer
+
+
+def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPImageProcessor:
+    """The checkpoint's `CLIPImageProcessor`, or CLIP's mean/std at the model's ``image_size``."""
+    if model_args.model_name_or_path:
+        try:
+            return CLIPImageProcessor.from_pretrained(model_args.model_name_or_path)
+        except OSError:
+            pass
+    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+                              image_mean=CLIP_MEAN, image_std=CLIP_STD)
+
+
+def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
+    """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids;
+    the method's model class, with its config overrides (e.g. the sigmoid loss and its bias)."""
+    model_class = method.model_class(model_args.model_name_or_path)
+    if model_args.model_name_or_path:
+        return model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
+    if not model_args.model_config:
+        raise ConfigError("give --model-name-or-path or --model-config to build the model")
+    kwargs = json.loads(model_args.model_config)
+    text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            **kwargs.pop("text_config", {})}
+    config = model_class.config_class(text_config=text, **{**kwargs, **method.config_overrides})
+    return model_class(config)
+
+
+def add_lora(model, model_args: ModelArguments, targets: str | None = None):
+    """``model`` with PEFT LoRA adapters of rank ``--lora-r`` on ``targets`` (a regex; default: the
+    ``--lora-target-modules`` names); only the adapters train."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = [targets] if targets else model_args.lora_target_modules
+    config = LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                        target_modules=targets[0] if len(targets) == 1 else targets)
+    return get_peft_model(model, config)
+
+
+def build_trainable_model(model_args: ModelArguments,
+                          method: Method) -> tuple[LaCLIPModel, PreTrainedTokenizerFast, CLIPImageProcessor]:
+    """(model, tokenizer, image processor) of the run: `build_model`, with activation checkpointing under
+    ``--gradient-checkpointing``, and LoRA adapters (``--train-parts lora``) or the method's frozen parts."""
+    tokenizer = load_tokenizer(model_args)
+    model = build_model(model_args, method, tokenizer)
+    processor = load_image_processor(model_args, model.config.vision_config.image_size)
+    if model_args.gradient_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if method.train_parts == "lora":
+        model = add_lora(model, model_args, method.lora_targets)
+    else:
+        method.freeze(model)
+    return model, tokenizer, processor
