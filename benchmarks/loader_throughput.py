@@ -112,7 +112,7 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
         from langclip.demo.tokenization import train_word_tokenizer
         from langclip.training.data import load_shard_stream
         from langclip.training.methods import Method
-        from langclip.training.trainer import StreamedBatches
+        from langclip.training.data import StreamedBatches
 
         stream = load_shard_stream(path, seed=0, shuffle_buffer=1000)
         if mode == "decode":
@@ -120,7 +120,7 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
         else:  # the trainer's own collator for --method laclip (uint8 pixels; normalised later on the device)
             tokenizer = train_word_tokenizer([WORDS], max_length=77)
             _, collator = Method.preset("laclip").prepare_data(None, stream, tokenizer, 77, CLIPImageProcessor(), "cpu")
-        batches = StreamedBatches(stream, collator, batch_size, num_workers=workers)
+        batches = StreamedBatches(stream, collator, batch_size, {"num_workers": workers})
         # One pass: each worker drops the last partial batch of its own shards.
         per_worker = [len(shards[w::max(workers, 1)]) * per_shard for w in range(max(workers, 1))]
         steps = sum(n // batch_size for n in per_worker)

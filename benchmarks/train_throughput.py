@@ -41,13 +41,12 @@ from transformers import CLIPImageProcessor, CLIPModel
 from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.demo.tokenization import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
-from langclip.training.data import load_shard_stream
+from langclip.training.data import StreamedBatches, load_shard_stream, loader_kwargs
 from langclip.processing.text import TextAugmenter
 from langclip.processing.transforms import normalize_pixels
 from langclip.training.methods import Method
 from langclip.training.optim import build_optimizer
 from langclip.training.step import TrainStep
-from langclip.training.trainer import StreamedBatches, loader_kwargs
 from loader_throughput import make_shards  # the loader benchmark's img2dataset-style shards (256 px JPEG)
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
@@ -251,8 +250,7 @@ def main() -> None:
         make_shards(folder, shards=8, per_shard=4 * args.batch_size)  # 32 steps a pass: no pass restarts the loader
         stream = load_shard_stream(folder, seed=0, shuffle_buffer=1000)
         _, collator = laclip.prepare_data(model, stream.dataset(), tokenizer, BENCH["context"], processor, "cpu")
-        batches = StreamedBatches(stream, collator, args.batch_size, settings["num_workers"], device=accelerator.device,
-                                  pin_memory=settings["pin_memory"], prefetch_factor=settings.get("prefetch_factor"))
+        batches = StreamedBatches(stream, collator, args.batch_size, settings, device=accelerator.device)
         loader = batches.take(1 + 2 * args.loader_steps)
         ready = next(loader)  # pre-made: the same batch, so texts and pixels match the streamed ones
         streamed, ready, wait = loader_vs_tensors(  # as the trainer: uint8 pixels normalised in the training process

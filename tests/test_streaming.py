@@ -20,9 +20,8 @@ from langclip.processing.loading import (
     write_sidecars,
 )
 from langclip.processing.transforms import SKIP_KINDS, ImageTransform
-from langclip.training.data import load_shard_stream
+from langclip.training.data import StreamedBatches, load_shard_stream, split_warning
 from langclip.training.methods import Method
-from langclip.training.trainer import StreamedBatches, split_warning
 from train_utils import TINY_MODEL_CONFIG, WORDS, read_log, write_tar
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
@@ -146,7 +145,7 @@ def test_stream_resumes_from_its_state_to_the_same_batches(tmp_path, tokenizer, 
     def batches():
         collator = ContrastiveCollator(tokenizer, 16, augmenter=method_collator("laclip", tokenizer)
                                        .augmenter, image_transform=ImageTransform(8, MEAN, STD, train=True))
-        return StreamedBatches(stream, collator, batch_size=4, num_workers=num_workers)
+        return StreamedBatches(stream, collator, batch_size=4, loader={"num_workers": num_workers})
 
     full = [batch_ids(b) for b in batches().take(15)]  # 6 batches a pass: the resume falls inside pass 1
     first = batches()
@@ -162,7 +161,7 @@ def test_stream_resumes_from_its_state_to_the_same_batches(tmp_path, tokenizer, 
 def test_a_stream_left_half_read_exits_quietly(tmp_path):
     folder = make_shards(tmp_path / "s", num_shards=2, per_shard=6)
     script = ("import sys\nfrom langclip.training.data import load_shard_stream\n"
-              "from langclip.training.trainer import StreamedBatches\n"
+              "from langclip.training.data import StreamedBatches\n"
               "batches = StreamedBatches(load_shard_stream(sys.argv[1]), lambda rows: {}, 4).take(10)\n"
               "next(batches)\n")  # the shard generator is still open when the interpreter shuts down
     result = subprocess.run([sys.executable, "-c", script, str(folder)], capture_output=True, text=True, timeout=120)
@@ -224,16 +223,16 @@ def test_train_num_samples_sets_the_epoch_of_a_resampled_stream(tmp_path):
 
 
 def test_streamed_training_loads_with_the_trainers_worker_settings(tmp_path, monkeypatch):
-    import langclip.training.trainer as trainer
+    import langclip.training.data as data
 
     loaders = []
 
-    class Recorded(trainer.StatefulDataLoader):
+    class Recorded(data.StatefulDataLoader):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             loaders.append(self)
 
-    monkeypatch.setattr(trainer, "StatefulDataLoader", Recorded)
+    monkeypatch.setattr(data, "StatefulDataLoader", Recorded)
     folder = make_shards(tmp_path / "s", num_shards=2, per_shard=4)
     assert train_on_shards(tmp_path, folder, method="laclip", max_steps=2, num_workers=1)["step"] == 2
     assert loaders and all(loader.num_workers == 1 and loader.prefetch_factor == 4 for loader in loaders)

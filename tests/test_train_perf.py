@@ -8,12 +8,12 @@ import pytest
 import torch
 from accelerate.state import AcceleratorState
 from conftest import tiny_laclip_config
-from train_utils import as_flags, make_training_files, read_log
+from train_utils import as_flags, make_training_files, parse_train_args, read_log
 
+import langclip.training.data as data
 import langclip.training.step as training_step
 import langclip.training.trainer as trainer
 from langclip import LaCLIPModel
-from langclip.training.arguments import parse_train_args
 from langclip.training.optim import build_optimizer, parameter_groups
 
 SYNCS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
@@ -118,9 +118,9 @@ class EpochEcho:
 
 
 def test_persistent_workers_see_every_epoch():
-    collate = trainer.SharedEpochCollator(EpochEcho())
+    collate = data.SharedEpochCollator(EpochEcho())
     loader = torch.utils.data.DataLoader(list(range(4)), batch_size=2, collate_fn=collate,
-                                         **trainer.loader_kwargs(1, torch.device("cpu")))
+                                         **data.loader_kwargs(1, torch.device("cpu")))
     assert loader.persistent_workers and loader.prefetch_factor == 4 and not loader.pin_memory
     seen = []
     for epoch in range(3):
@@ -145,12 +145,12 @@ def test_map_style_batches_go_to_the_device_without_blocking(tmp_path, monkeypat
 
 def test_default_workers_leave_a_core_to_the_trainer(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
-    assert trainer.default_num_workers() == 8
+    assert data.default_num_workers() == 8
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
-    assert trainer.default_num_workers() == 3
+    assert data.default_num_workers() == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
-    assert trainer.loader_kwargs(None, torch.device("cpu")) == {"num_workers": 0, "pin_memory": False}
-    assert trainer.loader_kwargs(2, torch.device("cuda"))["pin_memory"]
+    assert data.loader_kwargs(None, torch.device("cpu")) == {"num_workers": 0, "pin_memory": False}
+    assert data.loader_kwargs(2, torch.device("cuda"))["pin_memory"]
 
 
 def reference_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):

@@ -24,6 +24,7 @@ from ..errors import CheckpointError, ConfigError
 from ..modeling.auto import save_folder
 from ..processing.transforms import SKIP_KINDS
 from .arguments import DataArguments, ModelArguments, TrainArguments, check_model_config
+from .data import Batches
 from .logging import LOG_FILE
 from .methods import Method
 
@@ -145,19 +146,29 @@ def clear_run(accelerator: Accelerator, output_dir: str) -> None:
     accelerator.wait_for_everyone()
 
 
-def initial_state(accelerator: Accelerator, train_args: TrainArguments, config: dict) -> tuple[dict, dict | None]:
-    """(state, data state): a fresh run's state (step 0, no skips, a new run id, ``config``), or with --resume the
-    state of the latest readable checkpoint (`resume_state`) with this run's ``config``, and this process's data
-    state where the checkpoint has one. Creates ``--output-dir``."""
+def initial_state(accelerator: Accelerator, arguments: tuple[ModelArguments, DataArguments, TrainArguments],
+                  batches: Batches) -> dict:
+    """The run's state: a fresh one (step 0, no skips, a new run id), or with --resume the latest readable
+    checkpoint's (`resume_state`), whose data position ``batches`` takes; either with this run's ``config`` (the
+    arguments, the process count and the data's fingerprint). Creates ``--output-dir``."""
+    train_args = arguments[2]
+    config = {**{k: v for a in arguments for k, v in asdict(a).items()}, "num_processes": accelerator.num_processes,
+              "data_fingerprint": batches.fingerprint}
     state = {"step": 0, "bad_steps": 0, "skipped_samples": 0, "skipped": dict.fromkeys(SKIP_KINDS, 0),
              "skipped_batches": 0, "run_id": uuid.uuid4().hex, "config": config}
     if train_args.resume:
         state.update(resume_state(accelerator, train_args.output_dir, config, train_args.resume_ignore_mismatch))
         state["config"] = config
     data_state = state.pop("data_state", None)
+    if state["step"] > 0 and batches.state_dict() is not None:  # streamed data: its position is not the step's
+        if data_state is None:
+            raise CheckpointError(f"the checkpoint of step {state['step']} in {train_args.output_dir} has no data "
+                                  f"state for process {accelerator.process_index}: it was not written by this "
+                                  "streamed run")
+        batches.load_state_dict(data_state)
     if accelerator.is_main_process:
         os.makedirs(train_args.output_dir, exist_ok=True)
-    return state, data_state
+    return state
 
 
 CORRUPT_CHECKPOINT = (OSError, RuntimeError, ValueError, EOFError, KeyError, pickle.UnpicklingError, SafetensorError)

@@ -44,7 +44,7 @@ def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_f
     scalars take their gradient in the last micro-batch only. With ``accelerator``, its
     ``backward`` (loss scaling) and ``no_sync`` (one gradient all-reduce, in the last micro-batch).
     ``check_finite``: return None, with no backward, when the features are not finite (a host sync);
-    the trainer passes False and guards the update on the loss instead (`train_step`).
+    the trainer passes False and guards the update on the loss instead (`TrainStep`).
     """
     unwrapped = model if unwrapped is None else unwrapped
     backward = torch.Tensor.backward if accelerator is None else accelerator.backward
