@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from langclip.training.arguments import load_yaml_config, parse_train_args
+from langclip.training.arguments import load_yaml_config
 from langclip.demo.run import DEMO_CONFIG
+from train_utils import parse_train_args
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PAPER_RUNS = {"cc3m_vitb16": (8192, 16), "cc12m_vitb16": (8192, 16), "redcaps_vitb16": (8192, 16),

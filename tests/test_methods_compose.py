@@ -12,12 +12,11 @@ from safetensors.torch import load_file
 from test_pcclip_train import DIFFERENCES, write_rows
 from test_train import _fresh_accelerator, run  # noqa: F401  (autouse fixture: a fresh Accelerator per test)
 from test_train_clips import SYNTHETIC
-from train_utils import make_training_files, read_log
+from train_utils import make_training_files, parse_train_args, read_log
 from transformers import AutoTokenizer, CLIPModel
 
 from langclip import CLIPSModel, LaCLIPModel
 from langclip.modeling import sigmoid_loss
-from langclip.training.arguments import parse_train_args
 from langclip.training.methods import PRESETS, Method
 
 

@@ -19,9 +19,9 @@ from transformers import CLIPImageProcessor
 from langclip import CLIPSConfig, CLIPSModel, LaCLIPModel
 from langclip.cli import build_parser
 from langclip.modeling.auto import save_folder
-from langclip.training.arguments import parse_train_args
 
 from conftest import tiny_laclip_config
+from train_utils import parse_train_args
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```(python|bash)\n(.*?)^```", re.MULTILINE | re.DOTALL)

@@ -13,14 +13,13 @@ from conftest import tiny_laclip_config
 from huggingface_hub import ModelCard
 from hub_server import HubServer
 from safetensors.torch import load_file
-from train_utils import as_flags, make_training_files, read_log
+from train_utils import as_flags, make_training_files, parse_train_args, read_log
 from transformers import CLIPModel
 
 from langclip import LaCLIPModel
 from langclip.cli import main as cli_main
 from langclip.errors import ConfigError
 from langclip.processing.transforms import BadSampleError
-from langclip.training.arguments import parse_train_args
 from langclip.training.optim import learning_rate, parameter_groups
 from langclip.training.methods import Method
 from langclip.training.step import forward_backward

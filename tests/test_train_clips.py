@@ -4,10 +4,9 @@ import datasets
 import pytest
 import torch
 from test_train import _fresh_accelerator, run  # noqa: F401  (autouse fixture: a fresh Accelerator per test)
-from train_utils import as_flags, make_training_files, read_log
+from train_utils import as_flags, make_training_files, parse_train_args, read_log
 
 from langclip import CLIPSModel
-from langclip.training.arguments import parse_train_args
 from langclip.training.methods import Method
 from langclip.training.step import forward_backward
 from test_modeling_clips import batch as clips_batch

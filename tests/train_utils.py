@@ -1,5 +1,6 @@
 """Files the training tests share: a saved word tokenizer, a small image-text dataset, a tiny model config."""
 
+import argparse
 import io
 import json
 import tarfile
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from langclip.demo.tokenization import train_word_tokenizer
+from langclip.training.arguments import add_arguments, arguments_from_namespace
 
 WORDS = "a photo of the red green blue yellow circle square shape picture small large"
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -64,3 +66,11 @@ def as_flags(values: dict) -> list[str]:
 def read_log(path) -> list[dict]:
     with open(path) as handle:
         return [json.loads(line) for line in handle]
+
+
+def parse_train_args(argv: list[str] | None = None):
+    """Parse ``argv`` (default: sys.argv) into (ModelArguments, DataArguments, TrainArguments), as `langclip train`
+    does with its flags."""
+    parser = argparse.ArgumentParser(description="Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP with accelerate.")
+    add_arguments(parser)
+    return arguments_from_namespace(parser.parse_args(argv))

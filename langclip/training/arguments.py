@@ -210,7 +210,6 @@ class TrainArguments:
     overwrite_output_dir: bool = _help(
         "Start a fresh run in an --output-dir that holds another run: its checkpoints, log and state are deleted "
         "first. Without it (or --resume) such a folder is refused.", default=False)
-    resume: bool = _help("Continue from the latest checkpoint in --output-dir.", default=False)
     logging_steps: int = _help(
         "Every this many steps, read the losses from the device (the step loop's only host sync), append them to "
         "train_log.jsonl and send metrics to the trackers; the gradient norm is computed at these steps (and every "
@@ -368,10 +367,3 @@ def arguments_from_namespace(namespace: argparse.Namespace):
     explicit.pop("command", None)
     return arguments_from_dict({**(load_yaml_config(config) if config else {}), **explicit},
                                where=f"--config {config} and flags" if config else "flags")
-
-
-def parse_train_args(argv: list[str] | None = None):
-    """Parse ``argv`` (default: sys.argv) into (ModelArguments, DataArguments, TrainArguments)."""
-    parser = argparse.ArgumentParser(description="Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP with accelerate.")
-    add_arguments(parser)
-    return arguments_from_namespace(parser.parse_args(argv))

@@ -34,7 +34,7 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     for ``device`` (default: the parameters' device), else torch's default (foreach on CUDA, a loop on CPU).
 
     A fused AdamW skips its whole update on the device, without a host sync, while
-    ``optimizer.found_inf`` holds 1.0 (torch's GradScaler protocol; see ``trainer.skip_if``).
+    ``optimizer.found_inf`` holds 1.0 (torch's GradScaler protocol; see `langclip.training.step.step_unless`).
     """
     device = next(model.parameters()).device if device is None else device
     fused = fused and fused_supported(device)
