@@ -20,7 +20,7 @@ from langclip import LaCLIPModel
 from langclip.cli import main as cli_main
 from langclip.errors import ConfigError
 from langclip.processing.transforms import BadSampleError
-from langclip.training.optim import learning_rate, parameter_groups
+from langclip.training.optim import Schedule, parameter_groups
 from langclip.training.methods import Method
 from langclip.training.step import forward_backward
 from langclip.training.trainer import train
@@ -56,21 +56,21 @@ def test_parameter_groups_exclude_biases_norms_and_scalars(tiny_config):
 
 
 def test_learning_rate_warmup_then_cosine():
-    kwargs = dict(total_steps=110, lr=1e-3, warmup_steps=10, lr_start=1e-6, lr_end=1e-5)
-    assert learning_rate(0, **kwargs) == 1e-6
-    assert learning_rate(5, **kwargs) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
-    assert learning_rate(10, **kwargs) == pytest.approx(1e-3)
-    assert learning_rate(60, **kwargs) == pytest.approx((1e-3 + 1e-5) / 2)
-    assert learning_rate(85, **kwargs) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.75)) / 2)
-    assert learning_rate(110, **kwargs) == pytest.approx(1e-5)
+    learning_rate = Schedule(total_steps=110, lr=1e-3, warmup_steps=10, lr_start=1e-6, lr_end=1e-5)
+    assert learning_rate(0) == 1e-6
+    assert learning_rate(5) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)
+    assert learning_rate(10) == pytest.approx(1e-3)
+    assert learning_rate(60) == pytest.approx((1e-3 + 1e-5) / 2)
+    assert learning_rate(85) == pytest.approx(1e-5 + (1e-3 - 1e-5) * (1 + math.cos(math.pi * 0.75)) / 2)
+    assert learning_rate(110) == pytest.approx(1e-5)
 
 
 def test_learning_rate_decays_once_per_epoch_as_torchs_exponential_lr():
     """PC-CLIP's official schedule: ExponentialLR(gamma=0.9) stepped at each epoch's end, after our warm-up."""
-    kwargs = dict(total_steps=50, lr=1e-3, warmup_steps=4, lr_start=1e-6, lr_end=1e-5, decay_per_epoch=0.9,
-                  steps_per_epoch=10)
-    assert learning_rate(2, **kwargs) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)  # warm-up unchanged
-    assert [learning_rate(4 + k, **kwargs) for k in (0, 9, 10, 19, 20, 45)] == pytest.approx(
+    learning_rate = Schedule(total_steps=50, lr=1e-3, warmup_steps=4, lr_start=1e-6, lr_end=1e-5, decay_per_epoch=0.9,
+                             steps_per_epoch=10)
+    assert learning_rate(2) == pytest.approx(1e-6 + (1e-3 - 1e-6) / 2)  # warm-up unchanged
+    assert [learning_rate(4 + k) for k in (0, 9, 10, 19, 20, 45)] == pytest.approx(
         [1e-3, 1e-3, 9e-4, 9e-4, 8.1e-4, 1e-3 * 0.9**4])
     parameter = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([parameter], lr=1e-3)
@@ -79,7 +79,7 @@ def test_learning_rate_decays_once_per_epoch_as_torchs_exponential_lr():
         torch_rates += [optimizer.param_groups[0]["lr"]] * 10
         optimizer.step()
         scheduler.step()
-    assert [learning_rate(4 + k, **kwargs) for k in range(50)] == pytest.approx(torch_rates)
+    assert [learning_rate(4 + k) for k in range(50)] == pytest.approx(torch_rates)
 
 
 def test_per_epoch_decay_in_a_training_run_and_refused_without_epochs(files, tmp_path):

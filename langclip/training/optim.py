@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
+
+from .arguments import TrainArguments
 
 
 def no_weight_decay(name: str, parameter: torch.Tensor) -> bool:
@@ -41,21 +44,41 @@ def build_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.98), ep
     return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused or None)
 
 
-def learning_rate(step: int, total_steps: int, lr: float, warmup_steps: int, lr_start: float, lr_end: float,
-                  decay_per_epoch: float | None = None, steps_per_epoch: int | None = None) -> float:
-    """Learning rate of optimizer step ``step`` (0-based).
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of optimizer step ``step`` (0-based), ``schedule(step)``:
 
     Warm-up, step < W:   lr_start + (lr - lr_start) * step / W
     then cosine:         lr_end + (lr - lr_end) * (1 + cos(pi * p)) / 2,   p = (step - W) / (total_steps - W)
     or, with ``decay_per_epoch`` g:  lr * g ** ((step - W) // steps_per_epoch)   (torch's ExponentialLR stepped
     once per epoch, as PC-CLIP's official code; ``lr_end`` unused)
     """
-    if step < warmup_steps:
-        return lr_start + (lr - lr_start) * step / warmup_steps
-    if decay_per_epoch is not None:
-        return lr * decay_per_epoch ** ((step - warmup_steps) // steps_per_epoch)
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return lr_end + (lr - lr_end) * (1 + math.cos(math.pi * progress)) / 2
+
+    total_steps: int
+    lr: float
+    warmup_steps: int
+    lr_start: float
+    lr_end: float
+    decay_per_epoch: float | None = None
+    steps_per_epoch: int | None = None
+
+    @classmethod
+    def from_arguments(cls, train_args: TrainArguments, steps_per_epoch: int | None) -> Schedule:
+        """The run's schedule: ``--max-steps`` or ``--num-epochs`` epochs; W = ``--warmup-steps`` plus
+        ``--warmup-epochs`` epochs."""
+        total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
+        warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
+        return cls(total_steps, train_args.lr, warmup_steps, train_args.lr_start, train_args.lr_end,
+                   train_args.lr_decay_per_epoch, steps_per_epoch)
+
+    def __call__(self, step: int) -> float:
+        warmup = self.warmup_steps
+        if step < warmup:
+            return self.lr_start + (self.lr - self.lr_start) * step / warmup
+        if self.decay_per_epoch is not None:
+            return self.lr * self.decay_per_epoch ** ((step - warmup) // self.steps_per_epoch)
+        progress = min(1.0, (step - warmup) / max(1, self.total_steps - warmup))
+        return self.lr_end + (self.lr - self.lr_end) * (1 + math.cos(math.pi * progress)) / 2
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:

@@ -14,7 +14,6 @@ those features.
 from __future__ import annotations
 
 import json
-import math
 import time
 
 import torch
@@ -37,7 +36,7 @@ from .data import build_data
 from .logging import StepLog, report_skipped, start_trackers
 from .methods import Method
 from .model import build_trainable_model
-from .optim import build_optimizer, learning_rate, set_learning_rate
+from .optim import Schedule, build_optimizer, set_learning_rate
 from .step import TrainStep, equalize_batch
 
 
@@ -77,24 +76,22 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                                 fused=train_args.fused_optimizer, device=accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
     train_step = TrainStep(accelerator, model, optimizer, method, train_args.accum_freq, train_args.max_grad_norm)
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = train_args.max_steps or math.ceil(train_args.num_epochs * steps_per_epoch)
-    warmup_steps = train_args.warmup_steps + round(train_args.warmup_epochs * (steps_per_epoch or 0))
+    schedule = Schedule.from_arguments(train_args, data.steps_per_epoch)
+    total_steps = schedule.total_steps
     state = initial_state(accelerator, arguments, data)
     start_trackers(accelerator, *arguments)
     progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
                     desc=f"train {model_args.method} ({method.description})", unit="step")
     global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
     log = StepLog(accelerator, train_args, train_step.unwrapped, progress, global_batch)
-    eval_records = ()
+    eval_records = None
 
     model.train()
     waiting = time.perf_counter()
     for batch in data.steps(state["step"], total_steps):
         data_wait = time.perf_counter() - waiting
         batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
-        lr = learning_rate(state["step"], total_steps, train_args.lr, warmup_steps, train_args.lr_start,
-                           train_args.lr_end, train_args.lr_decay_per_epoch, steps_per_epoch)
+        lr = schedule(state["step"])
         set_learning_rate(optimizer, lr)
         step = state["step"] + 1
         logging = step % train_args.logging_steps == 0 or step == total_steps
@@ -118,7 +115,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
         waiting = time.perf_counter()
     progress.close()
 
-    save_final(accelerator, model, tokenizer, processor, state, arguments, eval_records)
+    save_final(accelerator, model, tokenizer, processor, state, arguments, eval_records or ())
     if data_args.skip_bad_samples:
         report_skipped(accelerator, state)
     accelerator.end_training()
