@@ -13,14 +13,15 @@ import torch
 import yaml
 from PIL import Image
 
-import langclip.evaluation.suite as suite_module
+import langclip.evaluation.features as features_module
 from langclip import LaCLIPModel
 from langclip.cli import main
 from langclip.evaluation.differences import CLASS_PROMPT, comparative_class_embeddings, difference_classification
-from langclip.evaluation.features import encode_dataset, encode_images, encode_texts
+from langclip.evaluation.features import FeatureStore, encode_dataset, encode_images, encode_texts
 from langclip.evaluation.linear_probe import linear_probe
 from langclip.evaluation.run import load_model
-from langclip.evaluation.suite import DatasetSpec, EvalOptions, FeatureStore, load_suite, run_task, shipped_suites
+from langclip.evaluation.manifest import DatasetSpec, EvalOptions, load_suite, shipped_suites
+from langclip.evaluation.suite import run_task
 from langclip.evaluation.templates import LACLIP_IMAGENET_TEMPLATES
 from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
 from langclip.hub_cards.cards import load_eval_records
@@ -109,7 +110,7 @@ def test_suite_writes_json_table_plot_and_reuses_cached_features(setup, tmp_path
         calls.append(kwargs.get("description"))
         return encode_dataset(*args, **kwargs)
 
-    monkeypatch.setattr(suite_module, "encode_dataset", counting)
+    monkeypatch.setattr(features_module, "encode_dataset", counting)
     combined = _run_suite(setup, tmp_path / "run1", "--batch-size", "7")
     # one pass per dataset split: few-shot reused the zero-shot features of Shapes
     assert sorted(calls) == ["Captions test", "Colours test", "Shapes test"]

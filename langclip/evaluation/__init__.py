@@ -3,8 +3,9 @@
 `zero_shot` (classifiers from class names x templates, top-k), `retrieval` (Recall@K both
 ways), `few_shot` (prototypes over episodes), `linear_probe` (logistic regression; imported
 from its module, as it loads scikit-learn), `differences` (PC-CLIP), `metrics` (the same
-metrics as `evaluate` modules), `suite` (YAML manifests of datasets x tasks, shipped in `suites/`, run with a
-feature cache) and `run` (the `langclip eval` command).
+metrics as `evaluate` modules), suites of datasets x tasks: `manifest` (the YAML files, shipped in `suites/`),
+`features` (encoding and the feature cache), `suite` (the tasks, run per dataset) and `report` (results files and
+tables), and `run` (the `langclip eval` command).
 """
 
 from .features import encode_images, encode_texts

@@ -1,4 +1,5 @@
-"""Batched, L2-normalised features from any `CLIPModel`-compatible model, and a feature cache.
+"""Batched, L2-normalised features from any `CLIPModel`-compatible model, and `FeatureStore`, the
+per-run (and, with a cache folder, on-disk) store of each dataset split's image features.
 
 `get_image_features` / `get_text_features` return a `BaseModelOutputWithPooling` in
 transformers 5; the projected features are its ``pooler_output``.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,9 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from ..errors import DataError
+from ..processing import loading
 from ..processing.transforms import decode_image
+from .manifest import DatasetSpec, EvalOptions
 
 TEXT_PREFIXES = ("text_model.", "text_projection.")
 
@@ -170,29 +173,30 @@ def encode_dataset(
     data,
     image_column: str,
     columns: Sequence[str] = (),
-    batch_size: int = 64,
-    num_workers: int = 0,
-    progress: bool = True,
+    options: EvalOptions | None = None,
     description: str = "images",
 ) -> ImageFeatures:
     """n(f(x)) of every image of ``data`` (a `datasets.Dataset` or `IterableDataset`) in one pass, with ``columns``.
 
-    Images are decoded and preprocessed in ``num_workers`` DataLoader workers; each distinct
-    image (equal ``pixel_values``) is encoded once, so copies get bit-identical features.
+    Images are decoded and preprocessed in ``options.num_workers`` DataLoader workers, ``options.batch_size``
+    at a time; each distinct image (equal ``pixel_values``) is encoded once, so copies get bit-identical features.
     """
     from torch.utils.data import DataLoader
+
+    options = options or EvalOptions()
+    batch_size = options.batch_size
 
     names = data.column_names or []
     keys = [key for key in ("__key__", "id") if key in names and key not in columns][:1]  # names rows in errors
     data = data.select_columns(list(dict.fromkeys([image_column, *columns, *keys])))
     if isinstance((data.features or {}).get(image_column), datasets.Image):
         data = data.cast_column(image_column, datasets.Image(decode=False))  # decoded by decode_image, errors name the row
-    loader = DataLoader(_Indexed(data) if hasattr(data, "__len__") else data, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_Collate(processor, image_column, columns))
+    loader = DataLoader(_Indexed(data) if hasattr(data, "__len__") else data, batch_size=batch_size,
+                        num_workers=options.num_workers, collate_fn=_Collate(processor, image_column, columns))
     total = -(-len(data) // batch_size) if hasattr(data, "__len__") else None
     device, dtype = _device(model), _dtype(model)
     seen, index, unique, values = {}, [], [], {column: [] for column in columns}
-    for pixels, batch_columns in tqdm(loader, desc=description, unit="batch", total=total, disable=not progress):
+    for pixels, batch_columns in tqdm(loader, desc=description, unit="batch", total=total, disable=not options.progress):
         fresh = []
         for row in pixels:
             key = hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest()
@@ -208,3 +212,62 @@ def encode_dataset(
     if not index:
         raise DataError("the dataset has no rows: nothing to evaluate")
     return ImageFeatures(torch.cat(unique), torch.tensor(index), values)
+
+
+def _column(columns: Sequence[str], wanted: str | Sequence[str], key: str, where: str) -> str:
+    """``wanted`` (or the first of a list of alternatives) among ``columns``; an error names the manifest key."""
+    choices = [wanted] if isinstance(wanted, str) else list(wanted)
+    found = next((choice for choice in choices if choice in columns), None)
+    if found is None:
+        raise DataError(f"{where}: no column {' or '.join(map(repr, choices))} (set `{key}` in the manifest, "
+                         f"--{key.replace('_', '-')} for a single task); the dataset has {', '.join(columns)}")
+    return found
+
+
+class FeatureStore:
+    """Image features per dataset split: computed once per run and, with ``options.cache_dir``, stored as
+    ``<sha256>.safetensors`` keyed by the image-side weights, the image processor, the dataset (its
+    fingerprint when it has one), the split and the columns."""
+
+    def __init__(self, model, processor, options: EvalOptions):
+        self.model, self.processor, self.options = model, processor, options
+        self.memory: dict[str, ImageFeatures] = {}
+        self.fingerprints: dict[tuple[str, str], str | None] = {}
+        self._model_key = None
+
+    def model_key(self) -> str:
+        """What the features depend on besides the data; without a disk cache one store holds one model."""
+        if not self.options.cache_dir:
+            return ""
+        if self._model_key is None:
+            self._model_key = hashlib.sha256(json.dumps([
+                weights_fingerprint(self.model, text=False), self.processor.to_json_string(),
+                str(next(self.model.parameters()).dtype)]).encode()).hexdigest()
+        return self._model_key
+
+    def features(self, spec: DatasetSpec, split: str, roles: Mapping[str, str]) -> tuple[ImageFeatures, dict]:
+        """Features of ``split`` with the columns of ``roles`` (manifest key -> column), keyed by role, and the
+        `datasets` feature type of each role's column (None when the dataset does not say)."""
+        where = f"dataset {spec.key!r} ({spec.path}), split {split!r}"
+        data = loading.load_split(spec.path, split, spec.config, streaming=spec.streaming or self.options.streaming)
+        names = data.column_names or list(data.features or {})
+        image_column = _column(names, spec.image_column, "image_column", where)
+        columns = {role: _column(names, wanted, role, where) for role, wanted in roles.items()}
+        types = {role: (data.features or {}).get(column) for role, column in columns.items()}
+        fingerprint = self.fingerprints[spec.key, split] = getattr(data, "_fingerprint", None)
+        key = hashlib.sha256(json.dumps([self.model_key(), spec.path, spec.config, split, fingerprint, image_column,
+                                         sorted(columns.items())]).encode()).hexdigest()
+        if key in self.memory:
+            return self.memory[key], types
+        cache_file = Path(self.options.cache_dir) / f"{key}.safetensors" if self.options.cache_dir else None
+        if cache_file is not None and cache_file.is_file():
+            found = ImageFeatures.load(cache_file)
+        else:
+            found = encode_dataset(self.model, self.processor, data, image_column, list(columns.values()),
+                                   self.options, description=f"{spec.title} {split}")
+            found.columns = {role: found.columns[column] for role, column in columns.items()}
+            if cache_file is not None:
+                found.save(cache_file)
+        self.memory[key] = found
+        return found, types
+

@@ -7,7 +7,7 @@
     langclip eval --compare outputs/eval/clip outputs/eval/laclip            # side by side
 
 A suite writes one JSON per dataset and task, ``results.json``, ``results.md`` and
-``results.png`` to ``--output-dir`` (see `suite`). A single task is a one-dataset suite made
+``results.png`` to ``--output-dir`` (see `report`). A single task is a one-dataset suite made
 from the flags; it writes ``<output-dir>/<dataset>__<task>.json`` (or ``--output``). Datasets
 are Hub ids, `save_to_disk` folders or data folders that `datasets.load_dataset` reads; only the
 split asked for is loaded. Any `transformers` CLIP-like checkpoint works.
@@ -25,23 +25,11 @@ import torch
 
 from ..errors import ConfigError, check_at_least_one
 from ..processing import loading
-from .suite import (
-    TASKS,
-    ZERO_SHOT_METRICS,
-    EvalOptions,
-    FeatureStore,
-    compare_table,
-    load_results,
-    load_suite,
-    plot_scores,
-    results_table,
-    run_suite,
-    run_task,
-    shipped_suites,
-    spec_from_mapping,
-    write_results,
-)
 from .differences import CLASS_PROMPT
+from .features import FeatureStore
+from .manifest import TASKS, ZERO_SHOT_METRICS, EvalOptions, load_suite, shipped_suites, spec_from_mapping
+from .report import compare_table, load_results, plot_scores, results_table, write_results
+from .suite import run_suite, run_task
 from .templates import TEMPLATE_SETS, load_templates
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
