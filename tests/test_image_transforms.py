@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessor
+from transformers import CLIPImageProcessorPil
 
 from langclip.processing.transforms import (BadSampleError, ImageTransform, center_crop, decode_image, draft_for_crop,
                                            normalize_pixels, random_resized_crop_params, resize_shortest_edge,
@@ -147,8 +147,8 @@ def test_uint8_pixels_normalised_on_the_batch_equal_the_float_transform():
 
 
 def test_eval_transform_matches_clip_image_processor():
-    processor = CLIPImageProcessor(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24},
-                                   image_mean=MEAN, image_std=STD)
+    processor = CLIPImageProcessorPil(size={"shortest_edge": 24}, crop_size={"height": 24, "width": 24},
+                                      image_mean=MEAN, image_std=STD)
     transform = ImageTransform.from_image_processor(processor)
     for height, width in [(30, 50), (64, 40), (24, 24)]:
         image = random_image(height, width, seed=height)

@@ -14,12 +14,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from transformers import AutoConfig, AutoModelForZeroShotImageClassification, AutoProcessor, AutoTokenizer, CLIPImageProcessor, CLIPModel, pipeline
+from transformers import AutoConfig, AutoModelForZeroShotImageClassification, AutoProcessor, AutoTokenizer, CLIPModel, pipeline
 
 from langclip import CLIPSConfig, CLIPSModel, LaCLIPModel
 from langclip.modeling.auto import save_folder
 from langclip.modeling.clips.convert_clips import convert_clips
 from langclip.modeling.clips.modeling_clips import clips_text_layout
+from langclip.modeling.image_processing import default_image_processor
 
 from conftest import WITHOUT_LANGCLIP, tiny_laclip_config
 from test_convert_clips import TEXT, VISION, released_state_dict
@@ -38,7 +39,7 @@ def _images(n: int) -> list[Image.Image]:
 def laclip_dir(tmp_path_factory, tokenizer):
     folder = tmp_path_factory.mktemp("laclip")
     torch.manual_seed(0)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = default_image_processor(32)
     save_folder(LaCLIPModel(tiny_laclip_config(tokenizer)), folder, processor, tokenizer)
     return folder
 

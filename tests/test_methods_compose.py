@@ -17,6 +17,7 @@ from transformers import AutoTokenizer, CLIPModel
 
 from langclip import CLIPSModel, LaCLIPModel
 from langclip.modeling import sigmoid_loss
+from langclip.modeling.image_processing import default_image_processor
 from langclip.training.methods import PRESETS, Method
 
 
@@ -220,12 +221,11 @@ def test_clips_with_the_sigmoid_loss_uses_it_in_both_contrastive_terms(tokenizer
 
 def test_laclip_mt_texts_per_image_are_the_most_rewrites_of_any_row(tokenizer):
     from PIL import Image
-    from transformers import CLIPImageProcessor
 
     rewrites = [[], ["a photo of a dog"], ["a dog outside", "one brown dog"], ["a dog"]]  # the first row has none
     rows = datasets.Dataset.from_dict({"id": ["0", "1", "2", "3"], "image": [Image.new("RGB", (40, 40))] * 4,
                                        "caption": ["a dog"] * 4, "rewrites": rewrites})
-    processor = CLIPImageProcessor(crop_size={"height": 32, "width": 32}, size={"shortest_edge": 32})
+    processor = default_image_processor(32)
     _, collator = Method.preset("laclip-mt").prepare_data(None, rows, tokenizer, 16, processor, "cpu")
     assert collator.num_texts == 3
     assert collator(list(rows))["input_ids"].shape[:2] == (4, 3)  # shorter rows padded with their caption

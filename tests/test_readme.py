@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessor
 
 from langclip import CLIPSConfig, CLIPSModel, LaCLIPModel
 from langclip.cli import build_parser
 from langclip.modeling.auto import save_folder
+from langclip.modeling.image_processing import default_image_processor
 
 from conftest import tiny_laclip_config
 from train_utils import parse_train_args
@@ -33,7 +33,7 @@ def checkpoints(tmp_path_factory, tokenizer):
     """README path -> tiny checkpoint folder (weights, tokenizer + image processor, remote code)."""
     root = tmp_path_factory.mktemp("readme")
     config = tiny_laclip_config(tokenizer)
-    processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = default_image_processor(32)
     clips = CLIPSConfig(text_config=config.text_config.to_dict(), vision_config=config.vision_config.to_dict(),
                         projection_dim=16, captioner_max_length=8)
     folders = {}

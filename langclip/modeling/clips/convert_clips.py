@@ -27,6 +27,7 @@ import torch
 
 from ...errors import CheckpointError
 from ..auto import save_folder
+from ..image_processing import IMAGENET_MEAN, IMAGENET_STD, default_image_processor
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
 from .modeling_clips import CLIPSModel
@@ -37,8 +38,6 @@ RELEASED_ARCHITECTURE = dict(vision_pooling="mean", vision_pre_layernorm=False, 
 RELEASED_VISION = dict(layer_norm_eps=1e-6)
 RELEASED_TEXT = dict(hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6, bos_token_id=1, eos_token_id=2,
                      pad_token_id=0)
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
 CAPTIONER_PREFIX = "text_decoder."
 VISION_HEAD_WIDTH = {1280: 80}  # ViT-H-14: 16 heads of 80 (OpenCLIP's ViT-H-14 config); other widths: heads of 64
 
@@ -74,10 +73,7 @@ def convert_clips(src: str | Path, dst: str | Path | None = None, vision_heads: 
 
 def _image_processor(config: CLIPSConfig):
     """CLIPS preprocessing: bilinear squash resize to the model size (no crop), ImageNet mean/std."""
-    from transformers import CLIPImageProcessor
     from transformers.image_utils import PILImageResampling
 
-    size = config.vision_config.image_size
-    return CLIPImageProcessor(size={"height": size, "width": size}, resample=PILImageResampling.BILINEAR,
-                              do_center_crop=False, crop_size={"height": size, "width": size},
-                              image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD)
+    return default_image_processor(config.vision_config.image_size, IMAGENET_MEAN, IMAGENET_STD,
+                                   resample=PILImageResampling.BILINEAR, crop=False)

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..auto import save_folder
+from ..image_processing import default_image_processor
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_laclip import LaCLIPConfig
 from .modeling_laclip import LaCLIPModel
@@ -40,10 +41,7 @@ def convert_open_clip(
 
 def _image_processor(config: LaCLIPConfig):
     """OpenAI/OpenCLIP preprocessing: resize shortest side, centre crop, OpenAI mean/std."""
-    from transformers import CLIPImageProcessor
-
-    size = config.vision_config.image_size
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return default_image_processor(config.vision_config.image_size)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
