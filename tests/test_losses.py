@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from conftest import free_port
 
 from langclip.modeling import losses
-from langclip.modeling.losses import clip_loss, multi_positive_clip_loss, sigmoid_loss
+from langclip.modeling.losses import LossContext, clip_loss, multi_positive_clip_loss, sigmoid_loss
 
 
 def _normalized(*shape, seed=0):
@@ -79,11 +79,12 @@ def test_simulated_two_rank_gather_equals_global_batch(monkeypatch, loss_fn, tex
 
     sim_img, sim_txt = img.clone().requires_grad_(), txt.clone().requires_grad_()
     # The simulated all_gather returns the global tensor that the local slice was cut from.
-    monkeypatch.setattr(losses, "gather_features", lambda local: local._base)
+    monkeypatch.setattr(losses, "gather_features", lambda local, context: local._base)
     rank_losses = []
     for rank in range(2):
-        monkeypatch.setattr(losses, "_world", lambda rank=rank: (rank, 2))
-        rank_losses.append(loss_fn(sim_img[rank * 4 : (rank + 1) * 4], sim_txt[rank * 4 : (rank + 1) * 4], scale))
+        context = LossContext(rank=rank, world_size=2)
+        rank_losses.append(loss_fn(sim_img[rank * 4 : (rank + 1) * 4], sim_txt[rank * 4 : (rank + 1) * 4], scale,
+                                   context))
     mean_loss = sum(rank_losses) / 2
     mean_loss.backward()
     assert mean_loss.item() == pytest.approx(global_loss.item(), rel=1e-12)
@@ -98,7 +99,7 @@ def _two_process_worker(rank, port, img, txt, out):
     dist.init_process_group("gloo", rank=rank, world_size=2)
     local_img = img[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
     local_txt = txt[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
-    loss = clip_loss(local_img, local_txt, torch.tensor(9.0, dtype=torch.float64))
+    loss = clip_loss(local_img, local_txt, torch.tensor(9.0, dtype=torch.float64), LossContext.current())
     loss.backward()
     out[rank] = (loss.detach(), local_img.grad, local_txt.grad)
     dist.destroy_process_group()
@@ -224,7 +225,7 @@ def _sigmoid_worker(rank, world_size, port, img, texts, out):
         local_txt = txt[rank * local : (rank + 1) * local].clone().requires_grad_()
         t = torch.tensor(10.0, dtype=torch.float64, requires_grad=True)
         b = torch.tensor(-2.0, dtype=torch.float64, requires_grad=True)
-        loss = sigmoid_loss(local_img, local_txt, t, b)
+        loss = sigmoid_loss(local_img, local_txt, t, b, LossContext(rank, world_size))
         loss.backward()
         results.append((loss.detach(), local_img.grad, local_txt.grad, t.grad, b.grad))
     out[rank] = (results, blocks)

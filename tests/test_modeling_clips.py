@@ -7,7 +7,8 @@ from transformers import AutoModel, CLIPModel
 
 from conftest import tiny_laclip_config
 from langclip import CLIPSConfig, CLIPSModel
-from langclip.modeling.clips.modeling_clips import caption_nll, captioner_attention_mask, clips_loss
+from langclip.modeling.clips.modeling_clips import captioner_attention_mask
+from langclip.modeling.losses import CLIPSFeatures, caption_nll, clips_loss
 
 RELEASED = dict(vision_pooling="mean", vision_pre_layernorm=False, text_attention="bidirectional", text_pooling="last")
 
@@ -82,7 +83,8 @@ def test_losses_against_float64_reference():
         torch.testing.assert_close(nll_sum[row], expected)
         assert tokens[row] == length - 1
     scale = torch.tensor(7.0, dtype=torch.float64)
-    total, contrastive, caption = clips_loss(image, web, partial, nll_sum, tokens, scale, 0.5, 3.0)
+    total, contrastive, caption = clips_loss(CLIPSFeatures(image, web, partial, nll_sum, tokens), scale,
+                                             kind="softmax", weights=(0.5, 3.0))
     expected_contrastive = (reference_clip_loss(image, web, scale) + reference_clip_loss(image, partial, scale)) / 2
     torch.testing.assert_close(contrastive, expected_contrastive)
     torch.testing.assert_close(caption, nll_sum.sum() / 10)  # 4 + 2 + 1 + 3 predicted tokens

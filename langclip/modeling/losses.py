@@ -1,31 +1,58 @@
-"""Contrastive losses on L2-normalised features, in OpenCLIP's local-loss form.
+"""Every training loss, on features, in OpenCLIP's local-loss form.
 
-Every function takes this process's features. When a `torch.distributed` process group
-with more than one member is initialised, features are all-gathered *with gradient*
-(`_AllGather`), each process scores its local rows
-against the global batch, and its labels are offset by ``rank * local_batch``. The mean
-of the per-process losses (what DDP's gradient averaging optimises) is then the loss of
-the global batch. Without a process group the functions run as a single process.
-The sigmoid loss gathers nothing: text blocks travel round the ring of processes
-(`_NeighbourExchange`), so no process holds the global logit matrix.
+- `clip_loss`, `multi_positive_clip_loss`: CLIP's softmax InfoNCE, one or T texts per image (LaCLIP-MT);
+- `sigmoid_loss`: SigLIP's pairwise sigmoid loss; `contrastive_loss` picks one of these by its explicit ``kind``;
+- `caption_nll`, `clips_loss`: CLIPS' captioner NLL and its contrastive + captioner total;
+- `difference_loss`, `pcclip_loss`: PC-CLIP's pairwise-difference loss and its optional CLIP term.
+
+Every function takes this process's features and a `LossContext`: this process's ``rank`` among
+``world_size`` processes, and whether to check the features are finite. With ``world_size`` > 1 the softmax
+losses all-gather features *with gradient* (`_AllGather`), each process scores its local rows against the
+global batch, and its labels are offset by ``rank * local_batch``. The mean of the per-process losses (what
+DDP's gradient averaging optimises) is then the loss of the global batch. The sigmoid loss gathers nothing:
+text blocks travel round the ring of processes (`_NeighbourExchange`), so no process holds the global logit
+matrix. Callers build the context once (`LossContext.current` reads an initialised `torch.distributed`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from transformers import initialization as init
+
+CONTRASTIVE_LOSSES = ("softmax", "sigmoid")
+SIGMOID_LOGIT_SCALE_INIT = math.log(10.0)
+"""SigLIP's initial log t; its initial b is -10 (`config.logit_bias_init_value`)."""
+IGNORE_INDEX = -100
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+@dataclass(frozen=True)
+class LossContext:
+    """Where a loss runs and what it checks.
+
+    ``rank`` / ``world_size``: this process's place among the processes whose features make the global batch
+    (default: one process). ``check_finite``: raise on NaN or infinite features (a host sync); the trainer's
+    step passes False and skips non-finite steps on the device instead.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    check_finite: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
+
+    @classmethod
+    def current(cls, check_finite: bool = True) -> LossContext:
+        """This process's rank and world size in the initialised `torch.distributed` group; one process without."""
+        if dist.is_available() and dist.is_initialized():
+            return cls(dist.get_rank(), dist.get_world_size(), check_finite)
+        return cls(check_finite=check_finite)
 
 
 class _AllGather(torch.autograd.Function):
@@ -37,44 +64,30 @@ class _AllGather(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
-        gathered = [torch.empty_like(features) for _ in range(dist.get_world_size())]
+    def forward(ctx, features: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+        ctx.rank, ctx.world_size = rank, world_size
+        gathered = [torch.empty_like(features) for _ in range(world_size)]
         dist.all_gather(gathered, features.contiguous())
         return torch.cat(gathered)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+    def backward(ctx, grad: torch.Tensor):
         grad = grad.contiguous()
         dist.all_reduce(grad)
-        return grad.chunk(dist.get_world_size())[dist.get_rank()]
+        return grad.chunk(ctx.world_size)[ctx.rank], None, None
 
 
-def gather_features(features: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``features`` of every process along dim 0, keeping the autograd graph."""
-    _, world_size = _world()
-    if world_size == 1:
+def gather_features(features: torch.Tensor, context: LossContext) -> torch.Tensor:
+    """Concatenate ``features`` of the ``context.world_size`` processes along dim 0, keeping the autograd graph."""
+    if context.world_size == 1:
         return features
-    return _AllGather.apply(features)
+    return _AllGather.apply(features, context.rank, context.world_size)
 
 
-_CHECK_FINITE = contextvars.ContextVar("langclip_losses_check_finite", default=True)
-
-
-@contextlib.contextmanager
-def without_finite_check():
-    """Inside, the losses skip their finiteness check of the features (a host sync); the trainer's step uses it
-    and skips non-finite steps on the device instead."""
-    token = _CHECK_FINITE.set(False)
-    try:
-        yield
-    finally:
-        _CHECK_FINITE.reset(token)
-
-
-def _check_features(name: str, features: torch.Tensor, dims: int) -> None:
+def _check_features(name: str, features: torch.Tensor, dims: int, context: LossContext) -> None:
     if features.dim() != dims:
         raise ValueError(f"{name} must have {dims} dimensions, got shape {tuple(features.shape)}")
-    if _CHECK_FINITE.get() and not torch.isfinite(features).all():
+    if context.check_finite and not torch.isfinite(features).all():
         raise ValueError(f"{name} contains NaN or infinite values")
 
 
@@ -98,6 +111,7 @@ def clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
+    context: LossContext = LossContext(),
 ) -> torch.Tensor:
     """Symmetric InfoNCE of CLIP.
 
@@ -108,13 +122,12 @@ def clip_loss(
 
     where CE is the mean cross-entropy over the B local rows.
     """
-    _check_features("image_features", image_features, 2)
-    _check_features("text_features", text_features, 2)
+    _check_features("image_features", image_features, 2, context)
+    _check_features("text_features", text_features, 2, context)
     _check_batch(image_features, text_features)
-    rank, _ = _world()
-    all_image = gather_features(image_features)
-    all_text = gather_features(text_features)
-    labels = local_labels(image_features.shape[0], rank, image_features.device)
+    all_image = gather_features(image_features, context)
+    all_text = gather_features(text_features, context)
+    labels = local_labels(image_features.shape[0], context.rank, image_features.device)
     logits_per_image = logit_scale * image_features @ all_text.T
     logits_per_text = logit_scale * text_features @ all_image.T
     return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
@@ -124,6 +137,7 @@ def multi_positive_clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
+    context: LossContext = LossContext(),
 ) -> torch.Tensor:
     """LaCLIP-MT loss with T = M + 1 texts per image.
 
@@ -137,13 +151,12 @@ def multi_positive_clip_loss(
     The paper writes the normaliser of L_I* as 1/M over the M+1 terms j = 0..M; we
     average, i.e. divide by M+1, so that L reduces to `clip_loss` when all texts agree.
     """
-    _check_features("image_features", image_features, 2)
-    _check_features("text_features", text_features, 3)
+    _check_features("image_features", image_features, 2, context)
+    _check_features("text_features", text_features, 3, context)
     _check_batch(image_features, text_features)
-    rank, _ = _world()
-    all_image = gather_features(image_features)
-    all_text = gather_features(text_features)
-    labels = local_labels(image_features.shape[0], rank, image_features.device)
+    all_image = gather_features(image_features, context)
+    all_text = gather_features(text_features, context)
+    labels = local_labels(image_features.shape[0], context.rank, image_features.device)
     # (T, B_local, B_global): image i against the j-th text of every image.
     logits_per_image = logit_scale * torch.einsum("bd,ntd->tbn", image_features, all_text)
     num_texts = text_features.shape[1]
@@ -167,18 +180,19 @@ class _NeighbourExchange(torch.autograd.Function):
         return received
 
     @staticmethod
-    def forward(ctx, features: torch.Tensor) -> torch.Tensor:
-        rank, world_size = _world()
+    def forward(ctx, features: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+        ctx.rank, ctx.world_size = rank, world_size
         return _NeighbourExchange._shift(features.contiguous(), (rank + 1) % world_size, (rank - 1) % world_size)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        rank, world_size = _world()
-        return _NeighbourExchange._shift(grad.contiguous(), (rank - 1) % world_size, (rank + 1) % world_size)
+    def backward(ctx, grad: torch.Tensor):
+        rank, world_size = ctx.rank, ctx.world_size
+        return _NeighbourExchange._shift(grad.contiguous(), (rank - 1) % world_size, (rank + 1) % world_size), None, None
 
 
 def _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives: bool) -> torch.Tensor:
-    """Sum of -log sigmoid(z * (t * x_i.y_kj + b)) over images i (B), texts k (B'), j (T); z = +1 iff i == k and ``positives``."""
+    """Sum of -log sigmoid(z * (t * x_i.y_kj + b)) over images i (B), texts k (B'), j (T);
+    z = +1 iff i == k and ``positives``."""
     logits = logit_scale * torch.einsum("id,kjd->ikj", image_features, text_features) + logit_bias
     signs = -torch.ones(logits.shape[:2], dtype=logits.dtype, device=logits.device)
     if positives:
@@ -191,6 +205,7 @@ def sigmoid_loss(
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor,
+    context: LossContext = LossContext(),
 ) -> torch.Tensor:
     """SigLIP's pairwise sigmoid loss (Zhai et al., 2023), single- or multi-positive.
 
@@ -206,64 +221,118 @@ def sigmoid_loss(
     larger than (B, B, T), and the mean of the per-process losses is the global-batch loss
     with the global-batch gradient (the exchange's backward returns each block's gradient).
     """
-    _check_features("image_features", image_features, 2)
+    _check_features("image_features", image_features, 2, context)
     if text_features.dim() == 2:
-        _check_features("text_features", text_features, 2)
+        _check_features("text_features", text_features, 2, context)
         text_features = text_features[:, None]
     else:
-        _check_features("text_features", text_features, 3)
+        _check_features("text_features", text_features, 3, context)
     _check_batch(image_features, text_features)
     loss = _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives=True)
-    _, world_size = _world()
-    for _ in range(world_size - 1):
-        text_features = _NeighbourExchange.apply(text_features)
+    for _ in range(context.world_size - 1):
+        text_features = _NeighbourExchange.apply(text_features, context.rank, context.world_size)
         loss = loss + _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives=False)
     return loss / image_features.shape[0]
 
 
-CONTRASTIVE_LOSSES = ("softmax", "sigmoid")
-SIGMOID_LOGIT_SCALE_INIT = math.log(10.0)
-"""SigLIP's initial log t; its initial b is -10 (`config.logit_bias_init_value`)."""
+def contrastive_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    *,
+    kind: str,
+    multi_positive: bool = False,
+    context: LossContext = LossContext(),
+) -> torch.Tensor:
+    """The contrastive loss of ``kind`` (`CONTRASTIVE_LOSSES`) on one text per image, (B, D), or, with
+    ``multi_positive``, T texts per image, (B, T, D), every one a positive.
 
-
-def contrastive_loss(image_features, text_features, logit_scale, logit_bias=None) -> torch.Tensor:
-    """`sigmoid_loss` when a ``logit_bias`` is given, else `clip_loss` ((B, D) texts) or `multi_positive_clip_loss` ((B, T, D))."""
-    if logit_bias is not None:
-        return sigmoid_loss(image_features, text_features, logit_scale, logit_bias)
-    if text_features.dim() == 3:
-        return multi_positive_clip_loss(image_features, text_features, logit_scale)
-    return clip_loss(image_features, text_features, logit_scale)
-
-
-class LogitParametersMixin:
-    """The learnable loss scalars of a `CLIPModel` subclass: log temperature (CLIP's ``logit_scale``) and,
-    when ``config.contrastive_loss == "sigmoid"``, SigLIP's bias ``logit_bias`` (init ``config.logit_bias_init_value``).
-
-    Call `add_logit_bias` in ``__init__`` before ``post_init``. Checkpoints keep the bias as
-    ``logit_bias``; `transformers.CLIPModel` loads them and ignores it.
+    ``"softmax"``: `clip_loss` or `multi_positive_clip_loss` (no ``logit_bias``);
+    ``"sigmoid"``: `sigmoid_loss`, which needs ``logit_bias``.
     """
+    if kind not in CONTRASTIVE_LOSSES:
+        raise ValueError(f"kind must be one of {CONTRASTIVE_LOSSES}, got {kind!r}")
+    if (logit_bias is None) != (kind == "softmax"):
+        raise ValueError(f"the {kind} loss {'takes no' if kind == 'softmax' else 'needs a'} logit_bias")
+    texts_dims = 3 if multi_positive else 2
+    if text_features.dim() != texts_dims:
+        raise ValueError(f"text_features must have {texts_dims} dimensions with multi_positive={multi_positive}, "
+                         f"got shape {tuple(text_features.shape)}")
+    if kind == "sigmoid":
+        return sigmoid_loss(image_features, text_features, logit_scale, logit_bias, context)
+    softmax_loss = multi_positive_clip_loss if multi_positive else clip_loss
+    return softmax_loss(image_features, text_features, logit_scale, context)
 
-    def add_logit_bias(self) -> None:
-        self.logit_bias = None
-        if self.config.contrastive_loss == "sigmoid":
-            self.logit_bias = torch.nn.Parameter(torch.tensor(float(self.config.logit_bias_init_value)))
 
-    def _init_weights(self, module):
-        super()._init_weights(module)
-        if module is self and getattr(self, "logit_bias", None) is not None:
-            init.constant_(self.logit_bias, self.config.logit_bias_init_value)
+class CaptionNLL(NamedTuple):
+    """Per-row next-token NLL of a captioner: ``nll_sum`` (B,), summed over each row's predicted tokens, and
+    ``tokens`` (B,), their number."""
 
-    def loss_parameters(self) -> dict[str, torch.Tensor]:
-        """``{"logit_scale": exp(logit_scale)}``, plus ``"logit_bias"`` under the sigmoid loss: `contrastive_loss`'s keywords."""
-        parameters = {"logit_scale": self.logit_scale.exp()}
-        if getattr(self, "logit_bias", None) is not None:
-            parameters["logit_bias"] = self.logit_bias
-        return parameters
+    nll_sum: torch.Tensor
+    tokens: torch.Tensor
 
-    @torch.no_grad()
-    def clamp_logit_scale_(self) -> None:
-        """Clamp the log temperature to [0, config.logit_scale_max]; call after every optimizer step."""
-        self.logit_scale.clamp_(0, self.config.logit_scale_max)
+
+def caption_nll(logits: torch.Tensor, caption_ids: torch.Tensor, caption_mask: torch.Tensor | None) -> CaptionNLL:
+    """Next-token cross-entropy of (B, C, V) ``logits``: logits[:, t] predicts caption_ids[:, t + 1], positions
+    where ``caption_mask`` (B, C) is 0 ignored; computed in at least float32."""
+    targets = caption_ids[:, 1:]
+    if caption_mask is not None:
+        targets = targets.masked_fill(caption_mask[:, 1:] == 0, IGNORE_INDEX)
+    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
+    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    return CaptionNLL(nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1))
+
+
+class CLIPSFeatures(NamedTuple):
+    """What the CLIPS loss scores, per row: normalised ``image``, ``web`` caption and ``partial`` synthetic caption
+    embeddings (B, D), and the captioner's `CaptionNLL` of the full synthetic caption, ``caption_nll_sum`` and
+    ``caption_tokens`` (B,). ``partial`` and the caption terms may be None (not computed)."""
+
+    image: torch.Tensor
+    web: torch.Tensor
+    partial: torch.Tensor | None = None
+    caption_nll_sum: torch.Tensor | None = None
+    caption_tokens: torch.Tensor | None = None
+
+
+class CLIPSLoss(NamedTuple):
+    """`clips_loss`: ``total`` = w_c * ``contrastive`` + w_cap * ``caption`` (``caption`` None without captions)."""
+
+    total: torch.Tensor
+    contrastive: torch.Tensor
+    caption: torch.Tensor | None
+
+
+def clips_loss(
+    features: CLIPSFeatures,
+    logit_scale: torch.Tensor,
+    logit_bias: torch.Tensor | None = None,
+    *,
+    kind: str,
+    weights: tuple[float, float] = (1.0, 2.0),
+    context: LossContext = LossContext(),
+) -> CLIPSLoss:
+    """CLIPS' loss (Liu et al., arXiv 2411.16828), with (w_c, w_cap) = ``weights``:
+
+        contrastive = 1/2 [ L(img, web) + L(img, partial) ]             (L(img, web) without partial)
+        caption     = sum of next-token NLL / number of caption tokens  (per process)
+        total       = w_c * contrastive + w_cap * caption               (w_c * contrastive without captions)
+
+    L is `contrastive_loss` of ``kind`` (the sigmoid kind needs ``logit_bias``).
+    """
+    contrastive_weight, caption_weight = weights
+
+    def contrastive_term(text_features: torch.Tensor) -> torch.Tensor:
+        return contrastive_loss(features.image, text_features, logit_scale, logit_bias, kind=kind, context=context)
+
+    contrastive = contrastive_term(features.web)
+    if features.partial is not None:
+        contrastive = (contrastive + contrastive_term(features.partial)) / 2
+    if features.caption_nll_sum is None:
+        return CLIPSLoss(contrastive_weight * contrastive, contrastive, None)
+    caption = features.caption_nll_sum.sum() / features.caption_tokens.sum().clamp(min=1)
+    return CLIPSLoss(contrastive_weight * contrastive + caption_weight * caption, contrastive, caption)
 
 
 def difference_loss(
@@ -271,6 +340,7 @@ def difference_loss(
     image_features_b: torch.Tensor,
     difference_text_features: torch.Tensor,
     temperature: float = 1.0,
+    context: LossContext = LossContext(),
 ) -> torch.Tensor:
     """PC-CLIP's pairwise-difference loss (Sam et al., TMLR 2025).
 
@@ -282,8 +352,8 @@ def difference_loss(
     i.e. `clip_loss` on (a, t) with the logit scale fixed to 1 / tau. Inputs need not be
     normalised. A pair of identical embeddings has no difference direction and is an error.
     """
-    _check_features("image_features_a", image_features_a, 2)
-    _check_features("image_features_b", image_features_b, 2)
+    _check_features("image_features_a", image_features_a, 2, context)
+    _check_features("image_features_b", image_features_b, 2, context)
     if image_features_a.shape != image_features_b.shape:
         raise ValueError(
             f"pair feature shapes differ: {tuple(image_features_a.shape)} vs {tuple(image_features_b.shape)}"
@@ -293,4 +363,30 @@ def difference_loss(
     if same.any():
         raise ValueError(f"pairs {same.nonzero().flatten().tolist()} compare an image with itself (zero difference)")
     scale = torch.tensor(1.0 / temperature, dtype=delta.dtype, device=delta.device)
-    return clip_loss(F.normalize(delta, dim=-1), F.normalize(difference_text_features, dim=-1), scale)
+    return clip_loss(F.normalize(delta, dim=-1), F.normalize(difference_text_features, dim=-1), scale, context)
+
+
+def pcclip_loss(
+    image_features_a: torch.Tensor,
+    image_features_b: torch.Tensor,
+    difference_text_features: torch.Tensor,
+    caption_features: torch.Tensor | None = None,
+    logit_scale: torch.Tensor | None = None,
+    clip_weight: float = 0.0,
+    context: LossContext = LossContext(),
+) -> torch.Tensor:
+    """PC-CLIP's training loss: with f_a, f_b the pair's image features, g(d) the difference texts' and g(c_a)
+    the a images' captions' (all unnormalised), s = ``logit_scale``:
+
+        L = difference_loss(f_a, f_b, g(d)) + clip_weight * clip_loss(n(f_a), n(g(c_a)), s)
+
+    The CLIP term (only when ``clip_weight`` > 0) needs ``caption_features`` and ``logit_scale``.
+    """
+    loss = difference_loss(image_features_a, image_features_b, difference_text_features, context=context)
+    if not clip_weight:
+        return loss
+    if caption_features is None or logit_scale is None:
+        raise ValueError("clip_weight > 0 needs the captions of the a images in the batch (caption_input_ids) "
+                         "and the logit scale")
+    image, captions = F.normalize(image_features_a, dim=-1), F.normalize(caption_features, dim=-1)
+    return loss + clip_weight * clip_loss(image, captions, logit_scale, context)

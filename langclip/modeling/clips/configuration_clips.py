@@ -1,11 +1,8 @@
 """Configuration of CLIPS: a `CLIPConfig` with the captioner and the architecture options of the released models."""
 
-import math
-
 from huggingface_hub.dataclasses import strict
-from transformers import CLIPConfig
 
-from ..losses import CONTRASTIVE_LOSSES
+from ..contrastive import ContrastiveConfig
 
 VISION_POOLING = ("cls", "mean")
 TEXT_ATTENTION = ("causal", "bidirectional")
@@ -13,9 +10,9 @@ TEXT_POOLING = ("eos", "last")
 
 
 @strict
-class CLIPSConfig(CLIPConfig):
+class CLIPSConfig(ContrastiveConfig):
     r"""
-    `CLIPConfig` plus:
+    `ContrastiveConfig` (`CLIPConfig` with ``contrastive_loss``, ``logit_scale_max``, ``logit_bias_init_value``) plus:
 
     vision_pooling (`str`, defaults to `"cls"`):
         `"cls"`: the class token; `"mean"`: the mean of the patch tokens (class token
@@ -35,15 +32,7 @@ class CLIPSConfig(CLIPConfig):
     captioner_max_length (`int`, defaults to 128):
         Longest synthetic caption, in tokens with the special tokens.
     contrastive_loss_weight / caption_loss_weight (`float`, defaults 1.0 / 2.0):
-        w_c and w_cap of the total loss w_c * contrastive + w_cap * caption.
-    logit_scale_max (`float`, defaults to ln 100):
-        Upper bound of the log temperature (see `clamp_logit_scale_`).
-    contrastive_loss (`str`, defaults to `"softmax"`):
-        `"softmax"`: CLIP's cross-entropy (`clip_loss`); `"sigmoid"`: SigLIP's pairwise
-        sigmoid loss (`sigmoid_loss`), with t = exp(logit_scale) (SigLIP starts it at
-        log 10: set ``logit_scale_init_value``) and a learnable bias ``logit_bias``.
-    logit_bias_init_value (`float`, defaults to -10):
-        Initial ``logit_bias`` of the sigmoid loss.
+        w_c and w_cap of the total loss w_c * contrastive + w_cap * caption (`clips_loss`).
 
     Each tower's activation and LayerNorm eps are its sub-config's ``hidden_act`` and
     ``layer_norm_eps``. The defaults are the standard HF CLIP; the released CLIPS models
@@ -65,9 +54,6 @@ class CLIPSConfig(CLIPConfig):
     captioner_max_length: int = 128
     contrastive_loss_weight: float = 1.0
     caption_loss_weight: float = 2.0
-    logit_scale_max: float = math.log(100.0)
-    contrastive_loss: str = "softmax"
-    logit_bias_init_value: float = -10.0
 
     @property
     def is_standard_clip(self) -> bool:
@@ -88,7 +74,3 @@ class CLIPSConfig(CLIPConfig):
                              f"({self.captioner_heads}), got {self.captioner_layers} layers")
         if self.captioner_max_length < 2:
             raise ValueError(f"captioner_max_length must be >= 2, got {self.captioner_max_length}")
-        if self.logit_scale_max < 0:
-            raise ValueError(f"logit_scale_max must be >= 0, got {self.logit_scale_max}")
-        if self.contrastive_loss not in CONTRASTIVE_LOSSES:
-            raise ValueError(f"contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}")

@@ -25,9 +25,8 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_clips import CLIPSConfig
 from ..activations import fuse_quick_gelu
-from ..losses import LogitParametersMixin, contrastive_loss
-
-IGNORE_INDEX = -100
+from ..contrastive import LogitParametersMixin
+from ..losses import CLIPSFeatures, caption_nll, clips_loss
 
 
 class CLIPSVisionModel(CLIPVisionModel):
@@ -184,45 +183,6 @@ class CLIPSCaptioner(nn.Module):
         return self.lm_head(hidden_states[:, -caption_ids.shape[1]:])
 
 
-def caption_nll(logits: torch.Tensor, caption_ids: torch.Tensor, caption_mask: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row summed next-token cross-entropy and token count: logits[:, t] predicts caption_ids[:, t + 1], padding ignored."""
-    targets = caption_ids[:, 1:]
-    if caption_mask is not None:
-        targets = targets.masked_fill(caption_mask[:, 1:] == 0, IGNORE_INDEX)
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))  # at least float32
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1)
-
-
-def clips_loss(
-    image_features: torch.Tensor,
-    web_features: torch.Tensor,
-    partial_features: torch.Tensor | None,
-    caption_nll_sum: torch.Tensor | None,
-    caption_tokens: torch.Tensor | None,
-    logit_scale: torch.Tensor,
-    contrastive_weight: float = 1.0,
-    caption_weight: float = 2.0,
-    logit_bias: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """(total, contrastive, caption) CLIPS losses.
-
-        contrastive = 1/2 [ L(img, web) + L(img, partial) ]             (L(img, web) without partial)
-        caption     = sum of next-token NLL / number of caption tokens  (per process)
-        total       = w_c * contrastive + w_cap * caption
-
-    L is `clip_loss`, or `sigmoid_loss` when ``logit_bias`` is given (`contrastive_loss`).
-    """
-    contrastive = contrastive_loss(image_features, web_features, logit_scale, logit_bias)
-    if partial_features is not None:
-        contrastive = (contrastive + contrastive_loss(image_features, partial_features, logit_scale, logit_bias)) / 2
-    if caption_nll_sum is None:
-        return contrastive_weight * contrastive, contrastive, None
-    caption = caption_nll_sum.sum() / caption_tokens.sum().clamp(min=1)
-    return contrastive_weight * contrastive + caption_weight * caption, contrastive, caption
-
-
 @dataclass
 class CLIPSOutput(CLIPOutput):
     """`CLIPOutput` of B images with their web captions (``text_embeds`` (B, D), ``logits_per_image`` (B, B)), plus:
@@ -332,8 +292,10 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
         loss = contrastive = caption = None
         if return_loss:
             loss, contrastive, caption = clips_loss(
-                image_embeds, text_embeds, partial_embeds, nll_sum, tokens, contrastive_weight=self.config.contrastive_loss_weight,
-                caption_weight=self.config.caption_loss_weight, **self.loss_parameters())
+                CLIPSFeatures(image_embeds, text_embeds, partial_embeds, nll_sum, tokens), **self.loss_parameters(),
+                kind=self.config.contrastive_loss,
+                weights=(self.config.contrastive_loss_weight, self.config.caption_loss_weight),
+                context=self.loss_context())
         return CLIPSOutput(
             loss=loss, logits_per_image=logits_per_text.T, logits_per_text=logits_per_text, text_embeds=text_embeds,
             image_embeds=image_embeds, text_model_output=text, vision_model_output=vision,

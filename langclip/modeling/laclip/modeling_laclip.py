@@ -15,7 +15,8 @@ from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_laclip import LaCLIPConfig
 from ..activations import fuse_quick_gelu
-from ..losses import LogitParametersMixin, contrastive_loss
+from ..contrastive import LogitParametersMixin
+from ..losses import contrastive_loss
 
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:
@@ -111,7 +112,8 @@ class LaCLIPModel(LogitParametersMixin, CLIPModel):
         loss = None
         if return_loss:
             loss = contrastive_loss(image_embeds, all_text_embeds if use_all_texts else text_embeds,
-                                    **self.loss_parameters())
+                                    **self.loss_parameters(), kind=self.config.contrastive_loss,
+                                    multi_positive=use_all_texts, context=self.loss_context())
 
         return LaCLIPOutput(
             loss=loss,
