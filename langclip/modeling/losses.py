@@ -174,7 +174,8 @@ class _NeighbourExchange(torch.autograd.Function):
     @staticmethod
     def _shift(tensor: torch.Tensor, to: int, source: int) -> torch.Tensor:
         received = torch.empty_like(tensor)
-        requests = dist.batch_isend_irecv([dist.P2POp(dist.isend, tensor, to), dist.P2POp(dist.irecv, received, source)])
+        operations = [dist.P2POp(dist.isend, tensor, to), dist.P2POp(dist.irecv, received, source)]
+        requests = dist.batch_isend_irecv(operations)
         for request in requests:
             request.wait()
         return received
@@ -187,7 +188,8 @@ class _NeighbourExchange(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         rank, world_size = ctx.rank, ctx.world_size
-        return _NeighbourExchange._shift(grad.contiguous(), (rank - 1) % world_size, (rank + 1) % world_size), None, None
+        grad = _NeighbourExchange._shift(grad.contiguous(), (rank - 1) % world_size, (rank + 1) % world_size)
+        return grad, None, None
 
 
 def _sigmoid_block(image_features, text_features, logit_scale, logit_bias, positives: bool) -> torch.Tensor:
