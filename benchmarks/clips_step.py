@@ -22,7 +22,7 @@ from langclip import CLIPSConfig, CLIPSModel
 from langclip.processing.collators import CLIPSCollator
 from langclip.processing.text import PartialCaption
 from langclip.processing.collators import ContrastiveCollator
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.testing import train_word_tokenizer
 from langclip.training.optim import build_optimizer
 from langclip.training.methods import Method
 from langclip.training.step import forward_backward

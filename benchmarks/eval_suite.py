@@ -31,11 +31,11 @@ import numpy as np
 import torch
 import yaml
 from PIL import Image
-from transformers import CLIPImageProcessorPil
 
 from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.cli import main as cli
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.modeling.image_processing import default_image_processor
+from langclip.testing import train_word_tokenizer
 
 CLASSES = [f"class{i}" for i in range(10)]
 TEMPLATES = ["a photo of a {}.", "a blurry photo of a {}.", "art of the {}."]
@@ -50,7 +50,7 @@ def build_model(folder: Path) -> None:
                   patch_size=16)
     LaCLIPModel(LaCLIPConfig(text_config=text, vision_config=vision, projection_dim=256)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessorPil(size={"shortest_edge": 96}, crop_size={"height": 96, "width": 96}).save_pretrained(folder)
+    default_image_processor(96).save_pretrained(folder)
 
 
 def jpeg(rng) -> Image.Image:

@@ -25,13 +25,14 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessorPil, CLIPModel
+from transformers import CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
 from langclip.evaluation.features import encode_images
 from langclip.evaluation.templates import load_templates
 from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.modeling.image_processing import default_image_processor
+from langclip.testing import train_word_tokenizer
 
 
 def build(classes: int, image_size: int):
@@ -43,8 +44,7 @@ def build(classes: int, image_size: int):
     vision = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
                   image_size=image_size, patch_size=16)
     model = LaCLIPModel(LaCLIPConfig(text_config=text, vision_config=vision, projection_dim=256)).eval()
-    processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                                      crop_size={"height": image_size, "width": image_size})
+    processor = default_image_processor(image_size)
     return model, tokenizer, processor, names
 
 

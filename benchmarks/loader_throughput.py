@@ -44,22 +44,22 @@ WORDS = "a photo of the red green blue yellow circle square triangle picture ima
 
 
 def make_shards(folder: str, shards: int, per_shard: int, size: int = 256) -> None:
+    from langclip.testing import write_tar  # not at the top: the raw-decode child imports nothing of langclip
+
     rng = np.random.default_rng(0)
     os.makedirs(folder, exist_ok=True)
     words = WORDS.split()
     for shard in range(shards):
-        with tarfile.open(os.path.join(folder, f"{shard:05d}.tar"), "w") as tar:
-            for i in range(per_shard):
-                key = f"{shard:05d}{i:04d}"
-                pixels = (rng.random((size, size, 3)) * 40 + rng.integers(0, 200, 3)).astype(np.uint8)
-                image = io.BytesIO()
-                Image.fromarray(pixels).save(image, format="JPEG", quality=90)
-                caption = lambda: " ".join(rng.choice(words, 8))  # noqa: E731
-                record = {"caption": caption(), "rewrites": [caption() for _ in range(4)]}
-                for name, data in ((f"{key}.jpg", image.getvalue()), (f"{key}.json", json.dumps(record).encode())):
-                    info = tarfile.TarInfo(name)
-                    info.size = len(data)
-                    tar.addfile(info, io.BytesIO(data))
+        members = []
+        for i in range(per_shard):
+            key = f"{shard:05d}{i:04d}"
+            pixels = (rng.random((size, size, 3)) * 40 + rng.integers(0, 200, 3)).astype(np.uint8)
+            image = io.BytesIO()
+            Image.fromarray(pixels).save(image, format="JPEG", quality=90)
+            caption = lambda: " ".join(rng.choice(words, 8))  # noqa: E731
+            record = {"caption": caption(), "rewrites": [caption() for _ in range(4)]}
+            members += [(f"{key}.jpg", image.getvalue()), (f"{key}.json", json.dumps(record).encode())]
+        write_tar(os.path.join(folder, f"{shard:05d}.tar"), members)
 
 
 class RawDecode(torch.utils.data.IterableDataset):
@@ -107,9 +107,8 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
         started = time.perf_counter()
         samples = sum(len(batch) for batch in loader)
     else:
-        from transformers import CLIPImageProcessor
-
-        from langclip.demo.tokenization import train_word_tokenizer
+        from langclip.modeling.image_processing import default_image_processor
+        from langclip.testing import train_word_tokenizer
         from langclip.training.data import load_shard_stream
         from langclip.training.methods import Method
         from langclip.training.data import StreamedBatches
@@ -119,7 +118,8 @@ def child(path: str, mode: str, workers: int, batch_size: int, per_shard: int) -
             collator = DecodeOnly()
         else:  # the trainer's own collator for --method laclip (uint8 pixels; normalised later on the device)
             tokenizer = train_word_tokenizer([WORDS], max_length=77)
-            _, collator = Method.preset("laclip").prepare_data(None, stream, tokenizer, 77, CLIPImageProcessor(), "cpu")
+            _, collator = Method.preset("laclip").prepare_data(None, stream, tokenizer, 77, default_image_processor(224),
+                                                                 "cpu")
         batches = StreamedBatches(stream, collator, batch_size, {"num_workers": workers})
         # One pass: each worker drops the last partial batch of its own shards.
         per_worker = [len(shards[w::max(workers, 1)]) * per_shard for w in range(max(workers, 1))]

@@ -1,4 +1,4 @@
-"""The CLIPS part of `langclip demo`: partial vs full synthetic captions on the shapes world, and a recaption.
+"""The CLIPS part of `benchmarks/reproduce_mini.py`: partial vs full synthetic captions on the shapes world, and a recaption.
 
 `run` trains CLIPS twice with the real trainer on the demo world's web captions and
 synthetic captions: the text encoder sees a sub-caption of K tokens (``partial_caption:
@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import os
 
-from transformers import AutoTokenizer, CLIPImageProcessor
+from transformers import AutoTokenizer
 
-from ..modeling import CLIPSModel
-from ..processing.transforms import ImageTransform
-from ..training.trainer import train_in_process
-from .evaluate import evaluate, headline, markdown_table, save_test_set
+from langclip.demo.evaluate import evaluate, headline, markdown_table, save_test_set
+from langclip.modeling import CLIPSModel
+from langclip.modeling.image_processing import load_image_processor
+from langclip.processing.transforms import ImageTransform
+from langclip.training.trainer import train_in_process
 
 PARTIAL_TOKENS = 16  # K: half the demo's 32-token text context (the paper: 32 of 80)
 CAPTIONER = {"captioner_layers": 1, "captioner_width": 64, "captioner_heads": 4, "captioner_max_length": 64}
@@ -57,7 +58,7 @@ def run(output_dir: str, train_set, test_set, tokenizer_dir: str, settings: dict
     for name in RUNS:
         results[f"clips-{name}"] = headline(evaluate(os.path.join(part_dir, name), test_dir, templates))
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(part_dir, "subcaption"))
-    processor = CLIPImageProcessor.from_pretrained(os.path.join(part_dir, "subcaption"))
+    processor = load_image_processor(os.path.join(part_dir, "subcaption"))
     transform = ImageTransform.from_image_processor(processor)
     subcaption_model = CLIPSModel.from_pretrained(os.path.join(part_dir, "subcaption")).eval()
     row = test_set[0]

@@ -39,10 +39,12 @@ import time
 import torch
 from scipy import stats
 
-from langclip.demo import world as demo_world
-from langclip.demo.tokenization import train_word_tokenizer
-from langclip.demo import clips as demo_clips, evaluate as demo_eval, pcclip as demo_pcclip, run as demo
+from langclip.demo import evaluate as demo_eval, run as demo, world as demo_world
+from langclip.testing import train_word_tokenizer
 from langclip.training.trainer import train_in_process
+
+import reproduce_clips  # the CLIPS and PC-CLIP parts, beside this script
+import reproduce_pcclip
 
 # A 2 x 2 of colours and shapes: telling them apart takes both attributes, so zero-shot among them tests composition.
 HELD_OUT_CLASSES = ["red star", "red circle", "blue star", "blue circle"]
@@ -177,7 +179,7 @@ def clips_arms() -> dict[str, tuple[str, str, dict]]:
     captioner's loss on (weight 2, the paper's) or off (weight 0)."""
     arms = {}
     for weight, label in ((2.0, "captioner"), (0.0, "no captioner")):
-        config = json.dumps({**MODEL_CONFIG, **demo_clips.CAPTIONER, "caption_loss_weight": weight})
+        config = json.dumps({**MODEL_CONFIG, **reproduce_clips.CAPTIONER, "caption_loss_weight": weight})
         arms[f"full caption, {label}"] = ("clips", "synthetic", {"model_config": config, "partial_caption": "none"})
         for k in (8, 16) if weight else (16,):
             arms[f"sub-caption K={k}, {label}"] = ("clips", "synthetic", {
@@ -259,7 +261,7 @@ def pcclip_results(world: World, seeds, cache: ResultCache) -> dict[str, list[di
         base = os.path.join(world.root, "runs", f"clip-web-seed{seed}")
         for index, (arm, finetune) in enumerate(arms.items()):
             def compute():
-                found = demo_pcclip.run(os.path.join(world.root, f"pcclip{index}-seed{seed}"), world.train_set,
+                found = reproduce_pcclip.run(os.path.join(world.root, f"pcclip{index}-seed{seed}"), world.train_set,
                                         world.test_set, world.tokenizer_dir, settings, seed, base_model=base,
                                         num_pairs=PCCLIP_EPOCH_PAIRS * len(world.train_set), finetune=finetune)
                 return {part: {name: found[part][name] for name in PCCLIP_METRICS} for part in ("base", "pcclip")}

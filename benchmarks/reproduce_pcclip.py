@@ -1,4 +1,4 @@
-"""The PC-CLIP part of `langclip demo`: finetune a CLIP on pairwise differences, compare it with its base.
+"""The PC-CLIP part of `benchmarks/reproduce_mini.py`: finetune a CLIP on pairwise differences, compare it with its base.
 
 `run` takes the demo world (`langclip.demo.world`) and a base CLIP checkpoint
 (``settings["base_model"]``; without one it first trains a CLIP with the demo settings),
@@ -24,23 +24,24 @@ import json
 import os
 
 import torch
-from transformers import AutoTokenizer, CLIPImageProcessor
+from transformers import AutoTokenizer
 
-from ..evaluation.differences import (
+from langclip.demo import world as demo_world
+from langclip.demo.evaluate import markdown_table
+from langclip.evaluation.differences import (
     CLASS_PROMPT,
     attribute_ranking,
     comparative_class_embeddings,
     difference_classification,
     mean_and_stderr,
 )
-from ..evaluation.features import encode_images, encode_texts
-from ..evaluation.zero_shot import zero_shot_accuracy
-from ..modeling import LaCLIPModel
-from ..processing.generation.differences import sample_pairs
-from ..processing.transforms import ImageTransform
-from ..training.trainer import train_in_process
-from . import world as demo_world
-from .evaluate import markdown_table
+from langclip.evaluation.features import encode_images, encode_texts
+from langclip.evaluation.zero_shot import zero_shot_accuracy
+from langclip.modeling import LaCLIPModel
+from langclip.modeling.image_processing import load_image_processor
+from langclip.processing.generation.differences import sample_pairs
+from langclip.processing.transforms import ImageTransform
+from langclip.training.trainer import train_in_process
 
 ATTRIBUTES = ("shape", "colour", "size", "position", "count")
 LARGER = "The shapes in the first image are larger than the shapes in the second image."
@@ -53,8 +54,8 @@ EVAL_SEEDS = (0, 1, 2)
 def difference_pairs(dataset, num_pairs: int, seed: int) -> list[dict]:
     """Random ordered pairs with at least one differing attribute and their ground-truth difference text."""
     ids = dataset["id"]
-    known = {image_id: dict(zip(ATTRIBUTES, values)) for image_id, *values in
-             zip(ids, *(dataset[name] for name in ATTRIBUTES))}  # fmt: skip
+    columns = zip(ids, *(dataset[name] for name in ATTRIBUTES))
+    known = {image_id: dict(zip(ATTRIBUTES, values)) for image_id, *values in columns}
     pairs = [(a, b) for a, b in sample_pairs(ids, 2 * num_pairs, seed=seed) if known[a] != known[b]][:num_pairs]
     return [{"id_a": a, "id_b": b, "difference": demo_world.describe_difference(known[a], known[b])} for a, b in pairs]
 
@@ -65,10 +66,10 @@ def evaluate(model_dir: str, test_set, test_pairs: list[list[dict]]) -> dict:
     without comparative prompting."""
     model = LaCLIPModel.from_pretrained(model_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    transform = ImageTransform.from_image_processor(CLIPImageProcessor.from_pretrained(model_dir))
+    transform = ImageTransform.from_image_processor(load_image_processor(model_dir))
     images = test_set["image"]
-    features = encode_images(model, (torch.stack([transform(image) for image in images[i : i + 256]])
-                                     for i in range(0, len(images), 256)), progress=False)  # fmt: skip
+    batches = (torch.stack([transform(image) for image in images[i : i + 256]]) for i in range(0, len(images), 256))
+    features = encode_images(model, batches, progress=False)
     row = {image_id: i for i, image_id in enumerate(test_set["id"])}
 
     def text(texts):
@@ -89,7 +90,7 @@ def evaluate(model_dir: str, test_set, test_pairs: list[list[dict]]) -> dict:
     base = {"size": "large", "position": "centre", "count": 1}
     known = [(i, j) for i in range(len(classes)) for j in range(len(classes)) if i != j]
     descriptions = text([demo_world.describe_difference({**classes[i], **base}, {**classes[j], **base})
-                         for i, j in known])  # fmt: skip
+                         for i, j in known])
     comparative = comparative_class_embeddings(plain, [(i, j, e) for (i, j), e in zip(known, descriptions)], 0.9)
     labels = torch.tensor(test_set["label"])
     return {

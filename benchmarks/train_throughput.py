@@ -36,10 +36,11 @@ import time
 
 import torch
 from accelerate import Accelerator
-from transformers import CLIPImageProcessor, CLIPModel
+from transformers import CLIPModel
 
 from langclip import LaCLIPConfig, LaCLIPModel
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.modeling.image_processing import default_image_processor
+from langclip.testing import train_word_tokenizer
 from langclip.processing.collators import ContrastiveCollator
 from langclip.training.data import StreamedBatches, load_shard_stream, loader_kwargs
 from langclip.processing.text import TextAugmenter
@@ -243,8 +244,7 @@ def main() -> None:
     # bf16 autocast is tens of times slower on a CPU without native bf16: timed apart, twice, so --steps stays cheap
     step["langclip step, bf16 autocast"] = median_times({"bf16": bf16}, min(2, args.steps))["bf16"]
 
-    processor = CLIPImageProcessor(size={"shortest_edge": BENCH["image_size"]},
-                                   crop_size={"height": BENCH["image_size"], "width": BENCH["image_size"]})
+    processor = default_image_processor(BENCH["image_size"])
     settings = loader_kwargs(None, accelerator.device)
     with tempfile.TemporaryDirectory(prefix="train_bench_shards_") as folder:  # the trainer's path for .tar shards
         make_shards(folder, shards=8, per_shard=4 * args.batch_size)  # 32 steps a pass: no pass restarts the loader

@@ -1,12 +1,15 @@
-"""A word-level tokenizer trained on the fly, for generated data (the demo world, tests).
+"""What the tests, the benchmarks and the demo share to run offline, as `transformers.testing_utils` is for transformers.
 
-Real runs use the checkpoint's own tokenizer; this one exists because no tokenizer can be
-downloaded where the demo runs. Layout: ``<bos> words <eos> <pad>...`` with ``<pad>`` = 0,
-so CLIP's text tower pools at the first ``<eos>``.
+`train_word_tokenizer`: a word-level tokenizer trained on the fly, for generated data. Real runs use the
+checkpoint's own tokenizer; this one exists because no tokenizer can be downloaded where the demo and the
+tests run. Layout: ``<bos> words <eos> <pad>...`` with ``<pad>`` = 0, so CLIP's text tower pools at the first
+``<eos>``. `write_tar`: a WebDataset-style shard from (name, bytes) members.
 """
 
 from __future__ import annotations
 
+import io
+import tarfile
 from collections.abc import Iterable
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
@@ -33,3 +36,12 @@ def train_word_tokenizer(texts: Iterable[str], max_length: int = 32) -> PreTrain
         eos_token="<eos>",
         model_max_length=max_length,
     )
+
+
+def write_tar(path, members: Iterable[tuple[str, bytes]]) -> None:
+    """A tar file at ``path`` holding ``members``: (name, bytes) pairs, in that order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))

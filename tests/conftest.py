@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from langclip import LaCLIPConfig
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.testing import train_word_tokenizer
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one thread per xdist worker: tiny ops spin-wait badly on oversubscribed cores
-
+sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # reproduce_mini's parts (test_reproduce_*)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ from transformers import AutoTokenizer, MarianConfig, MarianMTModel
 
 from conftest import CAPTIONS
 from langclip.cli import main as cli
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.testing import train_word_tokenizer
 from langclip.processing.generation.baselines import BackTranslator, Seq2SeqTranslation, is_seq2seq
 from langclip.processing.generation.filters import clean_rewrite
 
@@ -29,7 +29,7 @@ def tiny_marian(path, seed: int) -> str:
         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=32,
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         decoder_start_token_id=tokenizer.pad_token_id, forced_eos_token_id=tokenizer.eos_token_id,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     MarianMTModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

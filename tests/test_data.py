@@ -13,7 +13,7 @@ from langclip.processing.loading import load_image_text_dataset
 from langclip.processing.transforms import BadSampleError, ImageTransform, decode_image
 from langclip.processing.collators import ContrastiveCollator
 from langclip.processing.text import TextAugmenter
-from train_utils import write_tar
+from langclip.testing import write_tar
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 

@@ -7,7 +7,7 @@ import pytest
 
 from langclip.demo import run as demo
 from langclip.demo import world
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.testing import train_word_tokenizer
 from langclip.processing.generation.filters import MIN_CHARS, clean_difference
 
 

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from langclip.processing.generation.baselines import TRANSLATION_PROMPT, prompted_back_translator
+from langclip.processing.generation.baselines import TRANSLATION_PROMPT, BackTranslator, PromptedTranslation
 from langclip.processing.text import EDA, STOP_WORDS, eda_words, load_synonyms, num_changes, random_deletion, random_insertion, random_swap, synonym_replacement
 
 SYNONYMS = {"dog": ["puppy"], "grass": ["lawn", "turf"], "the": ["a"]}
@@ -93,6 +93,12 @@ class Recorder:
     def __call__(self, prompts, names=None, seeds=None):
         self.prompts += prompts
         return [None if "fail" in p else f" {self.tag}{i}\nextra line" for i, p in enumerate(prompts)]
+
+
+def prompted_back_translator(forward, backward, language: str = "French", source_language: str = "English"):
+    """Back-translation through causal LMs (they may be the same one)."""
+    return BackTranslator(PromptedTranslation(forward, source_language, language),
+                          PromptedTranslation(backward, language, source_language))
 
 
 def test_back_translation_runs_both_legs_in_order():

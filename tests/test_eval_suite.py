@@ -25,9 +25,9 @@ from langclip.evaluation.suite import run_task
 from langclip.evaluation.templates import LACLIP_IMAGENET_TEMPLATES
 from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
 from langclip.hub_cards.cards import load_eval_records
+from langclip.testing import write_tar
 
 from conftest import tiny_laclip_config
-from train_utils import write_tar
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
 NAMES = list(COLOURS)

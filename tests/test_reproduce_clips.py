@@ -1,13 +1,14 @@
-"""The CLIPS part of the demo, tiny: two runs through the trainer, evaluation, a recaption, the printed table."""
+"""The CLIPS part of benchmarks/reproduce_mini.py (benchmarks/reproduce_clips.py), tiny: two runs through the trainer, evaluation, a recaption, the printed table."""
 
 import json
 
+import reproduce_clips
 from accelerate.state import AcceleratorState
 from train_utils import TINY_MODEL_CONFIG
 
 from langclip.demo import world as demo_world
-from langclip.demo.tokenization import train_word_tokenizer
-from langclip.demo import clips as demo_clips
+from langclip.testing import train_word_tokenizer
+
 
 def test_demo_clips_run(tmp_path, capsys):
     train_set, test_set = demo_world.make_world(16, seed=0), demo_world.make_world(8, seed=1)
@@ -15,7 +16,7 @@ def test_demo_clips_run(tmp_path, capsys):
     settings = {"model_config": TINY_MODEL_CONFIG, "per_device_batch_size": 8, "max_steps": 2, "warmup_steps": 50,
                 "save_steps": 0, "report_to": "none"}
     try:
-        results = demo_clips.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), settings, seed=0)
+        results = reproduce_clips.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), settings, seed=0)
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     assert set(results) == {"clips-subcaption", "clips-full", "recaption"}

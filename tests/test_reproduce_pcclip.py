@@ -1,13 +1,13 @@
-"""The PC-CLIP demo part at a tiny size: its base, the finetuned checkpoint, the metrics it returns and prints."""
+"""The PC-CLIP part of benchmarks/reproduce_mini.py (benchmarks/reproduce_pcclip.py) at a tiny size: its base, the finetuned checkpoint, the metrics it returns and prints."""
 
 import json
 
+import reproduce_pcclip
 import torch
 
 from langclip import LaCLIPModel
 from langclip.demo import world as demo_world
-from langclip.demo.tokenization import train_word_tokenizer
-from langclip.demo import pcclip as demo_pcclip
+from langclip.testing import train_word_tokenizer
 
 TINY = {
     "model_config": json.dumps({
@@ -24,14 +24,14 @@ TINY = {
 
 def test_difference_pairs_carry_the_ground_truth():
     world = demo_world.make_world(12, seed=3)
-    pairs = demo_pcclip.difference_pairs(world, 10, seed=0)
+    pairs = reproduce_pcclip.difference_pairs(world, 10, seed=0)
     row = {image_id: i for i, image_id in enumerate(world["id"])}
     assert len(pairs) == 10
     for pair in pairs:
         a, b = (world[row[pair[side]]] for side in ("id_a", "id_b"))
         assert pair["id_a"] != pair["id_b"]
         assert pair["difference"] == demo_world.describe_difference(a, b)
-        assert any(a[name] != b[name] for name in demo_pcclip.ATTRIBUTES)
+        assert any(a[name] != b[name] for name in reproduce_pcclip.ATTRIBUTES)
 
 
 def test_run_trains_a_base_finetunes_and_reports(tmp_path, capsys):
@@ -39,7 +39,7 @@ def test_run_trains_a_base_finetunes_and_reports(tmp_path, capsys):
     tokenizer = train_word_tokenizer(demo_world.world_vocabulary(), max_length=32)
     tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
     # finetune overrides FINETUNE and max_steps (2 steps, not 3); the batch is cut to the 128 pairs there are
-    results = demo_pcclip.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), TINY, seed=0,
+    results = reproduce_pcclip.run(str(tmp_path), train_set, test_set, str(tmp_path / "tokenizer"), TINY, seed=0,
                               max_steps=3, finetune={"max_steps": 2, "per_device_batch_size": 512})
 
     assert set(results) == {"base", "pcclip"}

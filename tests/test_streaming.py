@@ -20,9 +20,10 @@ from langclip.processing.loading import (
     write_sidecars,
 )
 from langclip.processing.transforms import SKIP_KINDS, ImageTransform
+from langclip.testing import write_tar
 from langclip.training.data import StreamedBatches, load_shard_stream, split_warning
 from langclip.training.methods import Method
-from train_utils import TINY_MODEL_CONFIG, WORDS, read_log, write_tar
+from train_utils import TINY_MODEL_CONFIG, WORDS, read_log
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 
@@ -206,7 +207,7 @@ def test_truncated_shard_is_named_and_its_lost_samples_counted(tmp_path, tokeniz
 
 
 def train_on_shards(tmp_path, folder, **values):
-    from langclip.demo.tokenization import train_word_tokenizer
+    from langclip.testing import train_word_tokenizer
     from langclip.training.trainer import train_in_process
 
     train_word_tokenizer([WORDS], max_length=16).save_pretrained(str(tmp_path / "tokenizer"))

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
-    from langclip.demo.tokenization import train_word_tokenizer
+    from langclip.testing import train_word_tokenizer
 
     folder = tmp_path_factory.mktemp("tokenizer")
     train_word_tokenizer([WORDS], max_length=16).save_pretrained(str(folder))

@@ -1,15 +1,13 @@
 """Files the training tests share: a saved word tokenizer, a small image-text dataset, a tiny model config."""
 
 import argparse
-import io
 import json
-import tarfile
 
 import datasets
 import numpy as np
 from PIL import Image
 
-from langclip.demo.tokenization import train_word_tokenizer
+from langclip.testing import train_word_tokenizer
 from langclip.training.arguments import add_arguments, arguments_from_namespace
 
 WORDS = "a photo of the red green blue yellow circle square shape picture small large"
@@ -45,15 +43,6 @@ def make_training_files(folder, rows: int = 32) -> dict:
         "report_to": "none",
         "save_steps": 0,
     }
-
-
-def write_tar(path, members) -> None:
-    """A tar file at ``path`` holding ``members``: (name, bytes) pairs, in that order."""
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 def as_flags(values: dict) -> list[str]:

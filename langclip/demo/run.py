@@ -39,12 +39,12 @@ from ..errors import check_at_least_one
 from ..hub_cards.cards import model_card
 from ..processing.generation import rewrite
 from ..processing.generation.prompts import build_prompt
+from ..testing import train_word_tokenizer
 from ..training.arguments import load_yaml_config
 from ..training.trainer import LOG_FILE, train_in_process
 from . import world as demo_world
 from .evaluate import evaluate, headline, markdown_table, save_test_set
 from .tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm
-from .tokenization import train_word_tokenizer
 
 # The embedded default run; configs/demo.yaml holds the same values (a test keeps them equal).
 DEMO_CONFIG = {

@@ -17,7 +17,7 @@ import torch
 import transformers
 
 from ..text import EDA
-from .backends import Proposer, TextGenerator, request_names
+from .backends import Proposer, request_names
 from .filters import parse_completion
 from .job import process_state
 
@@ -45,8 +45,8 @@ class Seq2SeqTranslation:
     the language codes that multilingual models need (NLLB: ``eng_Latn``, ``fra_Latn``); the
     target code is forced as the first generated token."""
 
-    def __init__(self, model, tokenizer, batch_size: int = 16, src_lang: str | None = None,
-                 tgt_lang: str | None = None, **generate_kwargs):  # fmt: skip
+    def __init__(self, model, tokenizer, batch_size: int = 16, src_lang: str | None = None, tgt_lang: str | None = None,
+                 **generate_kwargs):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
         if src_lang:
             tokenizer.src_lang = src_lang
@@ -94,14 +94,6 @@ class BackTranslator:
         for i, text in zip(done, back):
             texts[i] = text
         return texts
-
-
-def prompted_back_translator(forward: TextGenerator, backward: TextGenerator, language: str = "French",
-                             source_language: str = "English") -> BackTranslator:  # fmt: skip
-    """Back-translation through causal LMs (they may be the same one)."""
-    return BackTranslator(
-        PromptedTranslation(forward, source_language, language), PromptedTranslation(backward, language, source_language)
-    )
 
 
 def eda_proposer(eda: EDA, seed: int = 0) -> Proposer:
