@@ -1,4 +1,5 @@
-"""The YAML runs parse, and hold DESIGN.md's paper hyperparameters; the demo YAML equals the embedded demo run."""
+"""The YAML runs parse and hold the papers' hyperparameters (docs/design.md); the demo YAML equals the embedded
+demo run."""
 
 import json
 from pathlib import Path

@@ -1,9 +1,11 @@
-"""The package's imports follow DESIGN.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
+"""The package's imports follow docs/design.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
 
 Order (an arrow may only point down this list):
 errors <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
-``demo`` may import everything and nothing imports it; generation and evaluation do not
-import each other. Every import counts, also those inside functions (lazy imports).
+``demo`` and ``testing`` (the helpers tests, benchmarks and the demo share) may import everything and no library
+module imports them; generation and evaluation do not import each other. Every import counts, also those inside
+functions (lazy imports), and so do the modules of the CLI's command table (`langclip.cli.COMMANDS`, imported by
+name with importlib): ``cli`` imports each of them, the demo's included (the one way into the demo).
 """
 
 import ast
@@ -22,7 +24,9 @@ LAYERS = {
     "langclip.training": 4,
     "langclip.cli": 5,
     "langclip.demo": 6,
+    "langclip.testing": 6,
 }
+TOP_LAYERS = ("langclip.demo", "langclip.testing")  # they may import everything; no library module imports them
 
 
 def module_name(path: Path) -> str:
@@ -58,8 +62,33 @@ def imports_of(path: Path) -> set[str]:
     return {name for name in found if name in MODULES}
 
 
+def command_modules(path: Path) -> dict[str, str]:
+    """Command -> module of the ``COMMANDS`` table in ``path`` (``{"name": ("module", "help"), ...}``)."""
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "COMMANDS" for target in node.targets):
+            return {ast.literal_eval(key): ast.literal_eval(value)[0] for key, value in zip(node.value.keys,
+                                                                                             node.value.values)}
+    raise AssertionError(f"{path} has no COMMANDS table")
+
+
 MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+COMMAND_MODULES = command_modules(PACKAGE / "cli.py")
 GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
+GRAPH["langclip.cli"] |= set(COMMAND_MODULES.values())
+
+
+def test_command_table_names_modules_with_a_command():
+    """Every module of the CLI's table exists and defines (or imports) the ``add_arguments`` and ``main`` that cli
+    calls."""
+    for command, module in COMMAND_MODULES.items():
+        assert module in MODULES, f"langclip {command}: no module {module}"
+        defined = set()
+        for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.FunctionDef):
+                defined.add(node.name)
+            elif isinstance(node, ast.ImportFrom):
+                defined.update(alias.asname or alias.name for alias in node.names)
+        assert {"add_arguments", "main"} <= defined, f"langclip {command}: {module} lacks add_arguments or main"
 
 
 def test_errors_import_nothing_from_langclip():
@@ -79,10 +108,12 @@ def test_imports_point_down(module):
         target_layer = layer(target)
         if module == "langclip" or target_layer is None or target_layer == source:
             continue
-        if target_layer == "langclip.demo":
-            pytest.fail(f"{module} imports the demo ({target}); only `langclip demo` may, lazily through cli")
-        assert LAYERS[target_layer] < LAYERS[source] or source == "langclip.demo", (
-            f"{module} ({source}) imports {target} ({target_layer}), which is not below it in DESIGN.md's order"
+        if target_layer in TOP_LAYERS and source not in TOP_LAYERS:
+            if module == "langclip.cli" and target == COMMAND_MODULES.get("demo"):
+                continue  # `langclip demo`, through the command table
+            pytest.fail(f"{module} imports {target}; only the demo, tests and benchmarks may (and `langclip demo`)")
+        assert LAYERS[target_layer] < LAYERS[source] or source in TOP_LAYERS, (
+            f"{module} ({source}) imports {target} ({target_layer}), which is not below it in docs/design.md's order"
         )
 
 
