@@ -24,7 +24,7 @@ COMMANDS = {
     "train": ("langclip.training.trainer", "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
     "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
     "eval": ("langclip.evaluation.run", "Evaluate a checkpoint on a suite (laclip, retrieval, quick) or one task; compare runs."),
-    "push": ("langclip.hub_cards.push", "Push a checkpoint or dataset folder with its card to the Hub."),
+    "push": ("langclip.hub_cards.command", "Push a checkpoint or dataset folder with its card to the Hub."),
     "meta-pairs": ("langclip.processing.generation.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
     "rewrite": ("langclip.processing.generation.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
     "differences": ("langclip.processing.generation.differences", "Write pairwise image-difference texts with an LLM (PC-CLIP)."),

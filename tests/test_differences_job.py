@@ -157,11 +157,11 @@ def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm
 def test_push_to_hub_pushes_the_folder_as_a_dataset(tmp_path, captions_file, tiny_lm_dir, monkeypatch):
     calls = []
     monkeypatch.setattr(
-        "langclip.processing.generation.differences.push_folder", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
+        "langclip.processing.generation.differences.push_dataset", lambda folder, repo, **kw: calls.append((folder, repo, kw)) or "url"
     )
     monkeypatch.setattr("langclip.processing.generation.differences.check_hub_access",
                         lambda repo, repo_type: calls.append(("checked", repo, repo_type, (tmp_path / "out").exists())))
     out = tmp_path / "out"
     cli(job_args(captions_file, out, tiny_lm_dir, "--push-to-hub", "me/diffs", "--private"))
     assert calls == [("checked", "me/diffs", "dataset", False),  # before the job wrote anything
-                     (out, "me/diffs", {"repo_type": "dataset", "private": True, "revision": None})]
+                     (out, "me/diffs", {"private": True, "revision": None})]

@@ -24,7 +24,7 @@ from langclip.evaluation.manifest import DatasetSpec, EvalOptions, load_suite, s
 from langclip.evaluation.suite import run_task
 from langclip.evaluation.templates import LACLIP_IMAGENET_TEMPLATES
 from langclip.evaluation.zero_shot import zero_shot_accuracy, zero_shot_classifier
-from langclip.hub_cards.cards import load_eval_records
+from langclip.hub_cards.records import load_eval_records
 from langclip.testing import write_tar
 
 from conftest import tiny_laclip_config

@@ -17,11 +17,11 @@ import torch
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_eval_result, metadata_load
 
 from langclip import LaCLIPModel
-from langclip.hub_cards.cards import dataset_card
 from langclip.evaluation.run import TASKS
-from langclip.hub_cards.cards import TASKS as CARD_TASKS
-from langclip.hub_cards.cards import eval_results, merge_eval_results, model_card
-from langclip.hub_cards.push import check_hub_access, check_repo_id, hub_token, push_folder, push_model
+from langclip.hub_cards.cards import DatasetCardFields, dataset_card, model_card
+from langclip.hub_cards.records import TASKS as CARD_TASKS
+from langclip.hub_cards.records import eval_results, merge_eval_results
+from langclip.hub_cards.push import check_hub_access, check_repo_id, hub_token, push_dataset, push_folder, push_model
 from langclip.hub_cards.push import update_eval_results
 
 from conftest import WITHOUT_LANGCLIP, tiny_laclip_config
@@ -94,7 +94,7 @@ def test_merge_eval_results_replaces_the_same_metric():
 
 def test_dataset_card_parses_back(tmp_path):
     prompt = "write image captions differently,\n\na dog => a brown dog runs\n\nquery =>"
-    card = dataset_card(
+    card = dataset_card(DatasetCardFields(
         "CC3M rewrites",
         ["pixparse/cc3m-wds"],
         "meta-llama/Llama-2-7b-hf",
@@ -103,7 +103,7 @@ def test_dataset_card_parses_back(tmp_path):
         fallbacks={"coco": 2},
         num_rows=100,
         generation={"temperature": 0.9, "top_p": 0.95},
-    )
+    ))
     card.save(tmp_path / "README.md")
     metadata = metadata_load(tmp_path / "README.md")
     assert metadata["source_datasets"] == ["pixparse/cc3m-wds"]
@@ -113,7 +113,7 @@ def test_dataset_card_parses_back(tmp_path):
     loaded = DatasetCard.load(tmp_path / "README.md")
     assert prompt in loaded.text and "| coco | 98 | 2 |" in loaded.text and "| temperature | 0.9 |" in loaded.text
     with pytest.raises(ValueError, match="without rewrites: bard"):
-        dataset_card("x", [], "llm", "p", {"chatgpt": 1}, {"bard": 1}, 1)
+        dataset_card(DatasetCardFields("x", [], "llm", "p", {"chatgpt": 1}, {"bard": 1}, 1))
 
 
 def test_bad_push_input_gets_clear_errors(tmp_path, monkeypatch):
@@ -235,6 +235,28 @@ def test_push_dataset_folder_with_its_card(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="bad.json: .*unexpected keyword argument 'temperature'"):
         main(["push", "--debug", str(tmp_path / "data"), "me/rewrites", "--repo-type", "dataset", "--card-info",
               str(tmp_path / "bad.json")])
+
+
+def test_push_dataset_sends_a_saved_dataset_as_parquet_with_its_card_and_files(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    folder = tmp_path / "rewrites"
+    Dataset.from_dict({"caption": ["a dog", "a cat"], "rewrites": [["a brown dog"], ["a grey cat"]]}).save_to_disk(
+        str(folder))
+    (folder / "README.md").write_text("---\npretty_name: Rewrites\n---\n# Rewrites\n")
+    (folder / "rewrite_summary.json").write_text('{"rows": 2}')
+    with HubServer() as hub:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        push_dataset(folder, "me/rewrites", private=True)
+        files = hub.repos[("dataset", "me/rewrites")].branches["main"][1]
+    assert set(files) == {"README.md", "rewrite_summary.json", "data/train-00000-of-00001.parquet"}
+    (tmp_path / "train.parquet").write_bytes(files["data/train-00000-of-00001.parquet"])
+    assert pq.read_table(tmp_path / "train.parquet").to_pydict() == {
+        "caption": ["a dog", "a cat"], "rewrites": [["a brown dog"], ["a grey cat"]]}
+    assert files["README.md"] == (folder / "README.md").read_bytes()
 
 
 def test_pushed_card_names_the_repo_keeps_metadata_and_shows_results(tokenizer, tmp_path, monkeypatch):

@@ -291,15 +291,18 @@ def test_eda_and_backtranslation_methods(tmp_path, captions_file, tiny_lm_dir):
 
 def test_push_to_hub_pushes_dataset_and_card(tmp_path, captions_file, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(Dataset, "push_to_hub", lambda self, repo, private=False, revision=None: calls.append(("data", repo, private, revision, len(self))))
-    monkeypatch.setattr("huggingface_hub.DatasetCard.push_to_hub", lambda self, repo, revision=None: calls.append(("card", repo, revision, self.content)))
+    monkeypatch.setattr("langclip.processing.generation.rewrite.push_dataset",
+                        lambda folder, repo, **kw: calls.append(("pushed", folder, repo, kw)) or "url")
     monkeypatch.setattr("langclip.processing.generation.rewrite.check_hub_access",
                         lambda repo, repo_type: calls.append(("checked", repo, repo_type, (tmp_path / "o").exists())))
-    cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub", "me/caps", "--private", "--hub-revision", "v1"])
+    cli(["rewrite", str(captions_file), "--method", "eda", "--output-dir", str(tmp_path / "o"), "--push-to-hub",
+         "me/caps", "--private", "--hub-revision", "v1"])
     assert calls.pop(0) == ("checked", "me/caps", "dataset", False)  # before the job wrote anything
-    assert calls[0] == ("data", "me/caps", True, "v1", 24)
+    # the one dataset push (hub_cards.push.push_dataset): the output folder, its 24 rows and its card
+    assert calls == [("pushed", tmp_path / "o", "me/caps", {"private": True, "revision": "v1"})]
+    assert len(load_from_disk(str(tmp_path / "o"))) == 24
+    assert "caption-rewriting" in (tmp_path / "o" / "README.md").read_text()
     assert "--hub-revision is deprecated; use --revision" in capsys.readouterr().err
-    assert calls[1][:3] == ("card", "me/caps", "v1") and calls[1][3] == (tmp_path / "o" / "README.md").read_text()
 
 
 def test_tiny_lm_trains(tmp_path):

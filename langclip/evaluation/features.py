@@ -190,13 +190,15 @@ def encode_dataset(
     keys = [key for key in ("__key__", "id") if key in names and key not in columns][:1]  # names rows in errors
     data = data.select_columns(list(dict.fromkeys([image_column, *columns, *keys])))
     if isinstance((data.features or {}).get(image_column), datasets.Image):
-        data = data.cast_column(image_column, datasets.Image(decode=False))  # decoded by decode_image, errors name the row
+        # decoded by decode_image, whose errors name the row
+        data = data.cast_column(image_column, datasets.Image(decode=False))
     loader = DataLoader(_Indexed(data) if hasattr(data, "__len__") else data, batch_size=batch_size,
                         num_workers=options.num_workers, collate_fn=_Collate(processor, image_column, columns))
     total = -(-len(data) // batch_size) if hasattr(data, "__len__") else None
     device, dtype = _device(model), _dtype(model)
     seen, index, unique, values = {}, [], [], {column: [] for column in columns}
-    for pixels, batch_columns in tqdm(loader, desc=description, unit="batch", total=total, disable=not options.progress):
+    batches = tqdm(loader, desc=description, unit="batch", total=total, disable=not options.progress)
+    for pixels, batch_columns in batches:
         fresh = []
         for row in pixels:
             key = hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest()

@@ -16,7 +16,7 @@ A manifest (the shipped ones are ``langclip/evaluation/suites/<name>.yaml``)::
         templates: ["a photo of a {}.", ...]   # or a built-in set name (templates.TEMPLATE_SETS)
 
 Every key of `DatasetSpec` may appear per dataset or under ``defaults``. Each dataset x task
-gives one eval record (see `langclip.hub_cards.cards`) with a ``score``: its main metric
+gives one eval record (see `langclip.hub_cards.records`) with a ``score``: its main metric
 (`MAIN_METRICS`, or the manifest's ``metric`` for zero-shot). `suite.run_suite` runs a loaded
 `Suite`, `features.FeatureStore` computes each split's image features once, and
 `report.write_results` writes the records.

@@ -62,7 +62,8 @@ def plot_scores(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> Path
     for i, (model, records) in enumerate(runs.items()):
         scores = {_row_name(r): r["score"] for r in records}
         axes.bar([j + (i - (len(runs) - 1) / 2) * width for j in range(len(rows))],
-                 [scores.get(row, math.nan) for row in rows], width, label=f"{model} (avg {average_score(records):.3f})")
+                 [scores.get(row, math.nan) for row in rows], width,
+                 label=f"{model} (avg {average_score(records):.3f})")
     axes.set_xticks(range(len(rows)), rows, rotation=45, ha="right", fontsize=8)
     axes.set(ylabel="score (each dataset's main metric)", ylim=(0, 1))
     axes.legend(fontsize=8)

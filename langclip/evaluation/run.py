@@ -121,7 +121,7 @@ def format_table(record: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..hub_cards.push import add_push_arguments
+    from ..hub_cards.command import add_push_arguments
 
     parser.add_argument("--model", help="Checkpoint folder or Hub id (any transformers CLIP-like model).")
     what = parser.add_mutually_exclusive_group(required=True)

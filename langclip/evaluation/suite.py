@@ -113,7 +113,8 @@ def difference_rows(path: str, keys: Sequence[str], expected: str):
     rows = loading.load_rows(path)
     missing = [c for c in (*keys, "difference") if c not in rows.column_names]
     if missing:
-        raise DataError(f"{path}: no column(s) {', '.join(missing)}; {expected} (columns: {', '.join(rows.column_names)})")
+        raise DataError(f"{path}: no column(s) {', '.join(missing)}; {expected} "
+                        f"(columns: {', '.join(rows.column_names)})")
     if len(rows) == 0:
         raise DataError(f"{path} has no difference rows")
     return rows

@@ -1,93 +1,34 @@
 """Model and dataset cards: one producer each, `model_card` and `dataset_card`.
 
-Model cards for langclip checkpoints carry YAML metadata with a `model-index` of eval results.
+Model cards for langclip checkpoints carry YAML metadata with a `model-index` of eval results
+(`records.eval_results`). `model_card` turns the checkpoint's config, the eval records and the
+`ModelCardFields` (base model, datasets, training setup, method) into a `huggingface_hub.ModelCard`;
+`ModelCard.load` / `metadata_load` read it back, results included. `repo_model_card` rebuilds a
+card for the Hub repo it is pushed to.
 
-An eval record is what `langclip eval` writes (one JSON object per run):
-
-    {"task": "zero-shot", "dataset": {"id": "imagenet-1k", "name": "ImageNet", "split": "validation"},
-     "metrics": {"top1": 0.48, "top5": 0.75}, ...}
-
-`model_card` turns the checkpoint's config, the records and the training setup into a
-`huggingface_hub.ModelCard`; `ModelCard.load` / `metadata_load` read it back, results included.
-
-Dataset cards, for caption datasets written by an LLM, record where the captions came from,
-which LLM wrote with which prompt, how many texts each source produced and how many fell
-back to the original; the counts are also in the YAML metadata, so `metadata_load` reads them back.
+Dataset cards, for caption datasets written by an LLM (`DatasetCardFields`), record where the
+captions came from, which LLM wrote with which prompt, how many texts each source produced and
+how many fell back to the original; the counts are also in the YAML metadata, so
+`metadata_load` reads them back.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from pathlib import Path
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
-# langclip eval task -> (model-index task type, task name)
-TASKS = {
-    "zero-shot": ("zero-shot-image-classification", "Zero-shot image classification"),
-    "retrieval": ("zero-shot-image-retrieval", "Zero-shot image-text retrieval"),
-    "few-shot": ("few-shot-image-classification", "Few-shot image classification"),
-    "linear-probe": ("image-classification", "Linear probe image classification"),
-    "difference-classification": ("zero-shot-classification", "Image difference classification (PC-CLIP)"),
-}
+from ..errors import DataError
+from .methods import CITATIONS, METHODS
+from .records import eval_notes, eval_results, merge_eval_results, result_key
 
-# eval record statistics that describe a metric rather than measure the model: shown beside it, not in the model-index
-SIDE_STATISTICS = {"ci95": "95% interval ±{:.4f}", "validation_accuracy": "validation accuracy {:.4f} (chose C)"}
-
-METHODS = {
-    "clip": ("CLIP", "Contrastive image-text pre-training on the original captions."),
-    "laclip": (
-        "LaCLIP",
-        "Every caption is rewritten several times by an LLM through in-context learning; each training "
-        "step pairs the image with a text drawn uniformly from the original caption and its rewrites.",
-    ),
-    "laclip-mt": (
-        "LaCLIP-MT",
-        "LaCLIP's rewritten captions with the multi-text loss: the image is contrasted against all of "
-        "its texts, each against the same-index texts of the other images.",
-    ),
-    "clips": (
-        "CLIPS",
-        "The text encoder sees a partial synthetic caption, and an autoregressive captioner conditioned "
-        "on the image and the web caption predicts the full synthetic caption.",
-    ),
-    "pcclip": (
-        "PC-CLIP",
-        "CLIP fine-tuned so that differences of image embeddings align with LLM-written descriptions "
-        "of how two images differ.",
-    ),
-}
-
-# config.json's contrastive_loss -> what the card says made the model
-CONTRASTIVE_LOSSES = {
+# config.json's contrastive_loss (`modeling.losses.CONTRASTIVE_LOSSES`) -> what the card says made the model
+LOSS_DESCRIPTIONS = {
     "softmax": "softmax (CLIP's symmetric cross-entropy)",
     "sigmoid": "sigmoid (SigLIP's pairwise sigmoid, learnable bias logit_bias)",
 }
-
-CITATIONS = """\
-@inproceedings{fan2023laclip,
-  title={Improving CLIP Training with Language Rewrites},
-  author={Fan, Lijie and Krishnan, Dilip and Isola, Phillip and Katabi, Dina and Tian, Yonglong},
-  booktitle={Advances in Neural Information Processing Systems},
-  year={2023}
-}
-
-@article{liu2024clips,
-  title={CLIPS: An Enhanced CLIP Framework for Learning with Synthetic Captions},
-  author={Liu, Yanqing and Li, Xianhang and Wang, Zeyu and Zhao, Bingchen and Xie, Cihang},
-  journal={arXiv preprint arXiv:2411.16828},
-  year={2024}
-}
-
-@article{sam2025pcclip,
-  title={Finetuning CLIP to Reason about Pairwise Differences},
-  author={Sam, Dylan and Willmott, Devin and Semedo, Joao D. and Kolter, J. Zico},
-  journal={Transactions on Machine Learning Research},
-  year={2025}
-}"""
 
 INTENDED_USE = """\
 Research on vision-language models: zero-shot image classification, image-text retrieval and
@@ -97,100 +38,6 @@ details that are not in the image. It is not evaluated for, and should not be us
 decisions about people (surveillance, face recognition, hiring) or any safety-critical setting.
 Zero-shot accuracy depends strongly on the class names and templates used."""
 
-
-def load_eval_records(paths: Iterable[str | Path]) -> list[dict]:
-    """Read eval records from JSON files (a record, a list of records, or a `langclip eval --suite` results.json
-    whose ``results`` are the records) and check them."""
-    records = []
-    for path in paths:
-        content = json.loads(Path(path).read_text(encoding="utf-8"))
-        if isinstance(content, dict) and "results" in content:
-            content = content["results"]
-        for index, record in enumerate(content if isinstance(content, list) else [content]):
-            check_eval_record(record, where=f"{path}, record {index}")
-            records.append(record)
-    return records
-
-
-def check_eval_record(record: Mapping, where: str = "eval record") -> None:
-    """Raise a ValueError naming ``where`` unless ``record`` has a known task, a dataset id and split, and metrics."""
-    if record.get("task") not in TASKS:
-        raise ValueError(f"{where}: task must be one of {', '.join(TASKS)}, got {record.get('task')!r}")
-    dataset = record.get("dataset") or {}
-    for key in ("id", "split"):
-        if not dataset.get(key):
-            raise ValueError(f"{where}: dataset.{key} is missing")
-    if not record.get("metrics") or not _metrics(record):
-        raise ValueError(f"{where}: no metrics")
-
-
-def hub_dataset_type(dataset_id: str) -> str:
-    """The model-index ``dataset.type`` for an eval record's dataset: its Hub id, or, for a local
-    folder or file, the folder's name (a local path means nothing to the card's readers)."""
-    path = Path(dataset_id).expanduser()
-    if not (path.is_absolute() or path.exists() or dataset_id.startswith((".", "~"))):
-        try:
-            validate_repo_id(dataset_id)
-            return dataset_id
-        except HFValidationError:
-            pass
-    return path.resolve().name or dataset_id
-
-
-def _metrics(record: Mapping) -> dict:
-    """The record's metrics that go in the model-index (``SIDE_STATISTICS`` are shown beside them)."""
-    return {metric: value for metric, value in record["metrics"].items() if metric not in SIDE_STATISTICS}
-
-
-def result_key(result: EvalResult) -> str:
-    """``task | dataset | split | metric``: the key of a result's note in the card metadata."""
-    return f"{result.task_type} | {result.dataset_type} | {result.dataset_split} | {result.metric_type}"
-
-
-def eval_notes(records: Iterable[Mapping]) -> dict[str, str]:
-    """`result_key` -> text of the record's `SIDE_STATISTICS` (e.g. the 95% interval), for each of its metrics."""
-    notes = {}
-    for record in records:
-        text = "; ".join(SIDE_STATISTICS[k].format(v) for k, v in record["metrics"].items() if k in SIDE_STATISTICS)
-        if text:
-            notes.update({result_key(result): text for result in eval_results([record])})
-    return notes
-
-
-def eval_results(records: Iterable[Mapping]) -> list[EvalResult]:
-    """One `EvalResult` (task, dataset, metric) per metric of every record (not the `SIDE_STATISTICS`)."""
-    results = []
-    for record in records:
-        check_eval_record(record)
-        task_type, task_name = TASKS[record["task"]]
-        dataset = record["dataset"]
-        for metric, value in _metrics(record).items():
-            results.append(
-                EvalResult(
-                    task_type=task_type,
-                    task_name=task_name,
-                    dataset_type=hub_dataset_type(dataset["id"]),
-                    dataset_name=dataset.get("name") or dataset["id"],
-                    dataset_config=dataset.get("config"),
-                    dataset_split=dataset["split"],
-                    metric_type=metric,
-                    metric_name=f"{record['task']} {metric}",
-                    metric_value=value,
-                )
-            )
-    return results
-
-
-def merge_eval_results(existing: list[EvalResult] | None, new: Iterable[EvalResult]) -> list[EvalResult]:
-    """``existing`` with each result of ``new`` replacing the one for the same task, dataset and metric."""
-    merged = list(existing or [])
-    for result in new:
-        same = [i for i, old in enumerate(merged) if old.is_equal_except_value(result)]
-        if same:
-            merged[same[0]] = result
-        else:
-            merged.append(result)
-    return merged
 
 
 def infer_method(config: Mapping) -> str:
@@ -225,59 +72,75 @@ def _table(header: tuple[str, ...], rows: Iterable[Iterable]) -> str:
     return "\n".join(lines)
 
 
-def model_card(
-    config: Mapping,
-    model_name: str,
-    eval_records: Iterable[Mapping] = (),
-    base_model: str | None = None,
-    datasets: Iterable[str] = (),
-    license: str = "apache-2.0",
-    training: Mapping | None = None,
-    method: str | None = None,
-    results: Iterable[EvalResult] = (),
-    notes: Mapping[str, str] | None = None,
-) -> ModelCard:
+@dataclass
+class ModelCardFields:
+    """What a model card says besides the checkpoint's config and its eval records.
+
+    ``training`` (e.g. the run's YAML config) is listed under "Training setup"; ``method`` (a `METHODS` key)
+    defaults to `infer_method(config)`; ``results`` are earlier model-index results and ``notes`` their
+    `records.eval_notes`, kept when a card is rebuilt (`repo_model_card`)."""
+
+    base_model: str | None = None
+    datasets: Sequence[str] = ()
+    license: str = "apache-2.0"
+    training: Mapping | None = None
+    method: str | None = None
+    results: Sequence[EvalResult] = ()
+    notes: Mapping[str, str] | None = None
+
+
+def model_card(config: Mapping, model_name: str, eval_records: Iterable[Mapping] = (), **fields) -> ModelCard:
     """A model card for a checkpoint whose config.json holds ``config``, named ``model_name`` (the Hub repo id).
 
-    The model-index holds ``results`` (earlier ones) merged with those of ``eval_records``; the
-    body's table shows them with their ``notes`` (`eval_notes`). ``training`` (e.g. the run's YAML
-    config) is listed under "Training setup"; ``method`` defaults to `infer_method(config)`; the
-    contrastive loss row (and a ``siglip`` tag) comes from the config's ``contrastive_loss``.
-    Method, training and notes are also kept in the metadata (``langclip``) for `repo_model_card`.
+    ``fields`` are those of `ModelCardFields`. The model-index holds its ``results`` merged with those of
+    ``eval_records``; the body's table shows them with their notes. The contrastive loss row (and a
+    ``siglip`` tag) comes from the config's ``contrastive_loss``. Method, training and notes are also kept
+    in the metadata (``langclip``) for `repo_model_card`.
     """
-    method = method or infer_method(config)
+    card = ModelCardFields(**fields)
+    method = card.method or infer_method(config)
     if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
-    method_name, method_text = METHODS[method]
+        raise DataError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     loss = config.get("contrastive_loss", "softmax")
-    if loss not in CONTRASTIVE_LOSSES:
-        raise ValueError(f"config.json: unknown contrastive_loss {loss!r}; expected one of {', '.join(CONTRASTIVE_LOSSES)}")
+    if loss not in LOSS_DESCRIPTIONS:
+        raise DataError(f"config.json: unknown contrastive_loss {loss!r}; "
+                        f"expected one of {', '.join(LOSS_DESCRIPTIONS)}")
     eval_records = list(eval_records)
-    results = merge_eval_results(list(results), eval_results(eval_records))
-    notes = {**(notes or {}), **eval_notes(eval_records)}
-    training = dict(training or {})
+    results = merge_eval_results(list(card.results), eval_results(eval_records))
+    notes = {**(card.notes or {}), **eval_notes(eval_records)}
+    training = dict(card.training or {})
     data = ModelCardData(
         library_name="transformers",
-        license=license,
+        license=card.license,
         tags=["langclip", "clip", method, "zero-shot-image-classification"] + (["siglip"] if loss == "sigmoid" else []),
-        datasets=list(datasets) or None,
-        base_model=base_model,
+        datasets=list(card.datasets) or None,
+        base_model=card.base_model,
         pipeline_tag="zero-shot-image-classification",
         model_name=model_name,
         eval_results=results or None,
         langclip={"method": method, "training": training, "notes": notes},
     )
-    setup = {"method": method_name, "contrastive loss": CONTRASTIVE_LOSSES[loss], **_architecture(config),
+    setup = {"method": METHODS[method].title, "contrastive loss": LOSS_DESCRIPTIONS[loss], **_architecture(config),
              **{k: _cell(v) for k, v in training.items()}}
-    if results:
-        evaluation = _table(
-            ("task", "dataset", "split", "metric", "value", "note"),
-            ((r.task_name, r.dataset_name, r.dataset_split, r.metric_type, f"{r.metric_value:.4f}",
-              notes.get(result_key(r), "")) for r in results),
-        )
-    else:
-        evaluation = "Not evaluated yet: `langclip eval ... --push-to-hub` adds results here."
-    body = f"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{_model_card_body(model_name, method, setup, results, notes)}")
+
+
+def _evaluation_table(results: Sequence[EvalResult], notes: Mapping[str, str]) -> str:
+    if not results:
+        return "Not evaluated yet: `langclip eval ... --push-to-hub` adds results here."
+    return _table(
+        ("task", "dataset", "split", "metric", "value", "note"),
+        ((r.task_name, r.dataset_name, r.dataset_split, r.metric_type, f"{r.metric_value:.4f}",
+          notes.get(result_key(r), "")) for r in results),
+    )
+
+
+def _model_card_body(model_name: str, method: str, setup: Mapping[str, str], results: Sequence[EvalResult],
+                     notes: Mapping[str, str]) -> str:
+    """The card's markdown: what the model is, usage, ``setup`` and the results table."""
+    method_name, method_text = METHODS[method].title, METHODS[method].summary
+    evaluation = _evaluation_table(results, notes)
+    return f"""
 # {model_name}
 
 A {method_name} model trained with [langclip](https://github.com/langclip/langclip). {method_text}
@@ -315,7 +178,6 @@ The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads
 {CITATIONS}
 ```
 """
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
 def repo_model_card(
@@ -340,9 +202,10 @@ def repo_model_card(
         card.data.model_name = repo_id
         return card
     return model_card(
-        config, repo_id, eval_records, base_model or card.data.base_model, list(datasets) or card.data.datasets or (),
-        license or card.data.license or "apache-2.0", saved.get("training"), saved.get("method"),
-        results=card.data.eval_results or (), notes=saved.get("notes"),
+        config, repo_id, eval_records, base_model=base_model or card.data.base_model,
+        datasets=list(datasets) or card.data.datasets or (), license=license or card.data.license or "apache-2.0",
+        training=saved.get("training"), method=saved.get("method"), results=card.data.eval_results or (),
+        notes=saved.get("notes"),
     )
 
 
@@ -368,60 +231,76 @@ DATASET_KINDS = {
 }
 
 
-def dataset_card(
-    pretty_name: str,
-    source_datasets: Iterable[str],
-    llm: str,
-    prompt: str,
-    rewrites_per_source: Mapping[str, int],
-    fallbacks: Mapping[str, int],
-    num_rows: int,
-    license: str = "other",
-    generation: Mapping | None = None,
-    kind: str = "rewrites",
-    reasons: Mapping[str, int] | None = None,
-) -> DatasetCard:
-    """The card of a dataset an LLM wrote: caption rewrites (``kind="rewrites"``, LaCLIP) or
-    pairwise difference texts (``kind="differences"``, PC-CLIP).
+
+@dataclass
+class DatasetCardFields:
+    """What the card of a dataset an LLM wrote says: caption rewrites (``kind="rewrites"``, LaCLIP) or
+    pairwise difference texts (``kind="differences"``, PC-CLIP); the keys of `langclip push --card-info`.
 
     ``prompt`` is a prompt as sent (e.g. the in-context prompt: task sentence, examples,
     ``query =>``); ``rewrites_per_source`` and ``fallbacks`` count, per source, the texts
     written and those rejected (replaced by the original caption for rewrites, dropped for
     differences); ``reasons`` counts the rejections by reason; ``generation`` lists the
-    job's settings. The counts are also in the YAML metadata under ``kind``.
+    job's settings.
     """
-    if kind not in DATASET_KINDS:
-        raise ValueError(f"dataset card kind must be one of {sorted(DATASET_KINDS)}, got {kind!r}")
-    unknown = set(fallbacks) - set(rewrites_per_source)
-    if unknown:
-        raise ValueError(f"fallback counts name sources without rewrites: {', '.join(sorted(unknown))}")
-    source_datasets = list(source_datasets)
-    generation = dict(generation or {})
-    spec = DATASET_KINDS[kind]
+
+    pretty_name: str
+    source_datasets: Sequence[str]
+    llm: str
+    prompt: str
+    rewrites_per_source: Mapping[str, int]
+    fallbacks: Mapping[str, int]
+    num_rows: int
+    license: str = "other"
+    generation: Mapping = field(default_factory=dict)
+    kind: str = "rewrites"
+    reasons: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in DATASET_KINDS:
+            raise DataError(f"dataset card kind must be one of {sorted(DATASET_KINDS)}, got {self.kind!r}")
+        unknown = set(self.fallbacks) - set(self.rewrites_per_source)
+        if unknown:
+            raise DataError(f"fallback counts name sources without rewrites: {', '.join(sorted(unknown))}")
+        self.source_datasets = list(self.source_datasets)
+        self.generation, self.reasons = dict(self.generation or {}), dict(self.reasons or {})
+
+
+def dataset_card(fields: DatasetCardFields) -> DatasetCard:
+    """The card of a dataset an LLM wrote; the counts are also in the YAML metadata under ``fields.kind``."""
+    spec = DATASET_KINDS[fields.kind]
+    per_source, fallbacks = fields.rewrites_per_source, fields.fallbacks
     data = DatasetCardData(
-        pretty_name=pretty_name,
-        license=license,
-        source_datasets=source_datasets,
+        pretty_name=fields.pretty_name,
+        license=fields.license,
+        source_datasets=fields.source_datasets,
         task_categories=["zero-shot-image-classification", "image-to-text"],
         tags=spec["tags"],
         **{
-            kind: {
-                "llm": llm,
-                "rows": num_rows,
-                "per_source": dict(rewrites_per_source),
-                "fallbacks": {source: fallbacks.get(source, 0) for source in rewrites_per_source},
-                "reasons": dict(reasons or {}),
-                "generation": generation,
+            fields.kind: {
+                "llm": fields.llm,
+                "rows": fields.num_rows,
+                "per_source": dict(per_source),
+                "fallbacks": {source: fallbacks.get(source, 0) for source in per_source},
+                "reasons": fields.reasons,
+                "generation": fields.generation,
             }
         },
     )
-    counts = _table(
-        spec["header"], ((source, count, fallbacks.get(source, 0)) for source, count in rewrites_per_source.items())
-    )
-    by_reason = _table(("rejected because", "count"), sorted((reasons or {}).items())) if reasons else ""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{_dataset_card_body(fields)}")
+
+
+def _dataset_card_body(fields: DatasetCardFields) -> str:
+    """The card's markdown: what the texts are, the counts, the prompt and the settings."""
+    spec = DATASET_KINDS[fields.kind]
+    pretty_name, prompt, reasons, generation = fields.pretty_name, fields.prompt, fields.reasons, fields.generation
+    counts = _table(spec["header"], ((source, count, fields.fallbacks.get(source, 0))
+                                     for source, count in fields.rewrites_per_source.items()))
+    by_reason = _table(("rejected because", "count"), sorted(reasons.items())) if reasons else ""
     settings = _table(("setting", "value"), ((k, _cell(v)) for k, v in generation.items())) if generation else "-"
-    text = spec["text"].format(sources=", ".join(source_datasets) or "the source data", num_rows=num_rows, llm=llm)
-    body = f"""
+    text = spec["text"].format(sources=", ".join(fields.source_datasets) or "the source data",
+                               num_rows=fields.num_rows, llm=fields.llm)
+    return f"""
 # {pretty_name}
 
 {text}
@@ -448,4 +327,3 @@ def dataset_card(
 {CITATIONS}
 ```
 """
-    return DatasetCard(f"---\n{data.to_yaml()}\n---\n{body}")

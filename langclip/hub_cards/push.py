@@ -1,4 +1,4 @@
-"""Push checkpoint and dataset folders to the Hub with their cards (`langclip push`).
+"""Push checkpoint and dataset folders to the Hub with their cards (the `langclip push` command is `command`).
 
 Everything goes through `huggingface_hub`, so ``HF_ENDPOINT`` picks the server and
 ``HF_TOKEN`` (or a saved login) the credentials; the token is never printed or logged.
@@ -14,23 +14,22 @@ imports) are added beside ``config.json``, whose ``auto_map`` points at them, so
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+import tempfile
 from collections.abc import Iterable, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
 import httpx2
-import yaml
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, constants, get_token, hf_hub_download
+from huggingface_hub import CommitOperationAdd, DatasetCard, HfApi, ModelCard, constants, get_token, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError, RemoteEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from ..errors import ConfigError, DataError, HubUnreachableError
 from ..modeling.auto import remote_code_files
-from .cards import dataset_card, load_eval_records, model_card, repo_model_card
+from .cards import ModelCardFields, model_card, repo_model_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 SKIPPED_DIRECTORIES = {".git", ".cache", "__pycache__"}
@@ -119,61 +118,95 @@ def _folder_files(folder: Path, ignore_patterns: Iterable[str] = ()) -> dict[str
     return files
 
 
+@dataclass
+class HubCommit:
+    """How a push commits: the kind of repo, whether a new repo is private, the branch (``revision``, created
+    from main if missing), the token (else ``HF_TOKEN`` or the saved login) and the commit message."""
+
+    repo_type: str = "model"
+    private: bool = False
+    revision: str | None = None
+    token: str | None = None
+    commit_message: str = "Upload with langclip"
+
+
 def push_folder(
     folder: str | Path,
     repo_id: str,
-    files: Mapping[str, bytes] | None = None,
-    repo_type: str = "model",
-    private: bool = False,
-    revision: str | None = None,
-    token: str | None = None,
-    commit_message: str = "Upload with langclip",
+    files: Mapping[str, bytes | Path] | None = None,
     ignore_patterns: Iterable[str] = (),
+    **commit,
 ) -> str:
-    """Create ``repo_id`` (and branch ``revision``) if needed, then commit ``folder`` in one commit.
+    """Create ``repo_id`` (and its branch) if needed, then commit ``folder`` in one commit; returns the commit URL.
 
-    ``files`` maps repo paths to contents that are added or replace the folder's own
-    (the card, remote code); folder files matching a glob of ``ignore_patterns`` stay
-    behind. Returns the commit URL.
+    ``files`` maps repo paths to contents (bytes, or a local file) that are added or replace the folder's own
+    (the card, remote code); folder files matching a glob of ``ignore_patterns`` stay behind. ``commit`` holds
+    `HubCommit` fields.
     """
+    commit = HubCommit(**commit)
     check_repo_id(repo_id)
     folder_files = _folder_files(Path(folder), ignore_patterns)
-    token = check_hub_access(repo_id, token, repo_type)
+    token = check_hub_access(repo_id, commit.token, commit.repo_type)
     api = HfApi(token=token)
     with hub_errors():
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-        if revision and revision != "main":
-            api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        api.create_repo(repo_id, repo_type=commit.repo_type, private=commit.private, exist_ok=True)
+        if commit.revision and commit.revision != "main":
+            api.create_branch(repo_id, branch=commit.revision, repo_type=commit.repo_type, exist_ok=True)
         extra = dict(files or {})
         operations = [CommitOperationAdd(path, extra.pop(path, local)) for path, local in folder_files.items()]
         operations += [CommitOperationAdd(path, content) for path, content in extra.items()]
-        commit = api.create_commit(
-            repo_id, operations, commit_message=commit_message, repo_type=repo_type, revision=revision
-        )
-    return commit.commit_url
+        result = api.create_commit(repo_id, operations, commit_message=commit.commit_message,
+                                   repo_type=commit.repo_type, revision=commit.revision)
+    return result.commit_url
+
+
+PARQUET_SHARD_BYTES = 500 << 20  # `Dataset.push_to_hub`'s default shard size
+
+
+def push_dataset(folder: str | Path, repo_id: str, card: DatasetCard | None = None, **commit) -> str:
+    """Push a dataset folder to the dataset repo ``repo_id`` in one commit; returns the commit URL. The one
+    dataset push: `langclip push --repo-type dataset` and the `rewrite` and `differences` jobs' ``--push-to-hub``.
+
+    ``card`` replaces the folder's README.md. A `save_to_disk` folder (a ``state.json`` beside its Arrow files)
+    goes up as Parquet shards ``data/train-*.parquet`` instead of the Arrow files, so `load_dataset(repo_id)`
+    reads it; its other files (card, summary, text files) go up as they are. ``commit`` holds `HubCommit`
+    fields but ``repo_type``.
+    """
+    folder = Path(folder)
+    files = {"README.md": str(card).encode()} if card is not None else {}
+    commit = {"commit_message": "Upload dataset with langclip", **commit, "repo_type": "dataset"}
+    with tempfile.TemporaryDirectory() as parquet_dir:
+        ignore_patterns = ()
+        if (folder / "state.json").is_file():
+            from datasets import load_from_disk
+
+            dataset = load_from_disk(str(folder))
+            shards = max(1, -(-dataset.data.nbytes // PARQUET_SHARD_BYTES))
+            for index in range(shards):
+                name = f"data/train-{index:05d}-of-{shards:05d}.parquet"
+                local = Path(parquet_dir) / Path(name).name
+                dataset.shard(shards, index, contiguous=True).to_parquet(str(local))
+                files[name] = local
+            ignore_patterns = ("*.arrow", "state.json", "dataset_info.json")
+        return push_folder(folder, repo_id, files, ignore_patterns, **commit)
 
 
 def push_model(
     folder: str | Path,
     repo_id: str,
     eval_records: Iterable[Mapping] = (),
-    base_model: str | None = None,
-    datasets: Iterable[str] = (),
-    license: str = "apache-2.0",
-    training: Mapping | None = None,
-    private: bool = False,
-    revision: str | None = None,
-    token: str | None = None,
-    commit_message: str = "Upload langclip model",
-    ignore_patterns: Iterable[str] = (),
+    card: ModelCardFields | None = None,
     include_logs: bool = False,
+    ignore_patterns: Iterable[str] = (),
+    **commit,
 ) -> str:
     """Push a checkpoint folder with its model card and remote code; returns the commit URL.
 
     The card is the folder's README.md rebuilt for ``repo_id`` with ``eval_records`` merged in
-    (`repo_model_card`), or, without one, `model_card` built from config.json, the records and
-    ``training``. Checkpoints of the run (`CHECKPOINT_PATTERNS`) stay behind, and so do training logs
-(`LOG_PATTERNS`: they hold local paths) unless ``include_logs``.
+    (`repo_model_card`, with ``card``'s base model, datasets and license), or, without one, `model_card`
+    built from config.json, the records and ``card``. Checkpoints of the run (`CHECKPOINT_PATTERNS`) stay
+    behind, and so do training logs (`LOG_PATTERNS`: they hold local paths) unless ``include_logs``.
+    ``commit`` holds `HubCommit` fields but ``repo_type``.
     """
     folder = Path(folder)
     if not (folder / "config.json").is_file():
@@ -183,14 +216,16 @@ def push_model(
                         "save_pretrained wrote, or `langclip convert` a checkpoint first")
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     config.pop("auto_map", None)  # written afresh by remote_code_files
+    card = card or ModelCardFields()
     if (folder / "README.md").is_file():
-        card = repo_model_card(ModelCard.load(folder / "README.md"), config, repo_id, eval_records, base_model,
-                               datasets, license)
+        readme = repo_model_card(ModelCard.load(folder / "README.md"), config, repo_id, eval_records,
+                                 card.base_model, card.datasets, card.license)
     else:
-        card = model_card(config, repo_id, eval_records, base_model, datasets, license, training)
-    files = {**remote_code_files(config), "README.md": str(card).encode()}
+        readme = model_card(config, repo_id, eval_records, **vars(card))
+    files = {**remote_code_files(config), "README.md": str(readme).encode()}
     ignore_patterns = [*ignore_patterns, *CHECKPOINT_PATTERNS, *(() if include_logs else LOG_PATTERNS)]
-    return push_folder(folder, repo_id, files, "model", private, revision, token, commit_message, ignore_patterns)
+    commit = {"commit_message": "Upload langclip model", **commit, "repo_type": "model"}
+    return push_folder(folder, repo_id, files, ignore_patterns, **commit)
 
 
 def update_eval_results(
@@ -214,93 +249,3 @@ def update_eval_results(
         api = HfApi(token=token)
         operation = CommitOperationAdd("README.md", str(card).encode())
         return api.create_commit(repo_id, [operation], commit_message=commit_message, revision=revision).commit_url
-
-
-class DeprecatedAlias(argparse.Action):
-    """An old spelling of a flag: warns on stderr, then stores like the new one (``new`` names it)."""
-
-    def __init__(self, option_strings, dest, new: str, nargs=None, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, nargs=nargs, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        print(f"warning: {option_string} is deprecated; use {self.new}", file=sys.stderr)
-        setattr(namespace, self.dest, True if self.nargs == 0 else values)
-
-
-def add_push_arguments(parser: argparse.ArgumentParser, create: bool = True) -> None:
-    """``--push-to-hub``, ``--private`` and ``--revision`` for the commands that push their result
-    (`rewrite`, `differences`, `eval`); ``create=False``: the repo exists. ``--hub-private`` and
-    ``--hub-revision`` stay as deprecated spellings."""
-    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Push the result to this Hub repo (namespace/name).")
-    if create:
-        parser.add_argument("--private", action="store_true", help="With --push-to-hub: create the repo as private.")
-        parser.add_argument(
-            "--hub-private", dest="private", action=DeprecatedAlias, new="--private", nargs=0,
-            help="Deprecated spelling of --private.",
-        )  # fmt: skip
-    parser.add_argument("--revision", help="With --push-to-hub: branch to push to (created if missing); default main.")
-    parser.add_argument(
-        "--hub-revision", dest="revision", action=DeprecatedAlias, new="--revision", help="Deprecated spelling of --revision."
-    )
-
-
-def _read_mapping(path: str | None) -> dict | None:
-    """A YAML or JSON file holding a mapping (JSON is YAML)."""
-    if path is None:
-        return None
-    content = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    if not isinstance(content, dict):
-        raise DataError(f"{path} must hold a mapping, got {type(content).__name__}")
-    return content
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="Checkpoint folder (save_pretrained output) or dataset folder to push.")
-    parser.add_argument("repo_id", help="Hub repo to push to, as namespace/name (created if missing).")
-    parser.add_argument("--repo-type", choices=("model", "dataset"), default="model", help="Kind of Hub repo.")
-    parser.add_argument("--private", action="store_true", help="Create the repo as private.")
-    parser.add_argument("--revision", help="Branch to push to (created from main if missing); defaults to main.")
-    parser.add_argument("--include-logs", action="store_true",
-                        help="Also upload training logs (train_log.jsonl, TensorBoard runs/), which hold local paths.")
-    parser.add_argument("--commit-message", default="Upload with langclip", help="Message of the Hub commit.")
-    parser.add_argument(
-        "--eval-results", nargs="+", default=[], metavar="JSON", help="`langclip eval` JSON files for the model-index."
-    )
-    parser.add_argument("--base-model", help="Hub id of the checkpoint this model was fine-tuned from (card metadata).")
-    parser.add_argument("--datasets", nargs="+", default=[], help="Hub ids of the training datasets (card metadata).")
-    parser.add_argument("--license", default="apache-2.0", help="License identifier for the card metadata.")
-    parser.add_argument("--training-config", help="YAML/JSON file of the run's settings, listed in the model card.")
-    parser.add_argument(
-        "--card-info",
-        help="Dataset repos: YAML/JSON file with the `dataset_card` fields (pretty_name, source_datasets, llm, "
-        "prompt, rewrites_per_source, fallbacks, num_rows); without it the folder's README.md is pushed as is.",
-    )
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.repo_type == "dataset":
-        info = _read_mapping(args.card_info)
-        try:
-            files = {"README.md": str(dataset_card(**info)).encode()} if info else None
-        except TypeError as error:
-            raise ConfigError(f"{args.card_info}: {error}") from None
-        url = push_folder(
-            args.folder, args.repo_id, files, "dataset", args.private, args.revision, commit_message=args.commit_message
-        )
-    else:
-        url = push_model(
-            args.folder,
-            args.repo_id,
-            load_eval_records(args.eval_results),
-            args.base_model,
-            args.datasets,
-            args.license,
-            _read_mapping(args.training_config),
-            args.private,
-            args.revision,
-            commit_message=args.commit_message,
-            include_logs=args.include_logs,
-        )
-    print(f"pushed {args.folder} to {args.repo_id}: {url}")
-    return 0

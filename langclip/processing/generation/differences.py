@@ -27,8 +27,9 @@ from pathlib import Path
 from datasets import Dataset
 
 from ...errors import ConfigError, check_at_least_one
-from ...hub_cards import cards
-from ...hub_cards.push import add_push_arguments, check_hub_access, push_folder
+from ...hub_cards.cards import DatasetCardFields, dataset_card
+from ...hub_cards.command import add_push_arguments
+from ...hub_cards.push import check_hub_access, push_dataset
 from ..loading import check_captions, load_captions
 from .backends import add_generation_arguments, build_generator, generation_config, row_seed
 from .filters import MIN_CHARS, clean_difference
@@ -102,7 +103,8 @@ def sample_pairs(
 
 
 def check_difference_rows(rows, known_ids) -> None:
-    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, a pair seen before, or an empty difference."""
+    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, a pair seen before, or an empty
+    difference."""
     known_ids, seen = set(known_ids), {}
     for index, row in enumerate(rows):
         for column in ("id_a", "id_b", "difference"):
@@ -117,7 +119,8 @@ def check_difference_rows(rows, known_ids) -> None:
             raise ValueError(f"difference row {index} ({row['id_a']!r}, {row['id_b']!r}) has an empty difference text")
         pair = (row["id_a"], row["id_b"])
         if pair in seen:
-            raise ValueError(f"difference row {index} repeats the pair {pair} of row {seen[pair]}; pairs must be distinct")
+            raise ValueError(f"difference row {index} repeats the pair {pair} of row {seen[pair]}; "
+                             "pairs must be distinct")
         seen[pair] = index
 
 
@@ -161,7 +164,8 @@ class DifferenceWriter:
     backend of `backends`); each pair's sampling seed derives from (``seed``, pair id).
     """
 
-    def __init__(self, generate: Callable, template: str = DIFFERENCE_PROMPT, min_chars: int = MIN_CHARS, seed: int = 0):
+    def __init__(self, generate: Callable, template: str = DIFFERENCE_PROMPT, min_chars: int = MIN_CHARS,
+                 seed: int = 0):
         self.generate = generate
         self.template = template
         self.min_chars = min_chars
@@ -197,28 +201,20 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def dataset_card(summary: dict, config: dict) -> str:
-    """The dataset card (README.md) of a differences output: `hub_cards.cards.dataset_card`."""
-    card = cards.dataset_card(
-        "Pairwise difference descriptions",
-        [config["input"]],
-        config["model"],
-        config["template"],
-        {"llm": summary["pairs"]},
-        {"llm": summary["pairs"] - summary["kept"]},
-        summary["kept"],
-        generation=config,
-        kind="differences",
-        reasons=summary["rejected"],
-    )
-    return str(card)
+def card_fields(summary: dict, config: dict) -> DatasetCardFields:
+    """What the dataset card (README.md) of a differences output says: the `summarize` counts and the job's
+    settings, with the prompt template as its prompt."""
+    rejected = summary["pairs"] - summary["kept"]
+    return DatasetCardFields("Pairwise difference descriptions", [config["input"]], config["model"],
+                             config["template"], {"llm": summary["pairs"]}, {"llm": rejected}, summary["kept"],
+                             generation=config, kind="differences", reasons=summary["rejected"])
 
 
 def add_arguments(parser) -> None:
     parser.add_argument(
         "input", help="Image-caption data: Hub dataset id, dataset folder, CSV, .txt (one caption per line), JSON(L), "
         "Parquet. Only captions, ids (and labels) are read."
-    )  # fmt: skip
+    )
     parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card).")
     parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
     parser.add_argument("--caption-column", default="caption", help="Column holding the captions.")
@@ -232,7 +228,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--num-pairs", type=int, default=None,
         help="Distinct pairs to sample, without replacement (default: one per image).",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--template", default=DIFFERENCE_PROMPT, help="Prompt template with {caption_a} and {caption_b}."
     )
@@ -240,7 +236,7 @@ def add_arguments(parser) -> None:
         "--min-chars", type=int, default=MIN_CHARS, help="Drop difference texts shorter than this (PC-CLIP: 60)."
     )
     add_generation_arguments(parser, "Causal LM (Hub id or folder, or the served model) that writes the differences.",
-                             model_required=True)  # fmt: skip
+                             model_required=True)
     add_job_arguments(parser, unit="pairs")
     add_push_arguments(parser)
 
@@ -248,7 +244,7 @@ def add_arguments(parser) -> None:
 def job_config(args) -> dict:
     """The arguments that determine the output (a restart must repeat them); the seed is the job's."""
     keys = ("input", "split", "caption_column", "id_column", "pairing", "label_column", "num_pairs", "template",
-            "min_chars")  # fmt: skip
+            "min_chars")
     return {**{key: getattr(args, key) for key in keys}, **generation_config(args)}
 
 
@@ -278,11 +274,11 @@ def main(args) -> int:
     pairs = pair_dataset(
         captions, args.num_pairs or len(captions), args.pairing, args.label_column, args.seed,
         args.caption_column, args.id_column,
-    )  # fmt: skip
+    )
     job = ChunkedMapJob(
         None, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size, num_shards, args.seed,
         id_column="pair", unit="pair", input_columns=["pair", "id_a", "id_b", "caption_a", "caption_b"],
-    )  # fmt: skip
+    )
     if done_before(job, pairs, output, summary_path, args.restart):
         print(f"{output} already holds this job's output; nothing to do")
     else:
@@ -296,7 +292,7 @@ def main(args) -> int:
         kept = kept.select_columns(list(OUTPUT_COLUMNS))
         check_difference_rows(kept, captions[args.id_column])
         kept.save_to_disk(str(output))
-        (output / "README.md").write_text(dataset_card(summary, config), encoding="utf-8")
+        (output / "README.md").write_text(str(dataset_card(card_fields(summary, config))), encoding="utf-8")
         summary_path.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(job.work_dir)
     if not process_state().is_main_process:
@@ -305,6 +301,6 @@ def main(args) -> int:
     print(format_summary(summary))
     print(f"saved to {output} (summary: {summary_path})")
     if args.push_to_hub:
-        url = push_folder(output, args.push_to_hub, repo_type="dataset", private=args.private, revision=args.revision)
+        url = push_dataset(output, args.push_to_hub, private=args.private, revision=args.revision)
         print(f"pushed to the Hub: {url}")
     return 0

@@ -32,18 +32,24 @@ from pathlib import Path
 
 from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
-from huggingface_hub import DatasetCard
 
 from ...errors import check_at_least_one
-from ...hub_cards import cards
-from ...hub_cards.push import add_push_arguments, check_hub_access
+from ...hub_cards.cards import DatasetCardFields, dataset_card
+from ...hub_cards.command import add_push_arguments
+from ...hub_cards.push import check_hub_access, push_dataset
 from ..loading import check_captions, load_captions, write_sidecars
 from ..text import EDA, load_synonyms
 from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
 from .baselines import (
-    MARIAN_BACKWARD, MARIAN_FORWARD, BackTranslator, Seq2SeqTranslation, PromptedTranslation,
-    backtranslation_proposer, eda_proposer, is_seq2seq,
-)  # fmt: skip
+    MARIAN_BACKWARD,
+    MARIAN_FORWARD,
+    BackTranslator,
+    PromptedTranslation,
+    Seq2SeqTranslation,
+    backtranslation_proposer,
+    eda_proposer,
+    is_seq2seq,
+)
 from .filters import clean_rewrite, parse_completion
 from .job import PENDING, ChunkedMapJob, add_job_arguments, done_before, process_state, resolve_shard
 from .meta_pairs import load_pool
@@ -157,15 +163,14 @@ def write_text_files(dataset: Dataset, out_dir: str | Path) -> list[Path]:
     return [out_dir / name for name in names]
 
 
-def dataset_card(summary: dict, config: dict, prompt: str) -> str:
-    """The dataset card (README.md) of a rewrite output: `hub_cards.cards.dataset_card`."""
+def card_fields(summary: dict, config: dict, prompt: str) -> DatasetCardFields:
+    """What the dataset card (README.md) of a rewrite output says: the `summarize` counts, the job's settings
+    and ``prompt`` (one prompt as sent, or the baseline's settings)."""
     per_source = {source: sum(counts.values()) for source, counts in summary["by_source"].items()}
     fallbacks = {source: n - summary["by_source"][source].get("ok", 0) for source, n in per_source.items()}
-    card = cards.dataset_card(
-        "Rewritten captions", [config["input"]], config.get("model") or config["method"], prompt, per_source, fallbacks,
-        summary["rows"], generation=config, kind="rewrites", reasons=summary["fallbacks"],
-    )  # fmt: skip
-    return str(card)
+    llm = config.get("model") or config["method"]
+    return DatasetCardFields("Rewritten captions", [config["input"]], llm, prompt, per_source, fallbacks,
+                             summary["rows"], generation=config, kind="rewrites", reasons=summary["fallbacks"])
 
 
 def add_arguments(parser) -> None:
@@ -187,7 +192,7 @@ def add_arguments(parser) -> None:
         "--sources", nargs="+", default=["chatgpt", "bard", "human"],
         help="llm: meta-pair sources: shipped names (chatgpt, bard, human), JSONL pools, COCO captions .json, "
         "or name=path.",
-    )  # fmt: skip
+    )
     parser.add_argument("--num-rewrites", type=int, default=1, help="Rewrites per caption per source (k).")
     parser.add_argument("--num-examples", type=int, default=3, help="llm: in-context examples per prompt.")
     parser.add_argument("--task", default=OFFICIAL_TASK, help="llm: the prompt's task sentence.")
@@ -206,22 +211,24 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--backward-model", default=None,
         help=f"backtranslation: model for the way back (default: --model, or {MARIAN_BACKWARD} without --model).",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--language", default="French", help="backtranslation with a causal LM: the pivot language's name in the prompt."
+        "--language", default="French",
+        help="backtranslation with a causal LM: the pivot language's name in the prompt.",
     )
     parser.add_argument(
         "--source-lang-code", default=None,
-        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the captions' language code, e.g. eng_Latn.",
-    )  # fmt: skip
+        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the captions' language code, "
+        "e.g. eng_Latn.",
+    )
     parser.add_argument(
         "--pivot-lang-code", default=None,
         help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the pivot language code, e.g. fra_Latn.",
-    )  # fmt: skip
+    )
     add_generation_arguments(
         parser, f"llm: causal LM (Hub id or folder, or the served model with --backend endpoint); backtranslation: "
         f"the forward translator, a seq2seq translation model or a causal LM (default {MARIAN_FORWARD}).",
-    )  # fmt: skip
+    )
     add_job_arguments(parser, unit="captions")
     add_push_arguments(parser)
 
@@ -233,7 +240,7 @@ def job_config(args) -> dict:
         "input", "split", "caption_column", "id_column", "method", "sources", "num_rewrites", "num_examples", "task",
         "separator", "min_words", "max_words", "synonyms", "eda_alpha", "backward_model", "language",
         "source_lang_code", "pivot_lang_code",
-    )  # fmt: skip
+    )
     config = {key: getattr(args, key) for key in keys}
     if args.method == "llm":  # a pool file edited since the job started changes the prompts
         config["source_fingerprints"] = {spec: Hasher.hash(load_pool(spec).items) for spec in args.sources}
@@ -247,7 +254,7 @@ def translation_leg(args, model: str, source: str, target: str, codes: tuple):
         return Seq2SeqTranslation.from_pretrained(
             model, args.device, args.dtype, args.batch_size, src_lang=src_lang, tgt_lang=tgt_lang,
             max_new_tokens=args.max_new_tokens,
-        )  # fmt: skip
+        )
     return PromptedTranslation(build_generator(args, model), source, target)
 
 
@@ -293,7 +300,7 @@ def main(args) -> int:
     job = ChunkedMapJob(
         None, args.work_dir or output / "work", config, args.chunk_size, 4 * args.batch_size, num_shards, args.seed,
         args.id_column, unit="caption", input_columns=[args.id_column, args.caption_column],
-    )  # fmt: skip
+    )
     if done_before(job, dataset, output, summary_path, args.restart):
         print(f"{output} already holds this job's output; nothing to do")
         merged = load_from_disk(str(output))
@@ -304,8 +311,8 @@ def main(args) -> int:
             return 0
         merged.save_to_disk(str(output))
         summary = {**summarize(merged), "config": config, "job": job.state(dataset)}
-        card = dataset_card(summary, config, prompt)
-        (output / "README.md").write_text(card, encoding="utf-8")
+        card = dataset_card(card_fields(summary, config, prompt))
+        (output / "README.md").write_text(str(card), encoding="utf-8")
         summary_path.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(job.work_dir)
         merged = load_from_disk(str(output))
@@ -321,13 +328,6 @@ def main(args) -> int:
         paths = write_text_files(merged, output / "texts")
         print(f"wrote {len(paths)} text files to {output / 'texts'}")
     if args.push_to_hub:
-        card = (output / "README.md").read_text(encoding="utf-8")
-        push_to_hub(merged, args.push_to_hub, card, args.private, args.revision)
+        url = push_dataset(output, args.push_to_hub, private=args.private, revision=args.revision)
+        print(f"pushed to the Hub: {url}")
     return 0
-
-
-def push_to_hub(dataset: Dataset, repo_id: str, card: str, private: bool = False, revision: str | None = None) -> None:
-    """Push the dataset, then its card (honours HF_ENDPOINT and HF_TOKEN)."""
-    dataset.push_to_hub(repo_id, private=private, revision=revision)
-    DatasetCard(card).push_to_hub(repo_id, revision=revision)
-    print(f"pushed to the Hub: {repo_id}")
