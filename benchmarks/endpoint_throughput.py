@@ -93,7 +93,7 @@ def main() -> None:
                 data = dataset.select(range(min(16, len(dataset)))) if not rows else dataset
                 generator = build_generator(args)
                 job = ChunkedMapJob(Rewriter(llm_proposer(builder, generator), ["chatgpt"]), f"{tmp}/work{len(rows)}",
-                                    {}, len(captions), 4 * args.batch_size, unit="caption")  # fmt: skip
+                                    {}, len(captions), 4 * args.batch_size, unit="caption")
                 before = server.generation_seconds
                 start = time.perf_counter()
                 pending = job.run(data)
@@ -111,7 +111,7 @@ def main() -> None:
                 path.write_text("\n".join(make_captions(n)) + "\n")
                 command = [sys.executable, "-m", "langclip.cli", "rewrite", str(path), "--backend", "endpoint",
                            "--base-url", server.base_url, "--model", "tiny", "--sources", "chatgpt", "--chunk-size",
-                           "256", "--concurrency", "16", "--output-dir", f"{tmp}/mem{n}"]  # fmt: skip
+                           "256", "--concurrency", "16", "--output-dir", f"{tmp}/mem{n}"]
                 memory.append((n, peak_rss_mb(command)))
 
     print(
@@ -127,7 +127,7 @@ def main() -> None:
         print(f"| {n} | {mb:.0f} |")
     level, _, wall, server_s = rows[-1]
     print(f"\nconcurrency {level}: job overhead {wall / server_s:.2f}x the server's generation time (target <= 1.1x); "
-          f"memory {memory[1][1] / memory[0][1]:.2f}x for 10x the captions (target: flat)")  # fmt: skip
+          f"memory {memory[1][1] / memory[0][1]:.2f}x for 10x the captions (target: flat)")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def pipeline_generate(pipe):
 
 class OpenAIServer:
     def __init__(self, generate, model: str = "tiny", max_batch: int = 1, max_requests: int = 10_000,
-                 lifetime: float = 300.0, statuses=(), die_after: int | None = None):  # fmt: skip
+                 lifetime: float = 300.0, statuses=(), die_after: int | None = None):
         self.generate, self.model, self.max_batch = generate, model, max_batch
         self.max_requests, self.lifetime = max_requests, lifetime
         self.statuses, self.die_after = list(statuses), die_after
@@ -65,7 +65,7 @@ class OpenAIServer:
         if self.statuses:
             status = self.statuses.pop(0)
             return web.json_response({"error": {"message": f"scripted {status}"}}, status=status,
-                                     headers={"retry-after-ms": "10"})  # fmt: skip
+                                     headers={"retry-after-ms": "10"})
         if self.die_after is not None:
             if self.accepted >= self.die_after:
                 request.transport.close()  # dead: the connection drops without an answer
@@ -85,7 +85,7 @@ class OpenAIServer:
             choice["text"] = text
         kind = "chat.completion" if chat else "text_completion"
         return web.json_response({"id": f"x{len(self.requests)}", "object": kind, "created": 0, "model": self.model,
-                                  "choices": [choice]})  # fmt: skip
+                                  "choices": [choice]})
 
     async def _batcher(self) -> None:
         loop = asyncio.get_running_loop()

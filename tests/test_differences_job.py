@@ -28,7 +28,7 @@ def job_args(input_path, out, lm, *extra):
     return [
         "differences", str(input_path), "--debug", "--model", lm, "--output-dir", str(out), "--device", "cpu", "--id-column",
         "key", "--max-new-tokens", "3", "--batch-size", "4", "--chunk-size", "4", "--min-chars", "1", *extra,
-    ]  # fmt: skip
+    ]
 
 
 def output(out):
@@ -49,7 +49,7 @@ def test_pair_dataset_pairs_within_and_across_classes():
 
 def test_writer_filters_and_counts_by_reason():
     scripted = [f" {LONG} Note: I hope this helps.", "```python\nprint(1)\n```" + LONG, "smaller.", "caf\u00e9 " + LONG,
-                None]  # fmt: skip
+                None]
 
     def generate(prompts, names, seeds):
         assert prompts[0].startswith("Image A shows: a red dog\nImage B shows: a blue car\n")
@@ -58,7 +58,7 @@ def test_writer_filters_and_counts_by_reason():
         return scripted
 
     batch = {"pair": [str(i) for i in range(5)], "id_a": list("01230"), "id_b": list("12302"),
-             "caption_a": ["a red dog"] * 5, "caption_b": ["a blue car"] * 5}  # fmt: skip
+             "caption_a": ["a red dog"] * 5, "caption_b": ["a blue car"] * 5}
     columns = DifferenceWriter(generate, seed=7)(batch)
     assert columns == {
         "difference": [LONG, None, None, None, None],
@@ -67,13 +67,13 @@ def test_writer_filters_and_counts_by_reason():
     }
     assert summarize(Dataset.from_dict(columns)) == {
         "pairs": 5, "kept": 1, "rejected": {"code_or_markup": 1, "non_ascii": 1, "pending": 1, "too_short": 1}
-    }  # fmt: skip
+    }
 
 
 def test_job_through_the_real_pipeline(tmp_path, captions_file, tiny_lm_dir, capsys):
     out = tmp_path / "out"
     assert cli(job_args(captions_file, out, tiny_lm_dir, "--pairing", "within-class", "--label-column", "label",
-                        "--num-pairs", "10")) == 0  # fmt: skip
+                        "--num-pairs", "10")) == 0
     rows, summary = output(out)
     assert list(rows) == ["id_a", "id_b", "difference"]
     assert summary["pairs"] == 10 and summary["kept"] + sum(summary["rejected"].values()) == 10
@@ -90,7 +90,7 @@ def test_job_through_the_real_pipeline(tmp_path, captions_file, tiny_lm_dir, cap
     assert card.data.differences["reasons"] == summary["rejected"] and "| pairing | within-class |" in card.text
     assert not (out / "work").exists()
     assert cli(job_args(captions_file, out, tiny_lm_dir, "--pairing", "within-class", "--label-column", "label",
-                        "--num-pairs", "10")) == 0  # fmt: skip
+                        "--num-pairs", "10")) == 0
     assert "already holds this job's output" in capsys.readouterr().out
 
 
@@ -150,7 +150,7 @@ def test_restart_with_other_settings_is_refused(tmp_path, captions_file, tiny_lm
     cli(args + ["--shard-index", "0"])
     # the seed draws other pairs, so the job's input changes too
     with pytest.raises(ValueError, match=r"different settings or input \(seed: 0 -> 5; input: the content of rows 0-11 "
-                                         r"changed \(1 of 1 blocks of 10000 rows differ\)\).*--restart"):  # fmt: skip
+                                         r"changed \(1 of 1 blocks of 10000 rows differ\)\).*--restart"):
         cli([*args + ["--shard-index", "1", "--seed", "5"], "--debug"])  # --debug: the error itself
 
 

@@ -12,6 +12,7 @@ from transformers import pipeline
 
 from conftest import CAPTIONS
 from langclip.cli import main as cli
+from langclip.errors import ConfigError
 from langclip.processing.generation.backends import EndpointGenerator, completion_text, row_seed
 from langclip.processing.generation.prompts import PromptBuilder
 from langclip.processing.generation.meta_pairs import load_pool
@@ -33,7 +34,7 @@ def endpoint_args(input_path, out, server, *extra):
         "rewrite", str(input_path), "--backend", "endpoint", "--base-url", server.base_url, "--model", "tiny",
         "--output-dir", str(out), "--sources", "chatgpt", "--chunk-size", "4", "--batch-size", "2",
         "--max-retries", "1", "--timeout", "10", *extra,
-    ]  # fmt: skip
+    ]
 
 
 def rows(out):
@@ -55,7 +56,7 @@ def test_completions_and_chat_through_the_tiny_lm(tiny_lm_dir):
         completion = next(r for r in server.requests if r.get("seed") == 11 and "prompt" in r)
         chat = next(r for r in server.requests if r.get("seed") == 11 and "messages" in r)
     assert completion == {"model": "tiny", "prompt": prompts[0], "max_tokens": 6, "temperature": 0.9, "top_p": 0.95,
-                          "seed": 11}  # fmt: skip
+                          "seed": 11}
     assert chat["messages"] == [{"role": "user", "content": prompts[0]}] and "prompt" not in chat
 
 
@@ -132,14 +133,14 @@ def test_completion_text_reads_only_real_completions(response, chat, text):
 def test_same_seed_same_prompts_whatever_the_concurrency(tmp_path, captions_file):
     runs = {}
     for name, extra in {"c1": ["--concurrency", "1"], "c8": ["--concurrency", "8", "--chunk-size", "7"],
-                        "seed1": ["--seed", "1"]}.items():  # fmt: skip
+                        "seed1": ["--seed", "1"]}.items():
         with OpenAIServer(scripted, lifetime=120) as server:
             cli(endpoint_args(captions_file, tmp_path / name, server, *extra))
         runs[name] = (sorted((r["prompt"], r["seed"]) for r in server.requests), rows(tmp_path / name))
     assert runs["c1"] == runs["c8"]
     builder = PromptBuilder({"chatgpt": load_pool("chatgpt")}, seed=0)
     assert runs["c1"][0] == sorted((builder(c, str(i), "chatgpt")[0], row_seed(0, str(i), "chatgpt", 0))
-                                   for i, c in enumerate(CAPTIONS[:24]))  # fmt: skip
+                                   for i, c in enumerate(CAPTIONS[:24]))
     assert runs["seed1"][0] != runs["c1"][0]
 
 
@@ -150,8 +151,10 @@ def test_api_key_from_the_environment_is_sent_and_never_printed(tmp_path, captio
     assert server.authorizations and set(server.authorizations) == {"Bearer sk-secret-123"}
     captured = capsys.readouterr()
     assert "sk-secret" not in captured.out + captured.err
-    with pytest.raises(SystemExit, match="--api-key-env NOT_SET: that environment variable is not set"):
-        cli(endpoint_args(captions_file, tmp_path / "p", server, "--api-key-env", "NOT_SET"))
+    assert cli(endpoint_args(captions_file, tmp_path / "p", server, "--api-key-env", "NOT_SET")) == 1
+    assert "error: --api-key-env NOT_SET: that environment variable is not set" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="--api-key-env NOT_SET: that environment variable is not set"):
+        cli([*endpoint_args(captions_file, tmp_path / "p", server, "--api-key-env", "NOT_SET"), "--debug"])
 
 
 # ---- fingerprinted resume (EDA: deterministic per (seed, id, k), no model) ----------------------
@@ -176,7 +179,7 @@ def test_resume_with_edited_input_names_the_change(tmp_path, captions_file):
     cli([*sharded, "--shard-index", "0"])
     captions_file.write_text("\n".join(CAPTIONS[:23] + ["an edited caption"]) + "\n")
     with pytest.raises(ValueError, match=r"different settings or input \(input: the content of rows 0-23 changed "
-                                         r"\(1 of 1 blocks of 10000 rows differ\)\).*--restart"):  # fmt: skip
+                                         r"\(1 of 1 blocks of 10000 rows differ\)\).*--restart"):
         cli([*[*sharded, "--shard-index", "1"], "--debug"])  # --debug: the error itself
     captions_file.write_text("\n".join(CAPTIONS[:25]) + "\n")
     with pytest.raises(ValueError, match=r"input: 24 rows -> 25 rows"):

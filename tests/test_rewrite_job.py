@@ -33,7 +33,7 @@ def rewrite_args(input_path, out, lm, *extra):
     return [
         "rewrite", str(input_path), "--debug", "--model", lm, "--output-dir", str(out), "--device", "cpu",
         "--max-new-tokens", "8", "--batch-size", "8", "--chunk-size", "8", *extra,
-    ]  # fmt: skip
+    ]
 
 
 def rows(out):

@@ -20,7 +20,7 @@ Accepted inputs (`load_image_text_dataset` picks by the path):
   ``metadata.jsonl``, a folder of parquet/json files.
 
 Images are kept undecoded (``datasets.Image(decode=False)``) and decoded by the image
-transform, so a corrupt file is reported by name (see `image_transforms.decode_image`).
+transform, so a corrupt file is reported by name (see `langclip.processing.transforms.decode_image`).
 Input that cannot be read (a file that is not UTF-8, a malformed ``metadata.jsonl`` line, an
 empty dataset, a caption that is not a string) is a `DataError` naming the file, line, row or column.
 """
@@ -150,7 +150,7 @@ def read_sidecar(shard: str) -> dict[str, dict] | None:
     with xopen(path, "rb") as handle:
         table = pq.read_table(handle)
     if "id" not in table.column_names:
-        raise ValueError(f"{path}: a sidecar needs an 'id' column holding the sample keys; columns: {table.column_names}")
+        raise DataError(f"{path}: a sidecar needs an 'id' column holding the sample keys; columns: {table.column_names}")
     return {row.pop("id"): row for row in table.to_pylist()}
 
 
@@ -171,12 +171,12 @@ def _shard_record(shard: str, sample: dict, caption_column: str, sidecar: dict |
     if "txt" in sample and "caption" not in record:
         record["caption"] = sample["txt"].strip()
     if not record.get(caption_column):
-        raise ValueError(f"{shard}: sample {key!r} has no caption (.txt or .json {caption_column!r}); "
-                         f"files: {sorted(k for k in sample if not k.startswith('__'))}")
+        raise DataError(f"{shard}: sample {key!r} has no caption (.txt or .json {caption_column!r}); "
+                        f"files: {sorted(k for k in sample if not k.startswith('__'))}")
     if sidecar is not None:
         if key not in sidecar:
-            raise ValueError(f"{sidecar_path(shard)} has no row for sample {key!r} of {shard}; rerun `langclip "
-                             "rewrite` on the shards or remove the sidecar")
+            raise DataError(f"{sidecar_path(shard)} has no row for sample {key!r} of {shard}; rerun `langclip "
+                            "rewrite` on the shards or remove the sidecar")
         record.update(sidecar[key])
     record["image"] = {"bytes": sample.get(image), "path": f"{shard}/{key}.{image or '?'}"}
     record["id"] = key

@@ -1,7 +1,7 @@
 """Convert the released CLIPS checkpoints (OpenCLIP format; ViT-L-14-CLIPS-224/336, ViT-H-14-CLIPS-224) to `CLIPSModel`.
 
 The weight names are OpenCLIP's (see `langclip.modeling.open_clip`), read with the same
-helpers; what differs is the architecture (DESIGN.md, "CLIPS released architecture"):
+helpers; what differs is the architecture (docs/design.md, "CLIPS released architecture"):
 the vision tower has no ``visual.ln_pre`` and is pooled by the mean of its patch tokens
 before ``ln_post``; the text tower is bidirectional (no ``attn_mask``), pooled at the last
 position of the layout ``[1] ids [2] 0 ... 0 [101]`` after ``ln_final``, with tanh-approximate

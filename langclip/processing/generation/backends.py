@@ -128,9 +128,9 @@ class EndpointGenerator:
         except ImportError:
             raise ImportError("--backend endpoint needs the openai client: pip install 'langclip[endpoint]'") from None
         if concurrency < 1:
-            raise ValueError(f"--concurrency must be positive, got {concurrency}")
+            raise ConfigError(f"--concurrency must be positive, got {concurrency}")
         if requests_per_second is not None and requests_per_second <= 0:
-            raise ValueError(f"--requests-per-second must be positive, got {requests_per_second}")
+            raise ConfigError(f"--requests-per-second must be positive, got {requests_per_second}")
         self.openai = openai
         self.client_kwargs = dict(
             base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries
@@ -215,7 +215,7 @@ class EndpointGenerator:
         completions = self._loop.run_until_complete(self._all(list(prompts), seeds))
         if self.failures > failed:
             print(f"{self.failures - failed} of {len(prompts)} requests failed (last: {self.last_error}); "
-                  "their rows are pending", file=sys.stderr)  # fmt: skip
+                  "their rows are pending", file=sys.stderr)
         return completions
 
     def close(self) -> None:
@@ -241,39 +241,33 @@ def add_generation_arguments(parser, model_help: str, model_required: bool = Fal
     """The generation flags of `rewrite`, `differences` and `meta-pairs`: model, backend, batching, sampling, seed."""
     group = parser.add_argument_group("generation")
     group.add_argument("--model", required=model_required, help=model_help)
-    group.add_argument(
-        "--backend", choices=BACKENDS, default="transformers",
-        help="transformers: load --model in this process; endpoint: send requests to an OpenAI-compatible server "
-        "(vLLM, TGI, SGLang, llama.cpp, Ollama) at --base-url, --model naming the served model.",
-    )  # fmt: skip
+    group.add_argument("--backend", choices=BACKENDS, default="transformers",
+                       help="transformers: load --model in this process; endpoint: send requests to an "
+                            "OpenAI-compatible server (vLLM, TGI, SGLang, llama.cpp, Ollama) at --base-url, --model "
+                            "naming the served model.")
     group.add_argument("--seed", type=int, default=0, help="Seed for examples, pairs, EDA and sampling.")
-    group.add_argument(
-        "--batch-size", type=int, default=16,
-        help="transformers: generation batch size; every backend: the job maps 4x this many rows at a time.",
-    )  # fmt: skip
+    group.add_argument("--batch-size", type=int, default=16,
+                       help="transformers: generation batch size; every backend: the job maps 4x this many rows at "
+                            "a time.")
     group.add_argument("--max-new-tokens", type=int, default=77, help="Generation length limit.")
     group.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
     group.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
     group.add_argument("--dtype", default="auto", help="transformers: model dtype: auto, float32, bfloat16, float16.")
-    group.add_argument(
-        "--device", default=None, help="transformers: device, e.g. cpu, cuda:0 (default: this process's accelerate device)."
-    )
-    group.add_argument("--base-url", default=None, help="endpoint: the server's OpenAI API root, e.g. http://host:8000/v1.")
-    group.add_argument(
-        "--api-key-env", default=None,
-        help="endpoint: name of the environment variable holding the API key (the key is never printed).",
-    )  # fmt: skip
-    group.add_argument(
-        "--chat", action="store_true",
-        help="endpoint: use /chat/completions (chat models) instead of /completions (base models, the ICL prompt).",
-    )  # fmt: skip
+    group.add_argument("--device", default=None,
+                       help="transformers: device, e.g. cpu, cuda:0 (default: this process's accelerate device).")
+    group.add_argument("--base-url", default=None,
+                       help="endpoint: the server's OpenAI API root, e.g. http://host:8000/v1.")
+    group.add_argument("--api-key-env", default=None,
+                       help="endpoint: name of the environment variable holding the API key (the key is never "
+                            "printed).")
+    group.add_argument("--chat", action="store_true",
+                       help="endpoint: use /chat/completions (chat models) instead of /completions (base models, the "
+                            "ICL prompt).")
     group.add_argument("--concurrency", type=int, default=16, help="endpoint: requests in flight at once.")
     group.add_argument("--timeout", type=float, default=120.0, help="endpoint: seconds allowed per request attempt.")
-    group.add_argument(
-        "--max-retries", type=int, default=5,
-        help="endpoint: retries per request on 429, 5xx and connection errors, with exponential backoff; a request "
-        "still failing leaves its row pending for the next run.",
-    )  # fmt: skip
+    group.add_argument("--max-retries", type=int, default=5,
+                       help="endpoint: retries per request on 429, 5xx and connection errors, with exponential "
+                            "backoff; a request still failing leaves its row pending for the next run.")
     group.add_argument(
         "--requests-per-second", type=float, default=None, help="endpoint: request-rate limit (default: none)."
     )
@@ -300,16 +294,14 @@ def build_generator(args, model: str | None = None, **generate_kwargs) -> TextGe
     if args.backend == "transformers":
         return TextGenerator.from_pretrained(model, args.device, args.dtype, args.batch_size, **generate_kwargs)
     if not args.base_url:
-        raise SystemExit("--backend endpoint needs --base-url (e.g. http://localhost:8000/v1)")
+        raise ConfigError("--backend endpoint needs --base-url (e.g. http://localhost:8000/v1)")
     api_key = None
     if args.api_key_env:
         api_key = os.environ.get(args.api_key_env)
         if not api_key:
-            raise SystemExit(f"--api-key-env {args.api_key_env}: that environment variable is not set")
-    return EndpointGenerator(
-        args.base_url, model, api_key, args.chat, args.concurrency, args.timeout, args.max_retries,
-        args.requests_per_second, **generate_kwargs,
-    )  # fmt: skip
+            raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is not set; export it or drop the flag")
+    return EndpointGenerator(args.base_url, model, api_key, args.chat, args.concurrency, args.timeout,
+                             args.max_retries, args.requests_per_second, **generate_kwargs)
 
 
 def request_names(ids, requests) -> list[str]:

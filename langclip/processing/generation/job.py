@@ -37,7 +37,7 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from ...errors import IncompleteJobError
+from ...errors import ConfigError, IncompleteJobError
 
 PENDING = "pending"
 BLOCK_ROWS = 10_000
@@ -59,9 +59,9 @@ def resolve_shard(num_shards: int | None = None, shard_index: int | None = None)
         state = process_state()
         return state.num_processes, state.process_index
     if num_shards is None or shard_index is None:
-        raise ValueError("give both --num-shards and --shard-index, or neither")
+        raise ConfigError("give both --num-shards and --shard-index, or neither")
     if not 0 <= shard_index < num_shards:
-        raise ValueError(f"--shard-index {shard_index} is not in [0, {num_shards})")
+        raise ConfigError(f"--shard-index {shard_index} is not in [0, {num_shards}): give an index below --num-shards")
     return num_shards, shard_index
 
 
@@ -70,18 +70,15 @@ def add_job_arguments(parser, unit: str = "rows") -> None:
     parser.add_argument(
         "--chunk-size", type=int, default=1024, help=f"{unit.capitalize()} per saved chunk (the unit of resume)."
     )
-    parser.add_argument(
-        "--num-shards", type=int, default=None,
-        help=f"Split the {unit} into N shards (default: one per accelerate process).",
-    )  # fmt: skip
+    parser.add_argument("--num-shards", type=int, default=None,
+                        help=f"Split the {unit} into N shards (default: one per accelerate process).")
     parser.add_argument("--shard-index", type=int, default=None, help="The shard this run takes (with --num-shards).")
     parser.add_argument(
         "--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge)."
     )
-    parser.add_argument(
-        "--restart", action="store_true",
-        help="Delete this job's finished chunks and output (all shards) and start over, e.g. after editing the input.",
-    )  # fmt: skip
+    parser.add_argument("--restart", action="store_true",
+                        help="Delete this job's finished chunks and output (all shards) and start over, e.g. after "
+                             "editing the input.")
 
 
 def input_fingerprint(dataset: Dataset, columns: Sequence[str]) -> dict:
@@ -162,13 +159,13 @@ class ChunkedMapJob:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def check_state(self, dataset: Dataset) -> dict:
-        """Save the job state, or raise a ValueError naming what changed since it was saved."""
+        """Save the job state, or raise a `ConfigError` naming what changed since it was saved."""
         current = self.state(dataset)
         path = self.work_dir / "job.json"
         if path.exists():
             changes = describe_changes(json.loads(path.read_text()), current)
             if changes:
-                raise ValueError(
+                raise ConfigError(
                     f"{self.work_dir} holds chunks of a job with different settings or input ({'; '.join(changes)}): "
                     "rerun with the original settings and input, or pass --restart to start over"
                 )
@@ -244,10 +241,8 @@ class ChunkedMapJob:
         finished = [end - begin for begin, end, folder in chunks if folder.exists() and not _is_pending(folder)]
         if any(folder.exists() for *_, folder in chunks):
             print(f"resuming shard {shard_index}: {len(finished)} of {len(chunks)} chunks already done")
-        progress = tqdm(
-            total=stop - start, initial=sum(finished), unit=self.unit, unit_scale=True,
-            desc=f"shard {shard_index + 1}/{self.num_shards}",
-        )  # fmt: skip
+        progress = tqdm(total=stop - start, initial=sum(finished), unit=self.unit, unit_scale=True,
+                        desc=f"shard {shard_index + 1}/{self.num_shards}")
         bars_were_enabled = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         pending = 0
@@ -276,7 +271,7 @@ class ChunkedMapJob:
                 datasets.enable_progress_bars()
         if pending:
             print(f"shard {shard_index}: {pending} {self.unit}s pending (requests failed after retries); "
-                  "rerun the same command to redo them")  # fmt: skip
+                  "rerun the same command to redo them")
         return pending
 
     def run_and_merge(self, dataset: Dataset, shard_index: int = 0) -> Dataset | None:
@@ -318,7 +313,7 @@ class ChunkedMapJob:
         if missing or pending:
             details = ", ".join(f"shard {shard}: {count} chunks" for shard, count in missing.items())
             raise RuntimeError(f"cannot merge: unfinished chunks ({details}), {pending} pending {self.unit}s; "
-                               "run those shards first")  # fmt: skip
+                               "run those shards first")
         folders = [folder for shard in range(self.num_shards) for *_, folder in self.chunks(len(dataset), shard)]
         merged = concatenate_datasets([load_from_disk(str(folder)) for folder in folders])
         if PENDING in merged.column_names:
@@ -342,7 +337,7 @@ def done_before(job: ChunkedMapJob, dataset: Dataset, output: Path, summary_path
         return False
     changes = describe_changes(json.loads(summary_path.read_text()).get("job", {}), job.state(dataset))
     if changes:
-        raise ValueError(
+        raise ConfigError(
             f"{output} holds the output of a job with different settings or input ({'; '.join(changes)}): "
             "pass --restart to redo it, or choose another --output-dir"
         )

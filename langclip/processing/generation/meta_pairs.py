@@ -23,7 +23,7 @@ from pathlib import Path
 
 import transformers
 
-from ...errors import DataError
+from ...errors import ConfigError, DataError
 from ..loading import check_utf8
 from .backends import TextGenerator, add_generation_arguments, build_generator, row_seed
 from .filters import clean_rewrite, parse_completion
@@ -119,7 +119,8 @@ def coco_pool(annotation_file: str | os.PathLike, name: str = "coco") -> MetaPoo
     known = {image["id"] for image in images} or None
     captions = defaultdict(dict)
     for index, annotation in enumerate(data["annotations"]):
-        if not isinstance(annotation, dict) or not isinstance(annotation.get("image_id"), (int, str)) or not _is_text(annotation.get("caption")):
+        if not (isinstance(annotation, dict) and isinstance(annotation.get("image_id"), (int, str))
+                and _is_text(annotation.get("caption"))):
             raise DataError(f"{annotation_file}: annotations[{index}] needs an 'image_id' and a non-empty 'caption'")
         if known is None or annotation["image_id"] in known:
             captions[annotation["image_id"]][" ".join(annotation["caption"].split())] = None
@@ -192,17 +193,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--name", default=None, help="Pool name (default: coco, or chatbot).")
     parser.add_argument("--output", required=True, help="Where to write the pool (JSONL).")
     add_generation_arguments(parser, "Chat model (Hub id or folder, or the served model) asked to rewrite --captions; "
-                             "or --coco.")  # fmt: skip
+                             "or --coco.")
 
 
 def main(args) -> int:
     if bool(args.coco) == bool(args.model):
-        raise SystemExit("give exactly one of --coco and --model")
+        raise ConfigError("give exactly one of --coco (a COCO captions file) and --model (a chat model)")
     if args.coco:
         pool = coco_pool(args.coco, args.name or "coco")
     else:
         if not args.captions:
-            raise SystemExit("--model needs --captions")
+            raise ConfigError("--model needs --captions: the captions the chat model rewrites")
         from ..loading import load_captions
 
         captions = load_captions(args.captions, caption_column=args.caption_column)
