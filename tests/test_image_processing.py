@@ -40,16 +40,19 @@ def test_no_torchvision_fallback_warning(tmp_path):
     """transformers warns "CLIPImageProcessor requires torchvision ... falling back" when that name is imported
     without torchvision; building, saving, loading and the commands that do so must not."""
     script = textwrap.dedent(f"""
-        from transformers import AutoImageProcessor
+        from transformers import AutoImageProcessor, AutoProcessor
 
         from langclip.cli import build_parser
+        from langclip.modeling.auto import save_processors
         from langclip.modeling.image_processing import default_image_processor, load_image_processor
+        from langclip.testing import train_word_tokenizer
 
         for command in ("train", "eval", "convert", "demo"):
             build_parser([command])  # imports the command's module
-        default_image_processor(32).save_pretrained({str(tmp_path)!r})
+        save_processors({str(tmp_path)!r}, train_word_tokenizer(["a red dog"]), default_image_processor(32))
         load_image_processor({str(tmp_path)!r})
         AutoImageProcessor.from_pretrained({str(tmp_path)!r})
+        AutoProcessor.from_pretrained({str(tmp_path)!r})  # the CLIPProcessor of a checkpoint folder
         import langclip.modeling.clips.convert_clips, langclip.training.model, langclip.evaluation.run
     """)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
