@@ -27,13 +27,12 @@ from typing import ClassVar
 import datasets
 import pyarrow.compute as pc
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
 from ..errors import ConfigError, DataError
-from ..modeling import CLIPSModel, LaCLIPModel, clip_loss, clips_loss, contrastive_loss, difference_loss
-from ..modeling.losses import CONTRASTIVE_LOSSES, SIGMOID_LOGIT_SCALE_INIT
+from ..modeling import CLIPSModel, LaCLIPModel, losses
+from ..modeling.losses import CONTRASTIVE_LOSSES, SIGMOID_LOGIT_SCALE_INIT, CLIPSFeatures, LossContext
 from ..processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
 from ..processing.generation.differences import check_difference_rows
 from ..processing.loading import load_captions
@@ -134,6 +133,7 @@ class Objective:
     name: ClassVar[str] = "clip"
     text_samplings: ClassVar[tuple[str, ...]] = TEXT_SAMPLINGS
     lora_targets: ClassVar[str | None] = None
+    multi_positive: ClassVar[bool] = False
 
     contrastive_loss: str = "softmax"
 
@@ -186,8 +186,9 @@ class Objective:
         return inputs
 
     def loss(self, image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-             logit_bias: torch.Tensor | None = None) -> torch.Tensor:
-        return contrastive_loss(image, text, logit_scale, logit_bias)
+             logit_bias: torch.Tensor | None = None, context: LossContext = LossContext()) -> torch.Tensor:
+        return losses.contrastive_loss(image, text, logit_scale, logit_bias, kind=self.contrastive_loss,
+                                       multi_positive=self.multi_positive, context=context)
 
 
 def most_rewrites(dataset) -> int:
@@ -211,6 +212,7 @@ class MultiPositive(Objective):
 
     name: ClassVar[str] = "multi-positive"
     text_samplings: ClassVar[tuple[str, ...]] = ("rewrites",)
+    multi_positive: ClassVar[bool] = True
 
     num_texts: int | None = None
 
@@ -280,9 +282,11 @@ class CLIPSObjective(Objective):
                 "caption_weight": model.config.caption_loss_weight}
 
     def loss(self, image, web, partial, caption_nll_sum, caption_tokens, logit_scale, contrastive_weight: float,
-             caption_weight: float, logit_bias: torch.Tensor | None = None) -> torch.Tensor:
-        return clips_loss(image, web, partial, caption_nll_sum, caption_tokens, logit_scale, contrastive_weight,
-                          caption_weight, logit_bias)[0]
+             caption_weight: float, logit_bias: torch.Tensor | None = None,
+             context: LossContext = LossContext()) -> torch.Tensor:
+        features = CLIPSFeatures(image, web, partial, caption_nll_sum, caption_tokens)
+        return losses.clips_loss(features, logit_scale, logit_bias, kind=self.contrastive_loss,
+                                 weights=(contrastive_weight, caption_weight), context=context).total
 
 
 @dataclass(frozen=True)
@@ -365,16 +369,10 @@ class Difference(Objective):
     def loss_inputs(self, model) -> dict[str, torch.Tensor]:
         return {"logit_scale": model.logit_scale.exp()}
 
-    def loss(self, image_a, image_b, text, *captions, logit_scale) -> torch.Tensor:
+    def loss(self, image_a, image_b, text, *captions, logit_scale, context: LossContext = LossContext()) -> torch.Tensor:
         """Called as ``loss(image_a, image_b, text[, captions], logit_scale=s)``."""
-        loss = difference_loss(image_a, image_b, text)
-        if self.clip_weight:
-            if not captions:
-                raise ValueError("clip_weight > 0 needs the captions of the a images in the batch (caption_input_ids)")
-            loss = loss + self.clip_weight * clip_loss(
-                F.normalize(image_a, dim=-1), F.normalize(captions[0], dim=-1), logit_scale
-            )
-        return loss
+        return losses.pcclip_loss(image_a, image_b, text, captions[0] if captions else None, logit_scale,
+                                  self.clip_weight, context)
 
 
 def pcclip_loss(model, batch: Mapping, clip_weight: float = 0.0) -> torch.Tensor:

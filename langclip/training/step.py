@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator
 
-from ..modeling.losses import without_finite_check
+from ..modeling.losses import LossContext
 from ..processing.transforms import SKIP_KINDS
 from .methods import Method
 
@@ -44,9 +44,11 @@ def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_f
     scalars take their gradient in the last micro-batch only. With ``accelerator``, its
     ``backward`` (loss scaling) and ``no_sync`` (one gradient all-reduce, in the last micro-batch).
     ``check_finite``: return None, with no backward, when the features are not finite (a host sync);
-    the trainer passes False and guards the update on the loss instead (`TrainStep`).
+    the trainer passes False and guards the update on the loss instead (`TrainStep`), and the loss then skips
+    its own check too (`LossContext`).
     """
     unwrapped = model if unwrapped is None else unwrapped
+    context = LossContext.current(check_finite)
     backward = torch.Tensor.backward if accelerator is None else accelerator.backward
 
     def no_sync():
@@ -57,7 +59,7 @@ def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_f
         features = method.features(model, batch)
         if check_finite and not finite(features):
             return None
-        loss = method.loss(*features, **method.loss_inputs(unwrapped))
+        loss = method.loss(*features, **method.loss_inputs(unwrapped), context=context)
         backward(loss)
         return loss.detach()
     with torch.no_grad():
@@ -73,7 +75,7 @@ def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_f
             inputs = method.loss_inputs(unwrapped)
             if j < last:
                 inputs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-            loss = method.loss(*merged, **inputs)
+            loss = method.loss(*merged, **inputs, context=context)
             backward(loss)
     return loss.detach()
 
@@ -117,9 +119,8 @@ class TrainStep:
         only when clipping or ``with_norm``, the update unless the loss or norm is not finite (`step_unless`), the
         logit-scale clamp. Returns (loss, bad, grad_norm or None), on the device."""
         accelerator, model, unwrapped = self.accelerator, self.model, self.unwrapped
-        with without_finite_check():
-            loss = forward_backward(model, batch, self.method, unwrapped, self.accum_freq, accelerator,
-                                    check_finite=False)
+        loss = forward_backward(model, batch, self.method, unwrapped, self.accum_freq, accelerator,
+                                check_finite=False)
         grad_norm = None
         if self.max_grad_norm or with_norm:
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), self.max_grad_norm or math.inf)
