@@ -37,9 +37,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def load_model(path: str, device: str, dtype: str = "float32"):
     """Model (eval mode, ``dtype``), tokenizer and image processor of a checkpoint folder or Hub id."""
-    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, CLIPImageProcessorPil
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
-    import langclip.modeling  # noqa: F401  (registers the langclip model types)
+    from ..modeling.image_processing import default_image_processor  # importing langclip.modeling registers its models
 
     model = AutoModel.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -48,7 +48,7 @@ def load_model(path: str, device: str, dtype: str = "float32"):
     except OSError:
         size = model.config.vision_config.image_size
         print(f"{path} has no image processor config; using CLIP preprocessing at {size} px")
-        processor = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+        processor = default_image_processor(size)
     return model, tokenizer, processor
 
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 
-from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerFast
+from transformers import AutoTokenizer, CLIPImageProcessorPil, PreTrainedTokenizerFast
 
 from ..errors import ConfigError
-from ..modeling import LaCLIPModel
+from ..modeling import LaCLIPModel, image_processing
 from .arguments import ModelArguments
 from .methods import Method
-
-CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
-CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerFast:
@@ -30,15 +27,14 @@ def load_tokenizer(model_args: ModelArguments) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPImageProcessor:
-    """The checkpoint's `CLIPImageProcessor`, or CLIP's mean/std at the model's ``image_size``."""
+def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPImageProcessorPil:
+    """The checkpoint's image processor, or CLIP's (`default_image_processor`) at the model's ``image_size``."""
     if model_args.model_name_or_path:
         try:
-            return CLIPImageProcessor.from_pretrained(model_args.model_name_or_path)
+            return image_processing.load_image_processor(model_args.model_name_or_path)
         except OSError:
             pass
-    return CLIPImageProcessor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-                              image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    return image_processing.default_image_processor(image_size)
 
 
 def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
@@ -69,7 +65,7 @@ def add_lora(model, model_args: ModelArguments, targets: str | None = None):
 
 
 def build_trainable_model(model_args: ModelArguments,
-                          method: Method) -> tuple[LaCLIPModel, PreTrainedTokenizerFast, CLIPImageProcessor]:
+                          method: Method) -> tuple[LaCLIPModel, PreTrainedTokenizerFast, CLIPImageProcessorPil]:
     """(model, tokenizer, image processor) of the run: `build_model`, with activation checkpointing under
     ``--gradient-checkpointing``, and LoRA adapters (``--train-parts lora``) or the method's frozen parts."""
     tokenizer = load_tokenizer(model_args)
