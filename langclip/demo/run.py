@@ -41,7 +41,8 @@ from ..processing.generation import rewrite
 from ..processing.generation.prompts import build_prompt
 from ..testing import train_word_tokenizer
 from ..training.arguments import load_yaml_config
-from ..training.trainer import LOG_FILE, train_in_process
+from ..training.logging import LOG_FILE
+from ..training.trainer import train_in_process
 from . import world as demo_world
 from .evaluate import evaluate, headline, markdown_table, save_test_set
 from .tiny_lm import build_tiny_causal_lm, train_tiny_causal_lm

@@ -41,8 +41,10 @@ def checkpoints(output_dir: str) -> list[str]:
     """Finished checkpoint folders of ``output_dir``, oldest first."""
     if not os.path.isdir(output_dir):
         return []
-    names = [n for n in os.listdir(output_dir) if n.startswith(CHECKPOINT_PREFIX) and n[len(CHECKPOINT_PREFIX):].isdigit()]
-    return [os.path.join(output_dir, n) for n in sorted(names, key=lambda n: int(n[len(CHECKPOINT_PREFIX):]))]
+    steps = {name: name[len(CHECKPOINT_PREFIX):] for name in os.listdir(output_dir)
+             if name.startswith(CHECKPOINT_PREFIX)}
+    names = sorted((name for name, step in steps.items() if step.isdigit()), key=lambda name: int(steps[name]))
+    return [os.path.join(output_dir, name) for name in names]
 
 
 def run_files(output_dir: str) -> list[str]:

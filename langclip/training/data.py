@@ -253,10 +253,11 @@ class MapStyleBatches:
             epoch += 1
 
     def state_dict(self) -> None:
+        """None: the step gives the position (`steps`)."""
         return None
 
-    def load_state_dict(self, state: None) -> None:
-        pass
+    def load_state_dict(self, state: dict | None) -> None:
+        """Nothing to restore: `steps` starts from the step."""
 
 
 def split_warning(num_shards: int, world_size: int, num_workers: int) -> str | None:

@@ -56,7 +56,8 @@ def build_accelerator(model_args: ModelArguments, train_args: TrainArguments) ->
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, train_args: TrainArguments) -> dict:
-    """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary."""
+    """Train, checkpoint, save the final model (+ tokenizer and image processor) to ``output_dir``; returns a summary
+    (the final state and last logged loss)."""
     arguments = (model_args, data_args, train_args)
     method = Method.from_arguments(*arguments)
     if train_args.push_to_hub:  # token, repo and permissions checked before the long job, not after it
