@@ -178,6 +178,8 @@ CASES = [
     ("rewrite-chunk-size-zero", lambda r, f: ["rewrite", str(r / "captions.txt"), "--method", "eda", "--chunk-size", "0",
                                               "--output-dir", str(r / "rw")],
      "must be positive, got 0 and 64 (ValueError; run with --debug for the traceback)"),  # any error is one line
+    ("rewrite-llm-no-model", lambda r, f: ["rewrite", str(r / "captions.txt"), "--method", "llm",
+                                           "--output-dir", str(r / "rw")], "--method llm needs --model"),
     ("differences-no-pairs", lambda r, f: ["differences", str(r / "captions.txt"), "--model", "m", "--num-pairs", "0",
                                            "--output-dir", str(r / "df")], "--num-pairs must be >= 1, got 0"),
     ("differences-template-field", lambda r, f: ["differences", str(r / "captions.txt"), "--model", "m", "--template",

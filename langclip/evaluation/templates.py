@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
+
 OPENAI_IMAGENET_TEMPLATES = (
     "a bad photo of a {}.",
     "a photo of many {}.",
@@ -113,14 +115,14 @@ TEMPLATE_SETS = {
 
 def _check_template(template: str, where: str) -> None:
     if template.count("{}") != 1:
-        raise ValueError(f"{where}: template {template!r} must contain '{{}}' exactly once")
+        raise ConfigError(f"{where}: template {template!r} must contain '{{}}' exactly once")
 
 
 def check_templates(templates) -> tuple[str, ...]:
     """Return ``templates`` as a tuple after checking that each holds exactly one ``{}``."""
     templates = tuple(templates)
     if not templates:
-        raise ValueError("no templates given")
+        raise ConfigError("no templates given")
     for index, template in enumerate(templates):
         _check_template(template, f"template {index}")
     return templates
@@ -133,12 +135,12 @@ def load_templates(name_or_path: str) -> tuple[str, ...]:
     path = Path(name_or_path)
     if not path.is_file():
         sets = ", ".join(TEMPLATE_SETS)
-        raise ValueError(f"templates {name_or_path!r} is neither a built-in set ({sets}) nor a file")
+        raise ConfigError(f"templates {name_or_path!r} is neither a built-in set ({sets}) nor a file")
     templates = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if line.strip():
             _check_template(line.strip(), f"{path}, line {number}")
             templates.append(line.strip())
     if not templates:
-        raise ValueError(f"{path} holds no templates")
+        raise ConfigError(f"{path} holds no templates")
     return tuple(templates)

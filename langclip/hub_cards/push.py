@@ -70,16 +70,16 @@ def check_hub_access(repo_id: str, token: str | None = None, repo_type: str = "m
             user = api.whoami()
         except HfHubHTTPError as error:
             if error.response is not None and error.response.status_code == 401:
-                raise ValueError(
+                raise ConfigError(
                     f"the Hub at {constants.ENDPOINT} rejected the token (HF_TOKEN or the saved login): "
                     "create a token with write access at https://huggingface.co/settings/tokens"
                 ) from None
             raise
         if user.get("auth", {}).get("accessToken", {}).get("role") == "read":
-            raise ValueError(f"the token of {user.get('name')} is read-only: pushing to {repo_id} needs a write token")
+            raise ConfigError(f"the token of {user.get('name')} is read-only: pushing to {repo_id} needs a write token")
         namespaces = {user.get("name"), *(org.get("name") for org in user.get("orgs") or [])}
         if repo_id.split("/")[0] not in namespaces and not api.repo_exists(repo_id, repo_type=repo_type):
-            raise ValueError(
+            raise ConfigError(
                 f"{user.get('name')} cannot create {repo_id}: the token may create repos under "
                 f"{', '.join(sorted(n for n in namespaces if n))} only"
             )

@@ -33,7 +33,7 @@ from pathlib import Path
 from datasets import Dataset, load_from_disk
 from datasets.fingerprint import Hasher
 
-from ...errors import check_at_least_one
+from ...errors import ConfigError, check_at_least_one
 from ...hub_cards.cards import DatasetCardFields, dataset_card
 from ...hub_cards.command import add_push_arguments
 from ...hub_cards.push import check_hub_access, push_dataset
@@ -263,7 +263,7 @@ def build_rewriter(args, example: tuple[str, str]) -> tuple[Rewriter, str]:
     prompt: the ICL prompt of ``example`` (caption, id), or the baseline's settings."""
     if args.method == "llm":
         if not args.model:
-            raise SystemExit("--method llm needs --model")
+            raise ConfigError("--method llm needs --model: a causal LM's Hub id or folder, or the endpoint's model name")
         pools = {pool.name: pool for pool in map(load_pool, args.sources)}
         builder = PromptBuilder(pools, args.num_examples, args.task, args.separator, args.seed)
         propose, sources = llm_proposer(builder, build_generator(args)), list(pools)
