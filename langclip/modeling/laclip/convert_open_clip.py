@@ -46,7 +46,8 @@ def _image_processor(config: LaCLIPConfig):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source_format", choices=["open_clip", "clips"], required=True,
-                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's released models); "
+                        help="Layout of SRC. open_clip: OpenCLIP ViT state dict (LaCLIP's 4 released LAION-400M models; "
+                             "its 6 CC3M/CC12M/RedCaps models use LaCLIP's own timm/SLIP layout, not served yet); "
                              "clips: the released CLIPS ViT-L/H-14 OpenCLIP checkpoints (-> CLIPSModel).")
     parser.add_argument("src", help="Checkpoint file: .safetensors, or .pt/.bin (read with weights_only=True).")
     parser.add_argument("dst", help="Output folder for config.json, model.safetensors, the image processor and the remote code.")
