@@ -12,13 +12,8 @@ import pytest
 from PIL import Image
 
 from langclip.processing.collators import ContrastiveCollator
-from langclip.processing.loading import (
-    ShardError,
-    load_image_text_dataset,
-    shard_captions,
-    sidecar_path,
-    write_sidecars,
-)
+from langclip.processing.loading import load_image_text_dataset
+from langclip.processing.shards import ShardError, shard_captions, sidecar_path, write_sidecars
 from langclip.processing.transforms import SKIP_KINDS, ImageTransform
 from langclip.testing import write_tar
 from langclip.training.data import StreamedBatches, load_shard_stream, split_warning

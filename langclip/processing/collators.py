@@ -34,7 +34,7 @@ class ContrastiveCollator:
     dropped and counted in the batch's ``num_skipped``, a (len(SKIP_KINDS),) count per kind
     (pop it before calling the model); a batch with no row left is ``{"num_skipped": ...}``
     alone. Without it the error, which names the row and file, stops the run.
-    A truncated shard's marker row (``lost_samples``: n, see `langclip.processing.loading`) counts n as truncated.
+    A truncated shard's marker row (``lost_samples``: n, see `langclip.processing.shards`) counts n as truncated.
     """
 
     def __init__(

@@ -25,7 +25,8 @@ from datasets.distributed import split_dataset_by_node
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from ..errors import ConfigError
-from ..processing.loading import Shards, check_caption_column, is_webdataset, load_image_text_dataset, load_shards
+from ..processing.loading import check_caption_column, load_image_text_dataset
+from ..processing.shards import Shards, is_webdataset, load_shards
 from .arguments import DataArguments, ModelArguments, TrainArguments
 from .methods import Method
 

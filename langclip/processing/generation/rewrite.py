@@ -37,7 +37,8 @@ from ...errors import ConfigError, check_at_least_one
 from ...hub_cards.cards import DatasetCardFields, dataset_card
 from ...hub_cards.command import add_push_arguments
 from ...hub_cards.push import check_hub_access, push_dataset
-from ..loading import check_captions, load_captions, write_sidecars
+from ..loading import check_captions, load_captions
+from ..shards import write_sidecars
 from ..text import EDA, load_synonyms
 from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
 from .baselines import (
