@@ -149,3 +149,81 @@ def test_plain_clip_compatibility_both_ways(tmp_path, tiny_config, tokenizer):
     assert isinstance(from_clip.config, LaCLIPConfig) and not from_clip.config.multi_positive
     with torch.no_grad():
         torch.testing.assert_close(from_clip.eval()(**inputs).logits_per_image, model(**inputs).logits_per_image)
+
+
+TIMM_VIT = dict(vision_qk_norm=True, vision_pre_layernorm=False)
+
+
+def test_default_architecture_is_plain_clip_and_the_timm_vit_is_not(tokenizer):
+    config = tiny_laclip_config(tokenizer)
+    assert config.is_standard_clip and (config.vision_qk_norm, config.vision_pre_layernorm) == (False, True)
+    assert type(LaCLIPModel(config).vision_model).__name__ == "CLIPVisionModel"
+    timm = LaCLIPModel(tiny_laclip_config(tokenizer, **TIMM_VIT))
+    assert not timm.config.is_standard_clip and type(timm.vision_model).__name__ == "ViTVisionModel"
+    names = set(timm.state_dict())
+    assert "vision_model.encoder.layers.0.self_attn.q_norm.weight" in names
+    assert not any("pre_layrnorm" in name for name in names)
+
+
+def _reference_qk_norm_tower(model, pixels):
+    """The vision tower written out in float64 (timm's order): patch embeddings + cls + positions, no pre-norm,
+    blocks with a LayerNorm over each head's q and k, LayerNorm over every token, then the class token."""
+    sd = {k.removeprefix("vision_model."): v.double() for k, v in model.state_dict().items()
+          if k.startswith("vision_model.")}
+    config = model.config.vision_config
+    eps, heads = config.layer_norm_eps, config.num_attention_heads
+    x = torch.nn.functional.conv2d(pixels, sd["embeddings.patch_embedding.weight"], stride=config.patch_size)
+    x = x.flatten(2).transpose(1, 2)
+    x = torch.cat([sd["embeddings.class_embedding"].expand(len(x), 1, -1), x], 1)
+    x = x + sd["embeddings.position_embedding.weight"]
+    width = x.shape[-1]
+    ln = torch.nn.functional.layer_norm
+    for i in range(config.num_hidden_layers):
+        p = f"encoder.layers.{i}."
+        h = ln(x, (width,), sd[p + "layer_norm1.weight"], sd[p + "layer_norm1.bias"], eps)
+        q, k, v = (torch.nn.functional.linear(h, sd[f"{p}self_attn.{n}_proj.weight"], sd[f"{p}self_attn.{n}_proj.bias"])
+                   .view(*h.shape[:2], heads, -1) for n in "qkv")
+        q = ln(q, (q.shape[-1],), sd[p + "self_attn.q_norm.weight"], sd[p + "self_attn.q_norm.bias"], eps)
+        k = ln(k, (k.shape[-1],), sd[p + "self_attn.k_norm.weight"], sd[p + "self_attn.k_norm.bias"], eps)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+        attn = ((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(-1) @ v
+        attn = attn.transpose(1, 2).reshape(x.shape)
+        x = x + torch.nn.functional.linear(attn, sd[p + "self_attn.out_proj.weight"], sd[p + "self_attn.out_proj.bias"])
+        h = ln(x, (width,), sd[p + "layer_norm2.weight"], sd[p + "layer_norm2.bias"], eps)
+        h = torch.nn.functional.gelu(torch.nn.functional.linear(h, sd[p + "mlp.fc1.weight"], sd[p + "mlp.fc1.bias"]))
+        x = x + torch.nn.functional.linear(h, sd[p + "mlp.fc2.weight"], sd[p + "mlp.fc2.bias"])
+    return ln(x, (width,), sd["post_layernorm.weight"], sd["post_layernorm.bias"], eps)[:, 0]  # norm, then cls
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_qk_norm_tower_matches_a_float64_reference_with_either_attention(tmp_path, tokenizer, attn_implementation):
+    config = tiny_laclip_config(tokenizer, **TIMM_VIT)
+    config.vision_config.hidden_act, config.vision_config.layer_norm_eps = "gelu", 1e-6
+    model = LaCLIPModel(config)
+    with torch.no_grad():  # non-trivial norms, so that a missing or misplaced one shows
+        for name, parameter in model.vision_model.named_parameters():
+            if "norm" in name:
+                parameter.add_(torch.randn_like(parameter) * 0.3)
+    model.save_pretrained(tmp_path)
+    loaded = LaCLIPModel.from_pretrained(tmp_path, attn_implementation=attn_implementation).eval()
+    assert loaded.vision_model.config._attn_implementation == attn_implementation
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        pooled = loaded.vision_model(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(pooled.double(), _reference_qk_norm_tower(loaded, pixels.double()), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_plain_clip_model_reports_the_qk_norm_weights_it_drops(tmp_path, tokenizer, caplog):
+    """The documented behaviour (README, model card): CLIPModel loads the folder but lists q_norm/k_norm as
+    UNEXPECTED and pre_layrnorm as MISSING (freshly initialised), so its image embeddings differ."""
+    model = LaCLIPModel(tiny_laclip_config(tokenizer, **TIMM_VIT)).eval()
+    model.save_pretrained(tmp_path)
+    with caplog.at_level("WARNING"):
+        plain = CLIPModel.from_pretrained(tmp_path).eval()
+    report = caplog.text
+    assert "q_norm" in report and "UNEXPECTED" in report and "pre_layrnorm" in report and "MISSING" in report
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert not torch.allclose(plain.get_image_features(pixel_values=pixels).pooler_output,
+                                  model.get_image_features(pixel_values=pixels).pooler_output, atol=1e-3)

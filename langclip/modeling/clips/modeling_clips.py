@@ -4,8 +4,8 @@ The text encoder sees the web caption and a partial synthetic caption; a decoder
 on the image and the web caption, predicts the full synthetic caption. With the default
 `CLIPSConfig` the towers are `transformers.CLIPVisionModel` / `CLIPTextModel` themselves,
 so the contrastive weights export to a plain `CLIPModel` (`to_clip_model`); the released
-CLIPS architecture swaps in `CLIPSVisionModel` / `CLIPSTextModel`, which override only the
-pooling, the pre-LayerNorm and the text attention mask.
+CLIPS architecture swaps in `ViTVisionModel` (`langclip.modeling.vision`, shared with LaCLIP) / `CLIPSTextModel`,
+which override only the pooling, the pre-LayerNorm and the text attention mask.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPVisionModel
+from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask, create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -27,22 +27,7 @@ from .configuration_clips import CLIPSConfig
 from ..activations import fuse_quick_gelu
 from ..contrastive import LogitParametersMixin
 from ..losses import CLIPSFeatures, caption_nll, clips_loss
-
-
-class CLIPSVisionModel(CLIPVisionModel):
-    """`CLIPVisionModel` with optional pre-LayerNorm and ``"cls"`` or ``"mean"`` (patch tokens) pooling, LayerNorm after."""
-
-    def __init__(self, config, pooling: str = "cls", pre_layernorm: bool = True):
-        super().__init__(config)
-        self.pooling = pooling
-        if not pre_layernorm:
-            self.pre_layrnorm = nn.Identity()
-
-    def forward(self, pixel_values=None, interpolate_pos_encoding=False, **kwargs) -> BaseModelOutputWithPooling:
-        outputs = super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
-        if self.pooling == "mean":
-            outputs.pooler_output = self.post_layernorm(outputs.last_hidden_state[:, 1:].mean(dim=1))
-        return outputs
+from ..vision import ViTVisionModel
 
 
 def clips_text_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, context_length: int,
@@ -216,7 +201,7 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
     def __init__(self, config: CLIPSConfig):
         super().__init__(config)
         if (config.vision_pooling, config.vision_pre_layernorm) != ("cls", True):
-            self.vision_model = CLIPSVisionModel._from_config(
+            self.vision_model = ViTVisionModel._from_config(
                 config.vision_config, pooling=config.vision_pooling, pre_layernorm=config.vision_pre_layernorm)
         if (config.text_attention, config.text_pooling, config.text_last_token_id) != ("causal", "eos", None):
             self.text_model = CLIPSTextModel._from_config(

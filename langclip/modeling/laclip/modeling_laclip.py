@@ -2,7 +2,8 @@
 
 The architecture is CLIP's; what changes is the text each image is paired with (aug_T,
 see `langclip.processing.collators`) and, for LaCLIP-MT, the loss over all of an
-image's texts.
+image's texts. The released CC3M/CC12M/RedCaps models have a timm ViT (per-head QK-norm, no
+pre-LayerNorm): ``config.vision_qk_norm`` / ``config.vision_pre_layernorm`` swap in `ViTVisionModel`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .configuration_laclip import LaCLIPConfig
 from ..activations import fuse_quick_gelu
 from ..contrastive import LogitParametersMixin
 from ..losses import contrastive_loss
+from ..vision import ViTVisionModel
 
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:
@@ -53,6 +55,10 @@ class LaCLIPModel(LogitParametersMixin, CLIPModel):
 
     def __init__(self, config: LaCLIPConfig):
         super().__init__(config)
+        if not config.is_standard_clip:
+            self.vision_model = ViTVisionModel._from_config(
+                config.vision_config, pre_layernorm=config.vision_pre_layernorm, qk_norm=config.vision_qk_norm)
+            self.post_init()  # as CLIPSModel after its swap: the model's bookkeeping sees the new tower
         fuse_quick_gelu(self)
         self.add_logit_bias()
 
