@@ -6,11 +6,14 @@ transformer (`token_embedding`, `positional_embedding`, `transformer.resblocks.N
 `ln_final`, `text_projection`) and `logit_scale`. Attention q/k/v are fused in `in_proj_*`;
 `proj` and `text_projection` are applied as ``x @ W`` (so they are transposed here).
 
-Both converters (`laclip.convert_open_clip`, `clips.convert_clips`) use these helpers.
+The OpenCLIP and CLIPS converters (`laclip.convert_open_clip`, `clips.convert_clips`) use these helpers; LaCLIP's own
+layout (`laclip.convert_laclip`: a timm ViT beside this text tower) uses the reading, the text tower's config and
+renaming, and `load_open_clip_weights`.
 """
 
 from __future__ import annotations
 
+import argparse
 import pickle
 import re
 from pathlib import Path
@@ -20,6 +23,12 @@ import torch
 from ..errors import CheckpointError, ConfigError
 
 from .laclip.configuration_laclip import LaCLIPConfig
+
+# Globals a checkpoint pickle may hold besides tensors and containers: the training script's parsed flags
+# (LaCLIP's and SLIP's `{"state_dict", "epoch", "args": argparse.Namespace(...), ...}` files). Unpickling a Namespace
+# only sets attributes from values the weights-only unpickler already allows; nothing else is added, so any other
+# object (a class of the training code, a function, os.system) is still refused.
+SAFE_GLOBALS = (argparse.Namespace,)
 
 _BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
 _BLOCK_NAMES = {
@@ -34,9 +43,10 @@ _BLOCK_NAMES = {
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a `.safetensors` file, or a `.pt`/`.bin` file with ``torch.load(weights_only=True)``.
 
-    A checkpoint dict holding ``state_dict`` is unwrapped and a DDP ``module.`` prefix dropped.
-    A pickle that holds more than tensors and plain containers is refused (`CheckpointError`):
-    unpickling it could run code.
+    A checkpoint dict holding ``state_dict`` is unwrapped (its other entries, e.g. ``epoch``, ``args``,
+    ``optimizer``, are dropped) and a DDP ``module.`` prefix dropped. A pickle that holds more than tensors, plain
+    containers and the `SAFE_GLOBALS` (``argparse.Namespace``) is refused (`CheckpointError`): unpickling it could
+    run code.
     """
     path = Path(path)
     if not path.is_file():
@@ -51,7 +61,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
     else:
         try:
-            state_dict = torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+                state_dict = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as error:
             found = re.search(r"GLOBAL ([\w.]+)", str(error))
             if found is None:
@@ -89,18 +100,17 @@ def open_clip_config(
                 "transformer.resblocks.0.mlp.c_fc.weight"]
     missing = [k for k in required if k not in state_dict]
     if missing:
-        raise CheckpointError(f"not an OpenCLIP ViT state dict: missing {missing}")
+        hint = " (it has visual.patch_embed: LaCLIP's own timm layout, use --from laclip)" if (
+            "visual.patch_embed.proj.weight" in state_dict) else ""
+        raise CheckpointError(f"not an OpenCLIP ViT state dict: missing {missing}{hint}")
     vision_width, _, patch_size, _ = state_dict["visual.conv1.weight"].shape
     grid = round((state_dict["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-    vocab_size, text_width = state_dict["token_embedding.weight"].shape
+    text_width = state_dict["token_embedding.weight"].shape[1]
     activation = "quick_gelu" if quick_gelu else "gelu"
     vision_heads = vision_width // 64 if vision_heads is None else vision_heads
     text_heads = text_width // 64 if text_heads is None else text_heads
     for name, width, heads in (("vision", vision_width, vision_heads), ("text", text_width, text_heads)):
-        if heads < 1:
-            raise ConfigError(f"--{name}-heads must be >= 1, got {heads}")
-        if width % heads:
-            raise ConfigError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
+        check_heads(name, width, heads)
     return LaCLIPConfig(
         vision_config=dict(
             hidden_size=vision_width,
@@ -112,21 +122,35 @@ def open_clip_config(
             hidden_act=activation,
             layer_norm_eps=1e-5,
         ),
-        text_config=dict(
-            vocab_size=vocab_size,
-            hidden_size=text_width,
-            intermediate_size=state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
-            num_hidden_layers=_num_layers(state_dict, ""),
-            num_attention_heads=text_heads,
-            max_position_embeddings=state_dict["positional_embedding"].shape[0],
-            hidden_act=activation,
-            layer_norm_eps=1e-5,
-            # OpenCLIP's BPE: <start_of_text> and <end_of_text> are the last two ids, padding is 0.
-            bos_token_id=vocab_size - 2,
-            eos_token_id=vocab_size - 1,
-            pad_token_id=0,
-        ),
+        text_config=text_tower_config(state_dict, text_heads, activation),
         projection_dim=state_dict["text_projection"].shape[1],
+    )
+
+
+def check_heads(name: str, width: int, heads: int) -> None:
+    """``heads`` (of the ``name`` tower, ``width`` wide) is >= 1 and divides ``width``, else a `ConfigError` naming the flag."""
+    if heads < 1:
+        raise ConfigError(f"--{name}-heads must be >= 1, got {heads}")
+    if width % heads:
+        raise ConfigError(f"{name} width {width} is not divisible by {heads} heads; pass --{name}-heads")
+
+
+def text_tower_config(state_dict: dict[str, torch.Tensor], heads: int, activation: str) -> dict:
+    """The `CLIPTextConfig` fields of OpenAI's text tower (OpenCLIP's and LaCLIP's share it), from tensor shapes."""
+    vocab_size, width = state_dict["token_embedding.weight"].shape
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=width,
+        intermediate_size=state_dict["transformer.resblocks.0.mlp.c_fc.weight"].shape[0],
+        num_hidden_layers=_num_layers(state_dict, ""),
+        num_attention_heads=heads,
+        max_position_embeddings=state_dict["positional_embedding"].shape[0],
+        hidden_act=activation,
+        layer_norm_eps=1e-5,
+        # OpenAI's BPE: <start_of_text> and <end_of_text> are the last two ids, padding is 0.
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=0,
     )
 
 
@@ -180,7 +204,13 @@ def convert_open_clip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[st
 
 def load_open_clip_weights(model, state_dict: dict[str, torch.Tensor], untouched: tuple[str, ...] = ()) -> None:
     """Load converted OpenCLIP weights into ``model``; any weight missing (but those under ``untouched``) or left over is an error."""
-    missing, unexpected = model.load_state_dict(convert_open_clip_state_dict(state_dict), strict=False)
+    load_converted_weights(model, convert_open_clip_state_dict(state_dict), untouched)
+
+
+def load_converted_weights(model, converted: dict[str, torch.Tensor], untouched: tuple[str, ...] = ()) -> None:
+    """Load weights already renamed to ``model``'s names; any weight missing (but those under ``untouched``) or left
+    over is an error."""
+    missing, unexpected = model.load_state_dict(converted, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids") and not k.startswith(untouched)]
     if missing or unexpected:
         raise ValueError(f"conversion mismatch: missing {missing}, unexpected {unexpected}")
