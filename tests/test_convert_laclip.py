@@ -22,6 +22,7 @@ from transformers import AutoImageProcessor, pipeline
 
 from langclip import LaCLIPModel
 from langclip.cli import main as cli_main
+from langclip.hub_cards.cards import model_card
 from langclip.modeling.laclip.convert_laclip import convert_laclip, laclip_config
 from langclip.modeling.open_clip import load_state_dict
 
@@ -181,6 +182,9 @@ def test_cli_conversion_matches_the_official_forward(tmp_path):
     assert processor.do_center_crop and processor.size == {"shortest_edge": 24} and processor.resample == 2  # bilinear
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"model.safetensors", "config.json", "modeling_laclip.py", "vision.py", "preprocessor_config.json"} <= files
+    card = str(model_card(json.loads((tmp_path / "out" / "config.json").read_text()), "me/laclip-cc12m"))  # as pushed
+    assert "Not a plain CLIP architecture** (QK-norm" in card and "no LayerNorm before the vision blocks" in card
+    assert "so `transformers.CLIPModel.from_pretrained` loads them too" not in card
 
 
 class _RunsCode:

@@ -48,11 +48,31 @@ def infer_method(config: Mapping) -> str:
     return model_type if model_type in METHODS else "clip"
 
 
+# config.json options whose towers are not `transformers.CLIPModel`'s (`LaCLIPConfig`, `CLIPSConfig`): key, the
+# default (plain CLIP), what the card says when the value differs.
+NON_CLIP_OPTIONS = (
+    ("vision_qk_norm", False, "QK-norm (a LayerNorm over each head's query and key) in every vision attention"),
+    ("vision_pre_layernorm", True, "no LayerNorm before the vision blocks"),
+    ("vision_pooling", "cls", "vision features pooled by the mean of the patch tokens"),
+    ("text_attention", "causal", "bidirectional text attention"),
+    ("text_pooling", "eos", "text features pooled at the last position"),
+    ("text_last_token_id", None, "the released CLIPS token layout"),
+)
+
+
+def non_clip_options(config: Mapping) -> list[str]:
+    """What in ``config`` (config.json contents) makes the towers differ from `transformers.CLIPModel`'s, in words."""
+    return [text for key, default, text in NON_CLIP_OPTIONS if config.get(key, default) != default]
+
+
 def _architecture(config: Mapping) -> dict[str, str]:
     vision, text = config.get("vision_config", {}), config.get("text_config", {})
+    options = non_clip_options(config)
     return {
         "image tower": f"ViT, {vision.get('num_hidden_layers')} layers x {vision.get('hidden_size')} wide, "
-        f"patch {vision.get('patch_size')}, {vision.get('image_size')} px",
+        f"patch {vision.get('patch_size')}, {vision.get('image_size')} px"
+        + (f", {vision.get('hidden_act')}, LayerNorm eps {vision.get('layer_norm_eps')}" if options else ""),
+        **({"architecture": "not plain CLIP: " + "; ".join(options)} if options else {}),
         "text tower": f"{text.get('num_hidden_layers')} layers x {text.get('hidden_size')} wide, "
         f"context {text.get('max_position_embeddings')}",
         "embedding dim": str(config.get("projection_dim")),
@@ -135,6 +155,18 @@ def _evaluation_table(results: Sequence[EvalResult], notes: Mapping[str, str]) -
     )
 
 
+def _clip_compatibility(setup: Mapping[str, str]) -> str:
+    """The card's line on plain `transformers.CLIPModel`: it loads a standard checkpoint, not one whose architecture
+    differs (``setup["architecture"]``, from `non_clip_options`)."""
+    if "architecture" not in setup:
+        return "The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads them too."
+    return ("**Not a plain CLIP architecture** (" + setup["architecture"].removeprefix("not plain CLIP: ") + "): "
+            "load it with `AutoModel` and `trust_remote_code=True` (or langclip's class), not with "
+            "`transformers.CLIPModel`, which lacks these modules: `CLIPModel.from_pretrained` still loads the "
+            "folder, but its load report lists the weights it drops (e.g. `q_norm`/`k_norm`, UNEXPECTED) and the "
+            "ones it initialises afresh (e.g. `pre_layrnorm`, MISSING), and its embeddings are wrong.")
+
+
 def _model_card_body(model_name: str, method: str, setup: Mapping[str, str], results: Sequence[EvalResult],
                      notes: Mapping[str, str]) -> str:
     """The card's markdown: what the model is, usage, ``setup`` and the results table."""
@@ -158,7 +190,7 @@ probs = model(**inputs).logits_per_image.softmax(dim=-1)    # (images, texts)
 
 or, in one line, `pipeline("zero-shot-image-classification", model="{model_name}", trust_remote_code=True)`.
 
-The weights keep CLIP's names, so `transformers.CLIPModel.from_pretrained` loads them too.
+{_clip_compatibility(setup)}
 
 ## Training setup
 

@@ -19,7 +19,7 @@ from transformers.image_utils import PILImageResampling
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]  # OpenAI CLIP's normalization (LaCLIP, OpenCLIP)
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-IMAGENET_MEAN = [0.485, 0.456, 0.406]  # CLIPS's normalization
+IMAGENET_MEAN = [0.485, 0.456, 0.406]  # CLIPS's and LaCLIP's own CC3M/CC12M/RedCaps models' normalization
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
