@@ -40,7 +40,7 @@ def clips_rows(batch_size: int) -> list[dict]:
 
 
 def step(model, optimizer, method: str, collator, data, accum_freq: int = 1) -> None:
-    forward_backward(model, collator(data), Method.preset(method), model, accum_freq)
+    forward_backward(model, collator(data), Method.preset(method).objective, model, accum_freq)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     model.clamp_logit_scale_()

@@ -65,7 +65,7 @@ def model_step(form: str, batch_size: int, dim: int):
     config = LaCLIPConfig(text_config=dict(TOWER, vocab_size=64, max_position_embeddings=16, pad_token_id=0,
                                            bos_token_id=1, eos_token_id=2),
                           vision_config=dict(TOWER, image_size=32, patch_size=8), projection_dim=64,
-                          **method.config_overrides)
+                          **method.objective.config_overrides)
     model = LaCLIPModel(config).train()
     optimizer = build_optimizer(model, 1e-4, 0.1, (0.9, 0.98), 1e-8)
     generator = torch.Generator().manual_seed(batch_size)
@@ -73,7 +73,7 @@ def model_step(form: str, batch_size: int, dim: int):
              "input_ids": torch.randint(3, 64, (batch_size, 16), generator=generator)}
 
     def run():
-        forward_backward(model, batch, method, model)
+        forward_backward(model, batch, method.objective, model)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         model.clamp_logit_scale_()

@@ -119,7 +119,7 @@ def memory_probe(checkpointing: bool, batch_size: int) -> int:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     model, optimizer = accelerator.prepare(model.train(), build_optimizer(model, 1e-4, 0.1))
     collator = ContrastiveCollator(tokenizer, BENCH["context"])
-    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip"))
+    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip").objective)
     step = lambda data: train_step(collator(data))  # noqa: E731
     step(rows(2))  # optimizer state, at a batch too small to move the peak
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -209,7 +209,7 @@ def main() -> None:
     plain, plain_optimizer = accelerator.prepare(plain, build_optimizer(plain, 1e-4, 0.1, fused=False))
     compiled_optimizer = accelerator.prepare(build_optimizer(compiled, 1e-4, 0.1))
     naive_optimizer = torch.optim.AdamW(naive.parameters(), 1e-4)
-    clip, laclip = Method.preset("clip"), Method.preset("laclip")
+    clip, laclip = Method.preset("clip").objective, Method.preset("laclip").objective
     data = rows(args.batch_size)
     clip_collator = ContrastiveCollator(tokenizer, BENCH["context"])
     laclip_collator = ContrastiveCollator(tokenizer, BENCH["context"], augmenter=TextAugmenter(0))
@@ -249,7 +249,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="train_bench_shards_") as folder:  # the trainer's path for .tar shards
         make_shards(folder, shards=8, per_shard=4 * args.batch_size)  # 32 steps a pass: no pass restarts the loader
         stream = load_shard_stream(folder, seed=0, shuffle_buffer=1000)
-        _, collator = laclip.prepare_data(model, stream.dataset(), tokenizer, BENCH["context"], processor, "cpu")
+        _, collator = Method.preset("laclip").prepare_data(model, stream.dataset(), tokenizer, BENCH["context"], processor, "cpu")
         batches = StreamedBatches(stream, collator, args.batch_size, settings, device=accelerator.device)
         loader = batches.take(1 + 2 * args.loader_steps)
         ready = next(loader)  # pre-made: the same batch, so texts and pixels match the streamed ones

@@ -63,10 +63,10 @@ def test_flags_change_one_option_of_a_preset():
     assert (method.text_sampling, method.objective.name, method.objective.contrastive_loss) == (
         "rewrites", "clips", "sigmoid")
     assert method.columns == ("image", "caption", "rewrites", "synthetic_caption")
-    assert method.config_overrides["contrastive_loss"] == "sigmoid"
+    assert method.objective.config_overrides["contrastive_loss"] == "sigmoid"
     assert method_from_flags("--method", "laclip", "--train-parts", "text").train_parts == "text"
     assert method_from_flags("--method", "clip", "--lora-r", "4").train_parts == "lora"
-    assert method_from_flags("--method", "laclip", "--objective", "multi-positive").config_overrides == {
+    assert method_from_flags("--method", "laclip", "--objective", "multi-positive").objective.config_overrides == {
         "contrastive_loss": "softmax", "multi_positive": True}
 
 
@@ -90,7 +90,7 @@ def test_clips_with_rewrites_feeds_aug_t_to_the_web_branch_only(files, paths):
     batches = {}
     for sampling in ("caption", "rewrites"):
         method = Method.preset("clips", text_sampling=sampling, partial_tokens=8)
-        batches[sampling] = method.objective.collator(method, tokenizer, 16, None, rows)(rows)
+        batches[sampling] = method.objective.collator(tokenizer, 16, None, rows, method.row_options)(rows)
     captions, rewrites = batches["caption"], batches["rewrites"]
     for key in ("partial_input_ids", "caption_input_ids"):
         torch.testing.assert_close(rewrites[key], captions[key])
@@ -196,7 +196,7 @@ def test_sigmoid_accumulation_gradient_equals_the_full_batch_gradient(tokenizer)
     grads, losses = [], []
     for accum_freq in (1, 4):
         model.zero_grad()
-        losses.append(forward_backward(model, batch, method, model, accum_freq))
+        losses.append(forward_backward(model, batch, method.objective, model, accum_freq))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
     assert grads[0]["logit_bias"] != 0

@@ -6,9 +6,11 @@ from peft import LoraConfig, get_peft_model
 
 from langclip import LaCLIPModel
 from langclip.modeling.losses import difference_loss
-from langclip.processing.generation.differences import check_difference_rows
+from langclip.processing.difference_rows import check_difference_rows
 from langclip.processing.collators import DifferenceCollator
-from langclip.training.methods import TEXT_LAYER_LORA_TARGETS, freeze_all_but_text_layers, pcclip_loss, precompute_image_embeddings
+from langclip.training.methods import freeze_all_but_text_layers
+from langclip.training.objectives import TEXT_LAYER_LORA_TARGETS, precompute_image_embeddings
+from train_utils import pcclip_loss
 
 ROWS = [
     {"id_a": "0", "id_b": "1", "difference": "a red circle on the left"},

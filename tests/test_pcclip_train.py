@@ -8,11 +8,10 @@ import torch
 from langclip import LaCLIPModel
 from langclip.training.arguments import DataArguments, ModelArguments, TrainArguments
 from langclip.processing.collators import DifferenceCollator
-from langclip.training.methods import freeze_all_but_text_layers, pcclip_loss
-from langclip.training.methods import Method
+from langclip.training.methods import Method, freeze_all_but_text_layers
 from langclip.training.step import forward_backward
 from langclip.training.trainer import train
-from train_utils import make_training_files, read_log
+from train_utils import make_training_files, pcclip_loss, read_log
 from conftest import tiny_laclip_config
 
 DIFFERENCES = [
@@ -99,7 +98,7 @@ def test_accumulation_gives_the_full_batch_gradient(tokenizer, tiny_config):
     gradients = []
     for accum_freq in (1, 2, 4):
         model.zero_grad()
-        loss = forward_backward(model, batch, Method.preset("pcclip"), model, accum_freq)
+        loss = forward_backward(model, batch, Method.preset("pcclip").objective, model, accum_freq)
         gradients.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
         torch.testing.assert_close(loss, pcclip_loss(model, batch).detach())
     assert gradients[0] and all(name.startswith("text_model.encoder.layers.") for name in gradients[0])

@@ -51,7 +51,7 @@ def ids(dataset):
 def method_collator(name: str, tokenizer, **options):
     """The collator of the ``name`` preset (no image transform: the tests read its texts)."""
     method = Method.preset(name, **options)
-    return method.objective.collator(method, tokenizer, 16, None, None)
+    return method.objective.collator(tokenizer, 16, None, None, method.row_options)
 
 
 def test_laclip_on_shards_draws_the_rewrites_at_the_uniform_rate(tmp_path, tokenizer):

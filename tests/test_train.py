@@ -111,7 +111,7 @@ def test_accumulation_gradient_equals_the_full_batch_gradient(tokenizer, method)
     grads, losses = [], []
     for accum_freq in (1, 4):
         model.zero_grad()
-        losses.append(forward_backward(model, batch, Method.preset(method), model, accum_freq))
+        losses.append(forward_backward(model, batch, Method.preset(method).objective, model, accum_freq))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     torch.testing.assert_close(losses[0], losses[1], rtol=1e-12, atol=1e-12)
     for name in grads[0]:
@@ -119,7 +119,7 @@ def test_accumulation_gradient_equals_the_full_batch_gradient(tokenizer, method)
     # micro-batch negatives only would give a different (wrong) gradient
     model.zero_grad()
     for micro in [{k: v[i : i + 2] for k, v in batch.items()} for i in range(0, 8, 2)]:
-        forward_backward(model, micro, Method.preset(method), model)
+        forward_backward(model, micro, Method.preset(method).objective, model)
     assert not torch.allclose(model.visual_projection.weight.grad, grads[0]["visual_projection.weight"])
 
 
@@ -128,7 +128,7 @@ def test_non_finite_features_skip_the_step_without_gradients(tokenizer, tiny_con
     with torch.no_grad():
         model.visual_projection.weight[0, 0] = float("nan")
     batch = {k: v.float() if k == "pixel_values" else v for k, v in full_batch(tokenizer).items()}
-    assert forward_backward(model, batch, Method.preset("clip"), model, 2) is None
+    assert forward_backward(model, batch, Method.preset("clip").objective, model, 2) is None
     assert all(p.grad is None for p in model.parameters())
 
 

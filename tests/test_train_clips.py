@@ -36,7 +36,7 @@ def test_accumulation_gradient_equals_the_full_batch_gradient(tokenizer):
     grads, losses = [], []
     for accum_freq in (1, 3):
         model.zero_grad()
-        losses.append(forward_backward(model, inputs, Method.preset("clips"), model, accum_freq))
+        losses.append(forward_backward(model, inputs, Method.preset("clips").objective, model, accum_freq))
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     expected = model(**inputs, return_loss=True).loss
     torch.testing.assert_close(losses[0], expected.detach(), rtol=1e-12, atol=1e-12)

@@ -9,6 +9,7 @@ from PIL import Image
 
 from langclip.testing import train_word_tokenizer
 from langclip.training.arguments import add_arguments, arguments_from_namespace
+from langclip.training.objectives import Difference
 
 WORDS = "a photo of the red green blue yellow circle square shape picture small large"
 COLOURS = ["red", "green", "blue", "yellow"]
@@ -63,3 +64,9 @@ def parse_train_args(argv: list[str] | None = None):
     parser = argparse.ArgumentParser(description="Train CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP with accelerate.")
     add_arguments(parser)
     return arguments_from_namespace(parser.parse_args(argv))
+
+
+def pcclip_loss(model, batch, clip_weight: float = 0.0):
+    """The ``difference`` objective's loss on ``model`` and a `DifferenceCollator` batch, as the step computes it."""
+    objective = Difference(clip_weight=clip_weight)
+    return objective.loss(*objective.features(model, batch), **objective.loss_inputs(model))

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import DataError
-from ..processing import loading
+from ..processing.difference_rows import CLASS_PAIRS, load_difference_rows
 from .differences import comparative_class_embeddings, difference_classification
 from .features import FeatureStore, encode_texts
 from .few_shot import few_shot_accuracy
@@ -107,28 +107,12 @@ def _zero_shot(model, tokenizer, spec, store, options):
     return zero_shot_accuracy(found.full, classifier, labels), settings, len(labels)
 
 
-def difference_rows(path: str, keys: Sequence[str], expected: str):
-    """The rows of a difference file with columns ``keys`` + ``difference``; a `DataError` saying ``expected``
-    when a column is missing, or when there is no row."""
-    rows = loading.load_rows(path)
-    missing = [c for c in (*keys, "difference") if c not in rows.column_names]
-    if missing:
-        raise DataError(f"{path}: no column(s) {', '.join(missing)}; {expected} "
-                        f"(columns: {', '.join(rows.column_names)})")
-    if len(rows) == 0:
-        raise DataError(f"{path} has no difference rows")
-    return rows
-
-
 def comparative_differences(path: str, names: Sequence[str]) -> list[tuple[int, int, str]]:
     """(a, b, text) rows of a class-difference file (columns ``class_a``, ``class_b``, ``difference``; classes
     by name or index), where the text describes class a relative to class b."""
-    rows = difference_rows(path, ("class_a", "class_b"), "comparative prompting reads class_a, class_b, difference")
+    rows = load_difference_rows(path, CLASS_PAIRS, expected="(comparative prompting)")
     a = label_indices(rows["class_a"], names, f"{path}, column 'class_a'").tolist()
     b = label_indices(rows["class_b"], names, f"{path}, column 'class_b'").tolist()
-    for row, text in enumerate(rows["difference"]):
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}, row {row}: column 'difference' needs a non-empty text, got {text!r}")
     return list(zip(a, b, rows["difference"]))
 
 
@@ -191,8 +175,7 @@ def _difference_classification(model, tokenizer, spec, store, options):
         if str(image_id) in row_of:
             raise DataError(f"dataset {spec.key!r}, column {spec.id_column!r}: id {image_id!r} is repeated (row {row})")
         row_of[str(image_id)] = row
-    pairs = difference_rows(spec.differences, ("id_a", "id_b"),
-                            "expected id_a, id_b, difference (`langclip differences` output)")
+    pairs = load_difference_rows(spec.differences)
     a, b = [], []
     for row, (id_a, id_b) in enumerate(zip(pairs["id_a"], pairs["id_b"])):
         for image_id, into in ((id_a, a), (id_b, b)):

@@ -22,7 +22,8 @@ from transformers import HfArgumentParser
 from ..errors import ConfigError, check_at_least_one
 from ..modeling.losses import CONTRASTIVE_LOSSES
 from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
-from .methods import OBJECTIVES, PRESETS, TEXT_SAMPLINGS, TRAIN_PARTS
+from .methods import PRESETS, TRAIN_PARTS
+from .objectives import OBJECTIVES, TEXT_SAMPLINGS
 
 METHOD_NAMES = tuple(PRESETS)
 

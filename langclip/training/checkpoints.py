@@ -70,7 +70,7 @@ def validate_run(method: Method, model_args: ModelArguments, data_args: DataArgu
     if not model_args.model_name_or_path:
         if not model_args.model_config:
             raise ConfigError("give --model-name-or-path or --model-config to build the model")
-        check_model_config(model_args.model_config, method.model_class().config_class)
+        check_model_config(model_args.model_config, method.objective.model_class().config_class)
     output = os.path.realpath(train_args.output_dir)
     for flag, path in (("--train-data", data_args.train_data), ("--model-name-or-path", model_args.model_name_or_path),
                        ("--tokenizer-name-or-path", model_args.tokenizer_name_or_path)):

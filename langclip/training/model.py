@@ -40,16 +40,16 @@ def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPIma
 def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
     """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids;
     the method's model class, with its config overrides (e.g. the sigmoid loss and its bias)."""
-    model_class = method.model_class(model_args.model_name_or_path)
+    model_class = method.objective.model_class(model_args.model_name_or_path)
     if model_args.model_name_or_path:
-        return model_class.from_pretrained(model_args.model_name_or_path, **method.config_overrides)
+        return model_class.from_pretrained(model_args.model_name_or_path, **method.objective.config_overrides)
     if not model_args.model_config:
         raise ConfigError("give --model-name-or-path or --model-config to build the model")
     kwargs = json.loads(model_args.model_config)
     text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             **kwargs.pop("text_config", {})}
-    config = model_class.config_class(text_config=text, **{**kwargs, **method.config_overrides})
+    config = model_class.config_class(text_config=text, **{**kwargs, **method.objective.config_overrides})
     return model_class(config)
 
 
@@ -74,7 +74,7 @@ def build_trainable_model(model_args: ModelArguments,
     if model_args.gradient_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     if method.train_parts == "lora":
-        model = add_lora(model, model_args, method.lora_targets)
+        model = add_lora(model, model_args, method.objective.lora_targets)
     else:
         method.freeze(model)
     return model, tokenizer, processor

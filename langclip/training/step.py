@@ -17,7 +17,7 @@ from accelerate import Accelerator
 
 from ..modeling.losses import LossContext
 from ..processing.transforms import SKIP_KINDS
-from .methods import Method
+from .objectives import Objective
 
 
 def split_batch(batch: dict, parts: int) -> list[dict]:
@@ -31,12 +31,12 @@ def finite(tensors) -> torch.Tensor:
     return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
 
 
-def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_freq: int = 1,
+def forward_backward(model, batch: dict, objective: Objective, unwrapped=None, accum_freq: int = 1,
                      accelerator: Accelerator | None = None, check_finite: bool = True) -> torch.Tensor | None:
     """Gradients of the loss of the whole ``batch``, in ``accum_freq`` micro-batches; returns the loss or None.
 
     ``model`` computes the features (it may be DDP-wrapped); ``unwrapped`` (default: ``model``)
-    holds the loss scalars, `Method.loss_inputs` (logit scale, sigmoid bias, CLIPS weights).
+    holds the loss scalars, `Objective.loss_inputs` (logit scale, sigmoid bias, CLIPS weights).
     With accum_freq > 1 (OpenCLIP's accum-freq): pass 1 computes every micro-batch's
     features without gradient; pass 2, for each micro-batch j, recomputes its features with
     gradient, substitutes them into the cached ones and back-propagates the loss of the
@@ -56,26 +56,26 @@ def forward_backward(model, batch: dict, method: Method, unwrapped=None, accum_f
 
     micro_batches = split_batch(batch, accum_freq)
     if len(micro_batches) == 1:
-        features = method.features(model, batch)
+        features = objective.features(model, batch)
         if check_finite and not finite(features):
             return None
-        loss = method.loss(*features, **method.loss_inputs(unwrapped), context=context)
+        loss = objective.loss(*features, **objective.loss_inputs(unwrapped), context=context)
         backward(loss)
         return loss.detach()
     with torch.no_grad():
-        cached = [method.features(model, micro) for micro in micro_batches]
+        cached = [objective.features(model, micro) for micro in micro_batches]
     if check_finite and not finite([f for features in cached for f in features]):
         return None
     last = len(micro_batches) - 1
     for j, micro in enumerate(micro_batches):
         with no_sync() if j < last else contextlib.nullcontext():
-            features = method.features(model, micro)
+            features = objective.features(model, micro)
             merged = [torch.cat([features[k] if i == j else cached[i][k] for i in range(len(cached))])
                       for k in range(len(features))]
-            inputs = method.loss_inputs(unwrapped)
+            inputs = objective.loss_inputs(unwrapped)
             if j < last:
                 inputs = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
-            loss = method.loss(*merged, **inputs, context=context)
+            loss = objective.loss(*merged, **inputs, context=context)
             backward(loss)
     return loss.detach()
 
@@ -101,12 +101,12 @@ def equalize_batch(accelerator: Accelerator, batch: dict, state: dict) -> dict |
 @dataclass
 class TrainStep:
     """The optimizer step of the run: ``model`` (prepared by ``accelerator``) and ``optimizer`` updated on the loss
-    of ``method``, over ``accum_freq`` micro-batches, with gradients clipped to ``max_grad_norm`` (None: no clip)."""
+    of ``objective``, over ``accum_freq`` micro-batches, with gradients clipped to ``max_grad_norm`` (None: no clip)."""
 
     accelerator: Accelerator
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
-    method: Method
+    objective: Objective
     accum_freq: int = 1
     max_grad_norm: float | None = None
     unwrapped: torch.nn.Module = field(init=False)  # holds the loss scalars (logit scale, bias)
@@ -119,7 +119,7 @@ class TrainStep:
         only when clipping or ``with_norm``, the update unless the loss or norm is not finite (`step_unless`), the
         logit-scale clamp. Returns (loss, bad, grad_norm or None), on the device."""
         accelerator, model, unwrapped = self.accelerator, self.model, self.unwrapped
-        loss = forward_backward(model, batch, self.method, unwrapped, self.accum_freq, accelerator,
+        loss = forward_backward(model, batch, self.objective, unwrapped, self.accum_freq, accelerator,
                                 check_finite=False)
         grad_norm = None
         if self.max_grad_norm or with_norm:

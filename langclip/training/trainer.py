@@ -7,8 +7,8 @@ top to bottom, one batch goes: `data.build_data` (rows, the method's collator, s
 by `checkpoints` (fresh run, ``--resume``, final save, card and push).
 
 A method is a `langclip.training.methods.Method` (text sampling x objective x parts trained, ``--method`` a preset of
-them): its model class, the columns it needs, how rows become batches, how a batch becomes features, and the loss on
-those features.
+them): the columns it needs, how rows become batches and what trains; its `langclip.training.objectives.Objective`
+gives the model class, how a batch becomes features, and the loss on those features.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                                 (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps,
                                 fused=train_args.fused_optimizer, device=accelerator.device)
     model, optimizer = accelerator.prepare(model, optimizer)
-    train_step = TrainStep(accelerator, model, optimizer, method, train_args.accum_freq, train_args.max_grad_norm)
+    train_step = TrainStep(accelerator, model, optimizer, method.objective, train_args.accum_freq, train_args.max_grad_norm)
     schedule = Schedule.from_arguments(train_args, data.steps_per_epoch)
     total_steps = schedule.total_steps
     state = initial_state(accelerator, arguments, data)

@@ -6,8 +6,8 @@ replacement (at random, within a class or across classes), prompts a generation 
 (`backends`: in-process transformers or an inference server) with the two captions and
 filters each generation (`clean_difference`); it runs on the rewriting job's machinery
 (`job.ChunkedMapJob`: sharded, fingerprinted resume, pending rows redone, merged with an
-exact id check). The kept rows are checked with `check_difference_rows` (a repeated pair
-is an error) before they are saved.
+exact id check). The kept rows are checked with `langclip.processing.difference_rows.check_difference_rows`
+(a repeated pair is an error) before they are saved.
 
 Output folder: the kept rows as a dataset (`datasets.load_from_disk`),
 ``difference_summary.json`` (pairs, kept, rejections by reason, settings) and ``README.md``
@@ -30,6 +30,7 @@ from ...errors import ConfigError, check_at_least_one
 from ...hub_cards.cards import DatasetCardFields, dataset_card
 from ...hub_cards.command import add_push_arguments
 from ...hub_cards.push import check_hub_access, push_dataset
+from ..difference_rows import check_difference_rows
 from ..loading import check_captions, load_captions
 from .backends import add_generation_arguments, build_generator, generation_config, row_seed
 from .filters import MIN_CHARS, clean_difference
@@ -100,28 +101,6 @@ def sample_pairs(
             seen.add((a, b))
             pairs.append((a, b))
     return pairs
-
-
-def check_difference_rows(rows, known_ids) -> None:
-    """Raise a ValueError naming the first bad row: unknown ids, a self-pair, a pair seen before, or an empty
-    difference."""
-    known_ids, seen = set(known_ids), {}
-    for index, row in enumerate(rows):
-        for column in ("id_a", "id_b", "difference"):
-            if column not in row:
-                raise ValueError(f"difference row {index} has no {column!r} column")
-        for column in ("id_a", "id_b"):
-            if row[column] not in known_ids:
-                raise ValueError(f"difference row {index}: {column}={row[column]!r} is not an id of the image dataset")
-        if row["id_a"] == row["id_b"]:
-            raise ValueError(f"difference row {index} pairs image {row['id_a']!r} with itself")
-        if not isinstance(row["difference"], str) or not row["difference"].strip():
-            raise ValueError(f"difference row {index} ({row['id_a']!r}, {row['id_b']!r}) has an empty difference text")
-        pair = (row["id_a"], row["id_b"])
-        if pair in seen:
-            raise ValueError(f"difference row {index} repeats the pair {pair} of row {seen[pair]}; "
-                             "pairs must be distinct")
-        seen[pair] = index
 
 
 def pair_dataset(
