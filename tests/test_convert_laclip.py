@@ -257,20 +257,29 @@ def test_converted_folder_in_the_zero_shot_pipeline_and_without_langclip(convert
     shutil.copytree(folder, copy)  # the folder alone, in a process that cannot import langclip
     image.save(tmp_path / "image.png")
     code = textwrap.dedent(WITHOUT_LANGCLIP + """
+        import torch
         from PIL import Image
-        from transformers import pipeline
+        from transformers import AutoModel, pipeline
         classifier = pipeline("zero-shot-image-classification", model=%r, trust_remote_code=True)
         scores = {r["label"]: r["score"] for r in classifier(Image.open(%r), candidate_labels=%r)}
-        print("RESULT " + json.dumps([type(classifier.model).__name__, type(classifier.model.vision_model).__name__,
-                                      scores]))
-    """ % (str(copy), str(tmp_path / "image.png"), NAMES))
+        model = AutoModel.from_pretrained(%r, trust_remote_code=True).eval()
+        with torch.no_grad():
+            features = model.get_image_features(pixel_values=torch.load(%r, weights_only=True)).pooler_output
+        print("RESULT " + json.dumps([type(model).__name__, type(model.vision_model).__name__, scores,
+                                      features.tolist()]))
+    """ % (str(copy), str(tmp_path / "image.png"), NAMES, str(copy), str(tmp_path / "pixels.pt")))
+    pixels = torch.randn(2, 3, 24, 24)
+    torch.save(pixels, tmp_path / "pixels.pt")
     env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-I", "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    model_name, tower_name, remote_scores = json.loads(result.stdout.split("RESULT ", 1)[1])
+    model_name, tower_name, remote_scores, remote_features = json.loads(result.stdout.split("RESULT ", 1)[1])
     assert (model_name, tower_name) == ("LaCLIPModel", "ViTVisionModel")
     assert remote_scores == pytest.approx(scores, abs=1e-6)
+    with torch.no_grad():
+        features = classifier.model.get_image_features(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(torch.tensor(remote_features), features, rtol=0, atol=1e-6)
 
 
 def test_converted_folder_evaluates_and_trains(converted, tmp_path):

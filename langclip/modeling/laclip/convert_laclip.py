@@ -18,8 +18,9 @@ The model is a `LaCLIPModel` with ``vision_qk_norm=True, vision_pre_layernorm=Fa
 
 The patch conv's bias is folded into the position embedding: the conv adds it to every patch embedding, and the
 position embedding is added right after, so adding the bias to position rows 1..N (not row 0, the class token) is
-the same function, exactly; `CLIPVisionEmbeddings`' patch conv keeps ``bias=False``, and the weights keep CLIP's
-names and shapes.
+the same function, exactly (also with ``interpolate_pos_encoding``: the bicubic weights of each interpolated row
+sum to 1, so the constant bias passes through); `CLIPVisionEmbeddings`' patch conv keeps ``bias=False``, and the
+weights keep CLIP's names and shapes.
 
 Preprocessing is that of the official ``eval_zeroshot_imagenet.py``: ``Resize(224)`` (shortest side, bilinear,
 torchvision's default), ``CenterCrop(224)``, ``ToTensor``, ``Normalize`` with the ImageNet mean (0.485, 0.456,
