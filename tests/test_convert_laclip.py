@@ -306,3 +306,25 @@ def test_converted_folder_evaluates_and_trains(converted, tmp_path):
     original = LaCLIPModel.from_pretrained(folder)
     assert not torch.equal(trained.vision_model.encoder.layers[0].self_attn.q_norm.weight,
                            original.vision_model.encoder.layers[0].self_attn.q_norm.weight)  # QK-norm trains
+
+
+def test_full_size_clip_vitb16_is_inferred_from_shapes():
+    """The released CLIP_VITB16 sizes (shapes only, on the meta device): ViT-B/16 at 224 px with 12 heads of 64, a
+    512-wide text tower with 8 heads, context 77, vocabulary 49408, embedding 512."""
+    def meta(*shape):
+        return torch.empty(*shape, device="meta")
+
+    sd = {"visual.cls_token": meta(1, 1, 768), "visual.pos_embed": meta(1, 197, 768),
+          "visual.patch_embed.proj.weight": meta(768, 3, 16, 16), "visual.norm.weight": meta(768),
+          "image_projection": meta(768, 512), "token_embedding.weight": meta(49408, 512),
+          "positional_embedding": meta(77, 512), "text_projection": meta(512, 512)}
+    for i in range(12):
+        sd |= {f"visual.blocks.{i}.mlp.fc1.weight": meta(3072, 768), f"visual.blocks.{i}.attn.q_norm.weight": meta(64),
+               f"transformer.resblocks.{i}.mlp.c_fc.weight": meta(2048, 512)}
+    config = laclip_config(sd)
+    vision, text = config.vision_config, config.text_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.num_attention_heads, vision.patch_size,
+            vision.image_size, vision.intermediate_size) == (768, 12, 12, 16, 224, 3072)
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.max_position_embeddings,
+            text.vocab_size, text.eos_token_id) == (512, 12, 8, 77, 49408, 49407)
+    assert config.projection_dim == 512 and config.vision_qk_norm and not config.vision_pre_layernorm
