@@ -7,7 +7,8 @@ command runs, so `langclip --help` stays fast.
 A `langclip.errors.LangclipError` (bad input, named with its fix) or a missing file is printed as
 ``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback; any other
 error likewise, as its message and type, with a pointer to ``--debug`` (anywhere on the command
-line), which shows the traceback instead.
+line), which shows the traceback instead. A run stopped by a signal (`RunInterrupted`) prints where it stopped and
+how to resume, and exits with 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import importlib
 import re
 import sys
 
-from .errors import LangclipError
+from .errors import LangclipError, RunInterrupted
 
 COMMANDS = {
     "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert a released checkpoint (OpenCLIP, LaCLIP or CLIPS layout) into a langclip checkpoint folder."),
@@ -61,9 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     del args.debug
     try:
         return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\nlangclip {args.command}: interrupted", file=sys.stderr)
+        return 130
     except Exception as error:
         if debug:
             raise
+        if isinstance(error, RunInterrupted):
+            if not error.quiet:
+                print(f"langclip {args.command}: {error}", file=sys.stderr)
+            return error.exit_code
         message = worker_message(str(error))
         if not isinstance(error, (LangclipError, FileNotFoundError)):
             message = f"{message} ({type(error).__name__}; run with --debug for the traceback)"

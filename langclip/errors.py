@@ -41,5 +41,15 @@ class IncompleteJobError(LangclipError, RuntimeError):
     rerunning the same command redoes only those rows."""
 
 
+class RunInterrupted(LangclipError):
+    """A run stopped by a signal after saving its state; ``exit_code`` is 128 + the signal's number; ``quiet``: not
+    printed (the other processes of a multi-process run, whose main process says it)."""
+
+    def __init__(self, message: str, exit_code: int, quiet: bool = False):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.quiet = quiet
+
+
 __all__ = ["CheckpointError", "ConfigError", "DataError", "HubUnreachableError", "IncompleteJobError",
-           "LangclipError", "check_at_least_one"]
+           "LangclipError", "RunInterrupted", "check_at_least_one"]

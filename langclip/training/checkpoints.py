@@ -98,10 +98,10 @@ def check_resume(saved: dict, current: dict, checkpoint: str, ignore: bool, acce
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep: int,
-                    data_state: dict | None = None) -> None:
+                    data_state: dict | None = None) -> str:
     """`accelerator.save_state` into a temporary folder, renamed when complete; keeps the last ``keep`` of this run
     (checkpoints of another ``run_id`` are never deleted). ``data_state`` (this process's
-    `StreamedBatches.state_dict`) goes to ``data_state-<rank>.json``."""
+    `StreamedBatches.state_dict`) goes to ``data_state-<rank>.json``. Returns the checkpoint's folder."""
     final = os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{state['step']}")
     temporary = os.path.join(output_dir, f"tmp-{CHECKPOINT_PREFIX}{state['step']}")
     if accelerator.is_main_process:
@@ -129,6 +129,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, keep
         for old in ours[:-keep] if keep > 0 else []:
             shutil.rmtree(old)
     accelerator.wait_for_everyone()
+    return final
 
 
 def _run_id(checkpoint: str) -> str | None:

@@ -33,6 +33,7 @@ from .arguments import (
 )
 from .checkpoints import clear_run, initial_state, save_checkpoint, save_final, validate_run
 from .data import build_data
+from .interrupts import StopRequest, interrupted, run_folder_lock
 from .logging import StepLog, report_skipped, start_trackers
 from .methods import Method
 from .model import build_trainable_model
@@ -67,56 +68,63 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
     validate_run(method, *arguments)
     accelerator = build_accelerator(model_args, train_args)
     set_seed(train_args.seed)
-    if train_args.overwrite_output_dir:
-        clear_run(accelerator, train_args.output_dir)
+    with run_folder_lock(accelerator, train_args.output_dir), StopRequest() as stop:
+        if train_args.overwrite_output_dir:
+            clear_run(accelerator, train_args.output_dir)
+        model, tokenizer, processor = build_trainable_model(model_args, method)
+        data = build_data(accelerator, method, model, tokenizer, processor, arguments)
+        optimizer = build_optimizer(model, train_args.lr, train_args.weight_decay,
+                                    (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps,
+                                    fused=train_args.fused_optimizer, device=accelerator.device)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        train_step = TrainStep(accelerator, model, optimizer, method.objective, train_args.accum_freq,
+                               train_args.max_grad_norm)
+        schedule = Schedule.from_arguments(train_args, data.steps_per_epoch)
+        total_steps = schedule.total_steps
+        state = initial_state(accelerator, arguments, data)
+        start_trackers(accelerator, *arguments)
+        progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
+                        desc=f"train {model_args.method} ({method.description})", unit="step")
+        global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
+        log = StepLog(accelerator, train_args, train_step.unwrapped, progress, global_batch)
+        eval_records = None
 
-    model, tokenizer, processor = build_trainable_model(model_args, method)
-    data = build_data(accelerator, method, model, tokenizer, processor, arguments)
-    optimizer = build_optimizer(model, train_args.lr, train_args.weight_decay,
-                                (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps,
-                                fused=train_args.fused_optimizer, device=accelerator.device)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    train_step = TrainStep(accelerator, model, optimizer, method.objective, train_args.accum_freq, train_args.max_grad_norm)
-    schedule = Schedule.from_arguments(train_args, data.steps_per_epoch)
-    total_steps = schedule.total_steps
-    state = initial_state(accelerator, arguments, data)
-    start_trackers(accelerator, *arguments)
-    progress = tqdm(total=total_steps, initial=state["step"], disable=not accelerator.is_local_main_process,
-                    desc=f"train {model_args.method} ({method.description})", unit="step")
-    global_batch = train_args.per_device_batch_size * train_args.accum_freq * accelerator.num_processes
-    log = StepLog(accelerator, train_args, train_step.unwrapped, progress, global_batch)
-    eval_records = None
-
-    model.train()
-    waiting = time.perf_counter()
-    for batch in data.steps(state["step"], total_steps):
-        data_wait = time.perf_counter() - waiting
-        batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
-        lr = schedule(state["step"])
-        set_learning_rate(optimizer, lr)
-        step = state["step"] + 1
-        logging = step % train_args.logging_steps == 0 or step == total_steps
-        saving = step >= total_steps or bool(train_args.save_steps) and step % train_args.save_steps == 0
-        if batch is None:
-            log.add(step, None, None, lr, data_wait, None)
-        else:
-            batch = normalize_pixels(batch, processor.image_mean, processor.image_std)  # uint8 -> float, here
-            loss, bad, grad_norm = train_step(batch, with_norm=logging)
-            log.add(step, loss, bad, lr, data_wait, grad_norm)
-        state["step"] = step
-        if logging or saving:
-            log.flush(state)
-        if saving:
-            save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit, data.state_dict())
-        evaluating = step >= total_steps or bool(train_args.eval_steps) and step % train_args.eval_steps == 0
-        if train_args.eval_suite and evaluating:
-            eval_records = evaluate_during_training(accelerator, train_step.unwrapped, tokenizer, processor,
-                                                    train_args.eval_suite, step, train_args.output_dir,
-                                                    train_args.per_device_batch_size)
+        model.train()
         waiting = time.perf_counter()
-    progress.close()
+        for batch in data.steps(state["step"], total_steps):
+            data_wait = time.perf_counter() - waiting
+            batch = equalize_batch(accelerator, batch, state)  # None: every sample was bad, a step without update
+            lr = schedule(state["step"])
+            set_learning_rate(optimizer, lr)
+            step = state["step"] + 1
+            logging = step % train_args.logging_steps == 0 or step == total_steps
+            saving = step >= total_steps or bool(train_args.save_steps) and step % train_args.save_steps == 0
+            if batch is None:
+                log.add(step, None, None, lr, data_wait, None)
+            else:
+                batch = normalize_pixels(batch, processor.image_mean, processor.image_std)  # uint8 -> float, here
+                loss, bad, grad_norm = train_step(batch, with_norm=logging)
+                log.add(step, loss, bad, lr, data_wait, grad_norm)
+            state["step"] = step
+            stopping = step < total_steps and stop.requested(accelerator)  # SIGINT, SIGTERM, SIGUSR1
+            if logging or saving or stopping:
+                log.flush(state)
+            if saving or stopping:
+                checkpoint = save_checkpoint(accelerator, train_args.output_dir, state, train_args.save_total_limit,
+                                             data.state_dict())
+            if stopping:
+                progress.close()
+                accelerator.end_training()
+                raise interrupted(stopping, step, checkpoint, accelerator.is_main_process)
+            evaluating = step >= total_steps or bool(train_args.eval_steps) and step % train_args.eval_steps == 0
+            if train_args.eval_suite and evaluating:
+                eval_records = evaluate_during_training(accelerator, train_step.unwrapped, tokenizer, processor,
+                                                        train_args.eval_suite, step, train_args.output_dir,
+                                                        train_args.per_device_batch_size)
+            waiting = time.perf_counter()
+        progress.close()
 
-    save_final(accelerator, model, tokenizer, processor, state, arguments, eval_records or ())
+        save_final(accelerator, model, tokenizer, processor, state, arguments, eval_records or ())
     if data_args.skip_bad_samples:
         report_skipped(accelerator, state)
     accelerator.end_training()
