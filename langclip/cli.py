@@ -21,7 +21,7 @@ import sys
 from .errors import LangclipError, RunInterrupted
 
 COMMANDS = {
-    "convert": ("langclip.modeling.laclip.convert_open_clip", "Convert a released checkpoint (OpenCLIP, LaCLIP or CLIPS layout) into a langclip checkpoint folder."),
+    "convert": ("langclip.hub_cards.convert", "Convert a released checkpoint (OpenCLIP, LaCLIP or CLIPS layout) into a langclip checkpoint folder."),
     "train": ("langclip.training.trainer", "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
     "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
     "eval": ("langclip.evaluation.run", "Evaluate a checkpoint on a suite (laclip, retrieval, quick) or one task; compare runs."),

@@ -182,9 +182,20 @@ def test_cli_conversion_matches_the_official_forward(tmp_path):
     assert processor.do_center_crop and processor.size == {"shortest_edge": 24} and processor.resample == 2  # bilinear
     files = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"model.safetensors", "config.json", "modeling_laclip.py", "vision.py", "preprocessor_config.json"} <= files
-    card = str(model_card(json.loads((tmp_path / "out" / "config.json").read_text()), "me/laclip-cc12m"))  # as pushed
+    card = (tmp_path / "out" / "README.md").read_text()  # written by convert itself
     assert "Not a plain CLIP architecture** (QK-norm" in card and "no LayerNorm before the vision blocks" in card
     assert "so `transformers.CLIPModel.from_pretrained` loads them too" not in card
+    assert "cc12m_laclip.pt (langclip convert --from laclip)" in card and "- laclip" in card  # the source, the tag
+    assert card == str(model_card(json.loads((tmp_path / "out" / "config.json").read_text()), "out", method="laclip",
+                                  training={"converted_from": "cc12m_laclip.pt (langclip convert --from laclip)"}))
+
+
+def test_the_card_names_the_method_given(tmp_path):
+    result = convert_cli(save_official(official_state_dict(), tmp_path / "cc3m_clip.pt"), tmp_path / "clip", "--method",
+                         "clip")
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = (tmp_path / "clip" / "README.md").read_text()
+    assert "- clip\n" in card and "- laclip\n" not in card
 
 
 class _RunsCode:
