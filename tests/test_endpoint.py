@@ -227,3 +227,40 @@ def test_edited_meta_pair_pool_is_a_change(tmp_path, captions_file):
         write(pairs[:2] + [("two cats", "two sleepy cats")])
         with pytest.raises(ValueError, match=r"source_fingerprints: \{'.*mine.jsonl': '\w+'\} -> \{'.*mine.jsonl': '\w+'\}"):
             cli([*[*args, "--shard-index", "1"], "--debug"])  # --debug: the error itself
+
+
+def test_sigint_stops_the_job_at_a_chunk_and_the_rerun_completes(tmp_path, captions_file):
+    """Ctrl-C during `langclip rewrite`: the chunk in flight finishes, every finished row is kept, one line says how to
+    continue (no traceback, status 130); rerunning the command asks only for the rows not saved."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def slow(prompts, seeds, settings):
+        time.sleep(0.15)
+        return scripted(prompts, seeds, settings)
+
+    with OpenAIServer(scripted, lifetime=120) as healthy:
+        assert cli(endpoint_args(captions_file, tmp_path / "clean", healthy)) == 0
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    with OpenAIServer(slow, lifetime=120) as server:
+        process = subprocess.Popen([sys.executable, "-m", "langclip.cli", *endpoint_args(captions_file, out, server,
+                                                                                           "--concurrency", "1")],
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while len(server.requests) < 6 and process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)  # inside the second chunk of 4
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+        first_run = len(server.requests)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "stopped by SIGINT: 8 of 24 captions of shard 0 are saved" in stderr and "rerun the same command" in stderr
+    assert first_run == 8  # the second chunk finished; no third chunk was started
+    with OpenAIServer(scripted, lifetime=120) as revived:
+        assert cli(endpoint_args(captions_file, out, revived)) == 0
+    assert len(revived.requests) == 24 - 8
+    assert rows(out) == rows(tmp_path / "clean")

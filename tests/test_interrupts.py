@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import load_file
 
 from langclip.errors import ConfigError
-from langclip.training.interrupts import LOCK_FILE, RunLock, StopRequest
+from langclip.signals import StopRequest
+from langclip.training.interrupts import LOCK_FILE, RunLock
 from conftest import free_port
 from test_train_processes import ENV, train_command
 from train_utils import make_training_files, read_log

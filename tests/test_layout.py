@@ -16,6 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "langclip"
 LAYERS = {
     "langclip.errors": -1,  # below everything: every layer raises its errors; it imports nothing from langclip
+    "langclip.signals": -1,  # the stop request of training and the generation jobs; imports nothing from langclip
     "langclip.modeling": 0,
     "langclip.hub_cards": 1,
     "langclip.processing": 2,

@@ -1,10 +1,11 @@
 """Stopping a run cleanly: SIGINT, SIGTERM and SIGUSR1 end it after the current optimizer step with a checkpoint,
 and one run at a time holds its ``--output-dir``.
 
-Slurm and Kubernetes send SIGTERM (Slurm also ``--signal=USR1@120``) before they preempt a job: `StopRequest`
-notes the first signal, the loop finishes the step, saves a checkpoint and raises `RunInterrupted` (exit status
-128 + the signal's number), so that ``--resume`` continues where the run stopped; a second signal exits at once
-(`SystemExit`, no traceback), the last complete checkpoint kept. `RunLock` is a lock file in the run folder naming
+Slurm and Kubernetes send SIGTERM (Slurm also ``--signal=USR1@120``) before they preempt a job:
+`langclip.signals.StopRequest` notes the first signal, the loop finishes the step (all processes agree on it,
+`agreed_stop`), saves a checkpoint and raises `RunInterrupted` (exit status 128 + the signal's number), so that
+``--resume`` continues where the run stopped; a second signal exits at once (`SystemExit`, no traceback), the last
+complete checkpoint kept. `RunLock` is a lock file in the run folder naming
 its holder's host and pid: a second run into the folder is refused; a lock whose process is gone (same host) is
 taken over, and says so.
 """
@@ -18,7 +19,6 @@ import shlex
 import signal
 import socket
 import sys
-import threading
 import time
 
 import torch
@@ -26,46 +26,18 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list
 
 from ..errors import ConfigError, RunInterrupted
+from ..signals import StopRequest
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 LOCK_FILE = "run.lock"
 
 
-class StopRequest:
-    """Within ``with StopRequest() as stop:``, the first of STOP_SIGNALS sets ``stop.signal`` (the loop checks it
-    between steps, `requested`); a second raises ``SystemExit(128 + signal)`` at once. Outside the main thread
-    (where Python cannot install handlers) it does nothing. The previous handlers come back on exit."""
-
-    def __init__(self):
-        self.signal: int | None = None
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._handle) for number in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-
-    def _handle(self, number: int, frame) -> None:
-        if self.signal is not None:
-            print(f"\n{signal.Signals(number).name} again: stopping now, without a checkpoint of this step; "
-                  "--resume continues from the last complete checkpoint", file=sys.stderr, flush=True)
-            raise SystemExit(128 + number)
-        self.signal = number
-        print(f"\n{signal.Signals(number).name}: finishing this step, then saving a checkpoint "
-              f"({signal.Signals(number).name} again stops at once)", file=sys.stderr, flush=True)
-
-    def requested(self, accelerator: Accelerator) -> int | None:
-        """The signal every process stops on, or None. With several processes, a one-element all-reduce (the
-        largest signal number any process saw), so that all stop after the same step."""
-        if accelerator.num_processes == 1:
-            return self.signal
-        seen = torch.tensor([self.signal or 0], device=accelerator.device)
-        agreed = int(accelerator.reduce(seen, "max").item())
-        return agreed or None
+def agreed_stop(stop: StopRequest, accelerator: Accelerator) -> int | None:
+    """The signal every process stops on, or None. With several processes, a one-element all-reduce (the largest
+    signal number any process saw), so that all stop after the same step."""
+    if accelerator.num_processes == 1:
+        return stop.signal
+    seen = torch.tensor([stop.signal or 0], device=accelerator.device)
+    return int(accelerator.reduce(seen, "max").item()) or None
 
 
 def interrupted(number: int, step: int, checkpoint: str, main_process: bool = True) -> RunInterrupted:

@@ -33,7 +33,8 @@ from .arguments import (
 )
 from .checkpoints import clear_run, initial_state, save_checkpoint, save_final, validate_run
 from .data import build_data
-from .interrupts import StopRequest, interrupted, run_folder_lock
+from ..signals import StopRequest
+from .interrupts import agreed_stop, interrupted, run_folder_lock
 from .logging import StepLog, report_skipped, start_trackers
 from .methods import Method
 from .model import build_trainable_model
@@ -106,7 +107,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                 loss, bad, grad_norm = train_step(batch, with_norm=logging)
                 log.add(step, loss, bad, lr, data_wait, grad_norm)
             state["step"] = step
-            stopping = step < total_steps and stop.requested(accelerator)  # SIGINT, SIGTERM, SIGUSR1
+            stopping = step < total_steps and agreed_stop(stop, accelerator)  # SIGINT, SIGTERM, SIGUSR1
             if logging or saving or stopping:
                 log.flush(state)
             if saving or stopping:

@@ -13,6 +13,9 @@ input's fingerprint (a hash per block of `BLOCK_ROWS` rows of the input columns)
 restart with other settings or an edited input is refused with an error naming what
 changed; ``restart=True`` deletes the state and starts over.
 
+A first SIGINT, SIGTERM or SIGUSR1 stops the job after the current chunk is saved (`RunInterrupted`: the rows saved
+and how to continue); a second stops it at once, every finished chunk kept.
+
 Pending rows: the function may return a boolean column `PENDING` (a request that failed
 after its retries). A chunk with pending rows is saved as ``...-pending``; the next run
 redoes only those rows. `merge` refuses while any row is pending, so no row is lost.
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import zlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -37,7 +41,8 @@ from datasets import Dataset, concatenate_datasets, load_from_disk
 from datasets.fingerprint import Hasher
 from tqdm.auto import tqdm
 
-from ...errors import ConfigError, IncompleteJobError
+from ...errors import ConfigError, IncompleteJobError, RunInterrupted
+from ...signals import StopRequest
 
 PENDING = "pending"
 BLOCK_ROWS = 10_000
@@ -247,24 +252,27 @@ class ChunkedMapJob:
         datasets.disable_progress_bars()
         pending = 0
         try:
-            for begin, end, folder in chunks:
-                if folder.exists() and not _is_pending(folder):
-                    continue
-                if folder.exists():
-                    chunk = self._redo_pending(dataset, begin, folder, progress)
-                else:
-                    chunk = self._map(dataset, range(begin, end), str(begin), progress)
-                left = sum(chunk[PENDING]) if PENDING in chunk.column_names else 0
-                pending += left
-                final = self.shard_dir(shard_index) / f"chunk-{begin:012d}-{end:012d}{'-pending' if left else ''}"
-                tmp = final.with_name(final.name + ".tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                chunk.save_to_disk(str(tmp))
-                if final.exists():
-                    shutil.rmtree(final)
-                os.replace(tmp, final)
-                if folder != final:
-                    shutil.rmtree(folder, ignore_errors=True)
+            with StopRequest("chunk") as request:
+                for begin, end, folder in chunks:
+                    if request.signal is not None:
+                        raise self.interrupted(request.signal, shard_index, len(dataset))
+                    if folder.exists() and not _is_pending(folder):
+                        continue
+                    if folder.exists():
+                        chunk = self._redo_pending(dataset, begin, folder, progress)
+                    else:
+                        chunk = self._map(dataset, range(begin, end), str(begin), progress)
+                    left = sum(chunk[PENDING]) if PENDING in chunk.column_names else 0
+                    pending += left
+                    final = self.shard_dir(shard_index) / f"chunk-{begin:012d}-{end:012d}{'-pending' if left else ''}"
+                    tmp = final.with_name(final.name + ".tmp")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    chunk.save_to_disk(str(tmp))
+                    if final.exists():
+                        shutil.rmtree(final)
+                    os.replace(tmp, final)
+                    if folder != final:
+                        shutil.rmtree(folder, ignore_errors=True)
         finally:
             progress.close()
             if bars_were_enabled:
@@ -273,6 +281,15 @@ class ChunkedMapJob:
             print(f"shard {shard_index}: {pending} {self.unit}s pending (requests failed after retries); "
                   "rerun the same command to redo them")
         return pending
+
+    def interrupted(self, number: int, shard_index: int, num_rows: int) -> RunInterrupted:
+        """The error a job stopped by signal ``number`` raises: the rows saved and how to continue."""
+        saved = sum(end - begin for begin, end, folder in self.chunks(num_rows, shard_index)
+                    if folder.exists() and not _is_pending(folder))
+        start, stop = self.shard_bounds(num_rows, shard_index)
+        return RunInterrupted(f"stopped by {signal.Signals(number).name}: {saved} of {stop - start} {self.unit}s of "
+                              f"shard {shard_index} are saved in {self.shard_dir(shard_index)}; rerun the same command "
+                              "to continue from there", exit_code=128 + number)
 
     def run_and_merge(self, dataset: Dataset, shard_index: int = 0) -> Dataset | None:
         """`run` this shard, then, on the main process once every shard is done, `merge`; else None (another
