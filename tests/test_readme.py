@@ -86,7 +86,7 @@ def _check_command(words: list[str]) -> None:
         targets = re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)
         assert set(words[1:]) <= set(targets), f"Makefile has no target {words[1:]}"
         return
-    if words[:2] == ["accelerate", "launch"] or words[0] == "torchrun":
+    if words[:2] == ["accelerate", "launch"] or words[0] in ("torchrun", "srun"):
         rest = words[2:] if words[0] == "accelerate" else words[1:]
         if "train.py" in rest:
             argv = rest[rest.index("train.py") + 1:]
