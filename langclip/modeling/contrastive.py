@@ -13,6 +13,7 @@ from transformers import CLIPConfig
 from transformers import initialization as init
 
 from .losses import CONTRASTIVE_LOSSES, LossContext
+from .vision import check_patch_dropout
 
 
 @strict
@@ -29,11 +30,16 @@ class ContrastiveConfig(CLIPConfig):
         [0, logit_scale_max] after every optimizer step.
     logit_bias_init_value (`float`, defaults to -10):
         Initial ``logit_bias`` of the sigmoid loss.
+    patch_dropout (`float`, defaults to 0):
+        Fraction of each image's patch tokens dropped at random in training mode (FLIP; OpenCLIP's
+        ``patch_dropout``), in [0, 1); the class token is kept and nothing is dropped in ``eval()`` mode
+        (`langclip.modeling.vision.set_patch_dropout`). A training option: the weights do not depend on it.
     """
 
     logit_scale_max: float = math.log(100.0)
     contrastive_loss: str = "softmax"
     logit_bias_init_value: float = -10.0
+    patch_dropout: float = 0.0
 
     def validate_contrastive_loss(self):
         """Checks the loss options."""
@@ -41,6 +47,10 @@ class ContrastiveConfig(CLIPConfig):
             raise ValueError(f"logit_scale_max must be >= 0, got {self.logit_scale_max}")
         if self.contrastive_loss not in CONTRASTIVE_LOSSES:
             raise ValueError(f"contrastive_loss must be one of {CONTRASTIVE_LOSSES}, got {self.contrastive_loss!r}")
+
+    def validate_patch_dropout(self):
+        """0 <= patch_dropout < 1."""
+        check_patch_dropout(self.patch_dropout)
 
 
 class LogitParametersMixin:

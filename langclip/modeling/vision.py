@@ -16,6 +16,13 @@ itself, weights and outputs alike. The options map onto timm's `VisionTransforme
 - ``pooling="mean"`` (CLIPS): ``post_layernorm`` of the mean of the patch tokens (class token excluded).
 
 The activation and the LayerNorm eps are the vision config's own ``hidden_act`` and ``layer_norm_eps``.
+
+Patch dropout (FLIP, OpenCLIP's ``PatchDropout``), `set_patch_dropout`, works on any `CLIPVisionModel` (so on the
+plain tower of a standard-architecture LaCLIP or CLIPS model too, and on `ViTVisionModel`): in training mode only,
+after the embeddings (position embeddings already added) and before ``pre_layrnorm``, each image keeps its class
+token and ``max(1, round((1 - p) * N))`` of its N patch tokens, drawn uniformly without replacement from torch's
+global generator (kept in their spatial order). The blocks, the pooling (``"mean"`` averages the kept patches)
+and ``last_hidden_state`` (1 + kept tokens) see only those. In ``eval()`` mode nothing is dropped.
 """
 
 from __future__ import annotations
@@ -58,11 +65,66 @@ class QKNormAttention(CLIPAttention):
         return self.out_proj(attn_output), attn_weights
 
 
+class PatchDropout(nn.Module):
+    """Keep the class token and a random ``1 - prob`` of the patch tokens of each image, in training mode only.
+
+    Input and output (B, 1 + N, D) -> (B, 1 + K, D), K = ``max(1, round((1 - prob) * N))``; the kept patches are
+    the K largest of N uniform draws per image (torch's global generator, on the input's device), in their
+    original order. A module without parameters: a checkpoint's weights do not change.
+    """
+
+    def __init__(self, prob: float = 0.0):
+        super().__init__()
+        check_patch_dropout(prob)
+        self.prob = prob
+
+    def kept(self, num_patches: int) -> int:
+        return max(1, round((1 - self.prob) * num_patches))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.prob == 0:
+            return embeddings
+        batch, num_patches = embeddings.shape[0], embeddings.shape[1] - 1
+        scores = torch.rand(batch, num_patches, device=embeddings.device)
+        keep = scores.topk(self.kept(num_patches), dim=1, sorted=False).indices.sort(dim=1).values + 1
+        keep = torch.cat([keep.new_zeros(batch, 1), keep], dim=1)  # the class token, always
+        return embeddings.gather(1, keep.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
+
+    def extra_repr(self) -> str:
+        return f"prob={self.prob}"
+
+
+def check_patch_dropout(prob: float) -> None:
+    if not 0 <= prob < 1:
+        raise ValueError(f"patch_dropout must be in [0, 1), got {prob}")
+
+
+def _drop_patches(embeddings_module, args, output):
+    return embeddings_module.patch_dropout(output)
+
+
+def set_patch_dropout(vision_model: CLIPVisionModel, prob: float) -> None:
+    """Patch dropout ``prob`` on ``vision_model`` (a `CLIPVisionModel`, `ViTVisionModel` included): a parameterless
+    `PatchDropout` at ``vision_model.embeddings.patch_dropout``, applied to the embeddings' output by a forward
+    hook, so that the tower's own forward (its output capture, SDPA, gradient checkpointing of its blocks) is
+    unchanged. ``prob`` 0 installs nothing (a model without it is untouched); calling again changes the rate."""
+    check_patch_dropout(prob)
+    embeddings = vision_model.embeddings
+    if hasattr(embeddings, "patch_dropout"):
+        embeddings.patch_dropout.prob = prob
+    elif prob > 0:
+        embeddings.patch_dropout = PatchDropout(prob)
+        embeddings.patch_dropout.train(embeddings.training)
+        embeddings.register_forward_hook(_drop_patches)
+
+
 class ViTVisionModel(CLIPVisionModel):
     """`CLIPVisionModel` with optional pre-LayerNorm, optional per-head QK-norm, ``"cls"`` or ``"mean"`` pooling
-    (LayerNorm after pooling). See the module docstring for how each option matches timm's ViT."""
+    (LayerNorm after pooling) and patch dropout (`set_patch_dropout`). See the module docstring for how each
+    option matches timm's ViT."""
 
-    def __init__(self, config, pooling: str = "cls", pre_layernorm: bool = True, qk_norm: bool = False):
+    def __init__(self, config, pooling: str = "cls", pre_layernorm: bool = True, qk_norm: bool = False,
+                 patch_dropout: float = 0.0):
         super().__init__(config)
         if pooling not in VISION_POOLING:
             raise ValueError(f"vision pooling must be one of {VISION_POOLING}, got {pooling!r}")
@@ -73,6 +135,7 @@ class ViTVisionModel(CLIPVisionModel):
             for layer in self.encoder.layers:
                 layer.self_attn = QKNormAttention(config)
             self.post_init()  # initialise the new attention modules as CLIP's (q_norm / k_norm: ones and zeros)
+        set_patch_dropout(self, patch_dropout)
 
     def forward(self, pixel_values=None, interpolate_pos_encoding=False, **kwargs) -> BaseModelOutputWithPooling:
         outputs = super().forward(pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)

@@ -39,17 +39,19 @@ def load_image_processor(model_args: ModelArguments, image_size: int) -> CLIPIma
 
 def build_model(model_args: ModelArguments, method: Method, tokenizer) -> LaCLIPModel:
     """From ``--model-name-or-path``, or from ``--model-config`` sizes with the tokenizer's vocabulary and ids;
-    the method's model class, with its config overrides (e.g. the sigmoid loss and its bias)."""
+    the method's model class, with its config overrides (e.g. the sigmoid loss and its bias) and ``--patch-dropout``
+    (the run's rate, also over a checkpoint's)."""
     model_class = method.objective.model_class(model_args.model_name_or_path)
+    overrides = {**method.objective.config_overrides, "patch_dropout": model_args.patch_dropout}
     if model_args.model_name_or_path:
-        return model_class.from_pretrained(model_args.model_name_or_path, **method.objective.config_overrides)
+        return model_class.from_pretrained(model_args.model_name_or_path, **overrides)
     if not model_args.model_config:
         raise ConfigError("give --model-name-or-path or --model-config to build the model")
     kwargs = json.loads(model_args.model_config)
     text = {"vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
             "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
             **kwargs.pop("text_config", {})}
-    config = model_class.config_class(text_config=text, **{**kwargs, **method.objective.config_overrides})
+    config = model_class.config_class(text_config=text, **{**kwargs, **overrides})
     return model_class(config)
 
 

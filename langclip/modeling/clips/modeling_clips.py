@@ -27,7 +27,7 @@ from .configuration_clips import CLIPSConfig
 from ..activations import fuse_quick_gelu
 from ..contrastive import LogitParametersMixin
 from ..losses import CLIPSFeatures, caption_nll, clips_loss
-from ..vision import ViTVisionModel
+from ..vision import ViTVisionModel, set_patch_dropout
 
 
 def clips_text_layout(input_ids: torch.Tensor, attention_mask: torch.Tensor | None, context_length: int,
@@ -207,6 +207,7 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
             self.text_model = CLIPSTextModel._from_config(
                 config.text_config, attention=config.text_attention, pooling=config.text_pooling,
                 last_token_id=config.text_last_token_id)
+        set_patch_dropout(self.vision_model, config.patch_dropout)  # the captioner sees the kept patches only
         self.captioner = CLIPSCaptioner(config)
         fuse_quick_gelu(self)
         self.add_logit_bias()

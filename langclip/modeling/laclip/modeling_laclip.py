@@ -18,7 +18,7 @@ from .configuration_laclip import LaCLIPConfig
 from ..activations import fuse_quick_gelu
 from ..contrastive import LogitParametersMixin
 from ..losses import contrastive_loss
-from ..vision import ViTVisionModel
+from ..vision import ViTVisionModel, set_patch_dropout
 
 
 def _normalize(features: torch.Tensor) -> torch.Tensor:
@@ -59,6 +59,7 @@ class LaCLIPModel(LogitParametersMixin, CLIPModel):
             self.vision_model = ViTVisionModel._from_config(
                 config.vision_config, pre_layernorm=config.vision_pre_layernorm, qk_norm=config.vision_qk_norm)
             self.post_init()  # as CLIPSModel after its swap: the model's bookkeeping sees the new tower
+        set_patch_dropout(self.vision_model, config.patch_dropout)  # plain CLIPVisionModel or ViTVisionModel
         fuse_quick_gelu(self)
         self.add_logit_bias()
 
