@@ -77,6 +77,27 @@ class ModelArguments:
     lora_target_modules: list[str] = _help(
         "Module names (or one regex) that get LoRA adapters.", default_factory=lambda: ["q_proj", "v_proj"]
     )
+    # Speed levers (issue 28): patch dropout and locked towers, OpenCLIP's --patch-dropout / --lock-image / --lock-text.
+    patch_dropout: float = _help(
+        "Fraction of each image's patch tokens dropped at random in training (FLIP; OpenCLIP's patch dropout), in "
+        "[0, 1): the class token is kept, evaluation sees every patch; saved in config.json. 0: off.", default=0.0)
+    lock_image: bool = _help(
+        "Freeze the image tower (patch and position embeddings, blocks, LayerNorms, visual_projection); a frozen "
+        "tower keeps no activations for the backward pass.", default=False)
+    lock_image_unlocked_groups: int = _help(
+        "With --lock-image: leave the last N layer groups trainable. The groups, first to last: embeddings with the "
+        "pre-LayerNorm, each block but the last, the last block with post_layernorm, visual_projection (OpenCLIP's).",
+        default=0)
+    lock_text: bool = _help(
+        "Freeze the text tower (token and position embeddings, blocks, final LayerNorm, text_projection).",
+        default=False)
+    lock_text_unlocked_layers: int = _help(
+        "With --lock-text: leave the last N layer groups trainable. The groups, first to last: embeddings, each "
+        "block but the last, the last block with final_layer_norm, text_projection.", default=0)
+    locked_norms_trainable: bool = _help(
+        "Keep the LayerNorms (weights and biases, QK-norms included) inside locked groups trainable (OpenCLIP's "
+        "text tower default; --lock-text-freeze-layer-norm there freezes them). Default: locked means frozen.",
+        default=False)
 
     def __post_init__(self):
         if self.method not in METHOD_NAMES:

@@ -33,6 +33,8 @@ STATE_FILE = "trainer_state.json"
 # Settings a resumed run must share with the run it continues (--resume-ignore-mismatch overrides).
 RESUME_SETTINGS = ("method", "text_sampling", "objective", "contrastive_loss", "train_parts",  # what trains, and how
                    "model_name_or_path", "model_config", "lora_r",  # the model's parameters and optimizer groups
+                   "lock_image", "lock_image_unlocked_groups", "lock_text", "lock_text_unlocked_layers",
+                   "locked_norms_trainable",  # which parameters the optimizer holds (absent from older states)
                    "per_device_batch_size", "accum_freq", "num_processes", "seed", "data_fingerprint")
 DATA_STATE_FILE = "data_state-{rank}.json"
 

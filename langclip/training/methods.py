@@ -6,7 +6,8 @@
   (LaCLIP-MT), ``clips`` or ``difference`` (PC-CLIP), the contrastive ones in ``--contrastive-loss`` softmax or
   sigmoid;
 - **parts trained** (``--train-parts``): ``all``, ``text`` (the text transformer blocks)
-  or ``lora`` (peft adapters, ``--lora-r``).
+  or ``lora`` (peft adapters, ``--lora-r``), narrowed further by OpenCLIP's locked towers (``--lock-image``,
+  ``--lock-text``, their unlocked layer groups, `TowerLock`).
 
 The five ``--method`` names are `PRESETS` of these; flags change any option of a preset.
 A `Method` names the columns it needs (`check_columns`, before the first step), prepares
@@ -20,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from ..errors import ConfigError, DataError
 from ..processing.text import TextAugmenter
@@ -48,6 +50,82 @@ def freeze_all_but_text_layers(model: torch.nn.Module) -> int:
     return trainable
 
 
+def layer_groups(model: nn.Module, tower: str) -> list[list[nn.Module]]:
+    """The layer groups of a tower of a `CLIPModel` (LaCLIP, CLIPS), first to last, as OpenCLIP's
+    ``VisionTransformer.lock`` counts them: ``image``: [embeddings, pre_layrnorm], each block but the last,
+    [last block, post_layernorm], [visual_projection]; ``text``: [embeddings], each block but the last,
+    [last block, final_layer_norm], [text_projection]. A tower of L blocks has L + 2 groups."""
+    if tower == "image":
+        encoder, first, last, projection = (model.vision_model, [model.vision_model.embeddings,
+                                            model.vision_model.pre_layrnorm], model.vision_model.post_layernorm,
+                                            model.visual_projection)
+    elif tower == "text":
+        encoder, first, last, projection = (model.text_model, [model.text_model.embeddings],
+                                            model.text_model.final_layer_norm, model.text_projection)
+    else:
+        raise ValueError(f"tower must be image or text, got {tower!r}")
+    layers = list(encoder.encoder.layers)
+    return [first, *([layer] for layer in layers[:-1]), [layers[-1], last], [projection]]
+
+
+@dataclass(frozen=True)
+class TowerLock:
+    """OpenCLIP's locked towers: ``image`` / ``text`` freeze that tower but its last ``image_unlocked_groups`` /
+    ``text_unlocked_groups`` layer groups (`layer_groups`); ``norms_trainable`` leaves the LayerNorms inside the
+    locked groups as they were (trainable unless ``--train-parts`` froze them). A lock only ever freezes: it never
+    makes trainable what ``--train-parts`` froze. Frozen parameters get no gradient, and a tower with no trainable
+    parameter before some point records no autograd graph there, so it keeps no activations for the backward."""
+
+    image: bool = False
+    image_unlocked_groups: int = 0
+    text: bool = False
+    text_unlocked_groups: int = 0
+    norms_trainable: bool = False
+
+    def __post_init__(self):
+        for flag, locked, unlocked in (("--lock-image-unlocked-groups", self.image, self.image_unlocked_groups),
+                                       ("--lock-text-unlocked-layers", self.text, self.text_unlocked_groups)):
+            if unlocked < 0:
+                raise ConfigError(f"{flag} must be >= 0, got {unlocked}")
+            if unlocked and not locked:
+                raise ConfigError(f"{flag} {unlocked} needs {flag.rsplit('-unlocked', 1)[0]}")
+        if self.norms_trainable and not (self.image or self.text):
+            raise ConfigError("--locked-norms-trainable needs --lock-image or --lock-text")
+
+    @property
+    def active(self) -> bool:
+        return self.image or self.text
+
+    @property
+    def description(self) -> str:
+        parts = [f"{tower} locked" + (f" but its last {unlocked} groups" if unlocked else "")
+                 for tower, locked, unlocked in (("image", self.image, self.image_unlocked_groups),
+                                                 ("text", self.text, self.text_unlocked_groups)) if locked]
+        return ", ".join(parts) + (" (norms trainable)" if self.norms_trainable else "")
+
+    def apply(self, model: nn.Module) -> int:
+        """Freeze the locked groups of ``model``; returns the number of parameters frozen."""
+        frozen = 0
+        for tower, locked, unlocked in (("image", self.image, self.image_unlocked_groups),
+                                        ("text", self.text, self.text_unlocked_groups)):
+            if not locked:
+                continue
+            groups = layer_groups(model, tower)
+            if unlocked > len(groups):
+                raise ConfigError(f"the {tower} tower has {len(groups)} layer groups (embeddings, "
+                                  f"{len(groups) - 2} blocks, projection); cannot leave {unlocked} unlocked")
+            for group in groups[:len(groups) - unlocked]:
+                for module in group:
+                    keep = set()
+                    if self.norms_trainable:
+                        keep = {id(p) for m in module.modules() if isinstance(m, nn.LayerNorm) for p in m.parameters()}
+                    for parameter in module.parameters():
+                        if id(parameter) not in keep and parameter.requires_grad:
+                            parameter.requires_grad_(False)
+                            frozen += parameter.numel()
+        return frozen
+
+
 @dataclass(frozen=True)
 class Method:
     """One training method: a text sampling, an `Objective` and the parts trained.
@@ -61,8 +139,12 @@ class Method:
     train_parts: str = "all"
     seed: int = 0
     skip_bad_samples: bool = False
+    lock: TowerLock = field(default_factory=TowerLock)
 
     def __post_init__(self):
+        if self.lock.active and self.train_parts == "lora":
+            raise ConfigError("--lock-image / --lock-text do not apply to --train-parts lora (peft already freezes "
+                              "every base weight); use --train-parts all or text")
         for flag, value, choices in (("--text-sampling", self.text_sampling, TEXT_SAMPLINGS),
                                      ("--train-parts", self.train_parts, TRAIN_PARTS)):
             if value not in choices:
@@ -97,14 +179,22 @@ class Method:
             raise ConfigError(f"--train-parts {train_parts} with --lora-r {model_args.lora_r}: LoRA needs --lora-r > 0, "
                               "and --lora-r > 0 needs --train-parts lora")
         objective_class = OBJECTIVES[model_args.objective or preset["objective"]]
+        if not 0 <= model_args.patch_dropout < 1:
+            raise ConfigError(f"--patch-dropout must be in [0, 1), got {model_args.patch_dropout}")
+        if model_args.patch_dropout and objective_class.name == "difference":
+            raise ConfigError("--patch-dropout drops image patches in training, but --objective difference (PC-CLIP) "
+                              "uses the frozen image tower as it is: leave --patch-dropout at 0")
+        lock = TowerLock(model_args.lock_image, model_args.lock_image_unlocked_groups, model_args.lock_text,
+                         model_args.lock_text_unlocked_layers, model_args.locked_norms_trainable)
         return cls(objective_class(**objective_class.options(model_args, data_args, train_args)),
                    text_sampling=model_args.text_sampling or preset["text_sampling"], train_parts=train_parts,
-                   seed=train_args.seed, skip_bad_samples=data_args.skip_bad_samples)
+                   seed=train_args.seed, skip_bad_samples=data_args.skip_bad_samples, lock=lock)
 
     @property
     def description(self) -> str:
-        """E.g. ``rewrites / multi-positive (sigmoid) / all``."""
-        return f"{self.text_sampling} / {self.objective.description} / {self.train_parts}"
+        """E.g. ``rewrites / multi-positive (sigmoid) / all`` (``/ all, image locked`` with a lock)."""
+        lock = f", {self.lock.description}" if self.lock.active else ""
+        return f"{self.text_sampling} / {self.objective.description} / {self.train_parts}{lock}"
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -136,9 +226,13 @@ class Method:
 
     def freeze(self, model) -> None:
         """``text``: only the text transformer blocks keep ``requires_grad``; ``all``: every parameter trains.
-        (``lora``: `peft` freezes the base model.)"""
+        (``lora``: `peft` freezes the base model.) Then the locked towers' groups are frozen (`TowerLock`)."""
         if self.train_parts == "text":
             freeze_all_but_text_layers(model)
+        if self.lock.active:
+            self.lock.apply(model)
+            if not any(parameter.requires_grad for parameter in model.parameters()):
+                raise ConfigError("every parameter is locked: nothing would train")
 
     def prepare_data(self, model, dataset, tokenizer, max_length: int, processor, device):
         """(rows, collator) for the DataLoader: the objective's, with this method's `row_options`."""
