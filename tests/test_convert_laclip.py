@@ -27,6 +27,7 @@ from langclip.modeling.laclip.convert_laclip import convert_laclip, laclip_confi
 from langclip.modeling.open_clip import load_state_dict
 
 from conftest import WITHOUT_LANGCLIP
+from test_convert import _block as open_clip_block
 from test_eval_cli import FEATURES, NAMES, _rows
 
 VISION = dict(width=128, layers=2, patch=8, grid=3)  # heads: width // 64 = 2
@@ -64,14 +65,8 @@ def official_state_dict(seed=0, vocab=TEXT["vocab"], context=TEXT["context"]) ->
                p + "norm2.weight": 1 + w(v), p + "norm2.bias": w(v),
                p + "mlp.fc1.weight": w(4 * v, v), p + "mlp.fc1.bias": w(4 * v),
                p + "mlp.fc2.weight": w(v, 4 * v), p + "mlp.fc2.bias": w(v)}
-    for i in range(TEXT["layers"]):
-        p = f"transformer.resblocks.{i}."
-        sd |= {p + "ln_1.weight": 1 + w(t), p + "ln_1.bias": w(t),
-               p + "attn.in_proj_weight": w(3 * t, t), p + "attn.in_proj_bias": w(3 * t),
-               p + "attn.out_proj.weight": w(t, t), p + "attn.out_proj.bias": w(t),
-               p + "ln_2.weight": 1 + w(t), p + "ln_2.bias": w(t),
-               p + "mlp.c_fc.weight": w(4 * t, t), p + "mlp.c_fc.bias": w(4 * t),
-               p + "mlp.c_proj.weight": w(t, 4 * t), p + "mlp.c_proj.bias": w(t)}
+    for i in range(TEXT["layers"]):  # the text tower is OpenCLIP's: its block fixture
+        sd |= open_clip_block(f"transformer.resblocks.{i}.", t, g)
     return sd
 
 

@@ -154,15 +154,19 @@ def text_tower_config(state_dict: dict[str, torch.Tensor], heads: int, activatio
     )
 
 
+def split_qkv(prefix: str, kind: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A fused (3D, ...) q/k/v ``weight`` or ``bias`` -> `CLIPAttention`'s ``q_proj``, ``k_proj``, ``v_proj`` under
+    ``prefix`` (a layer's name with its trailing dot)."""
+    return {f"{prefix}self_attn.{p}_proj.{kind}": t for p, t in zip("qkv", value.chunk(3, dim=0))}
+
+
 def _convert_block_key(key: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     match = _BLOCK.match(key)
     tower = "vision_model" if match.group(1) else "text_model"
     prefix = f"{tower}.encoder.layers.{match.group(2)}."
     name = match.group(3)
     if name.startswith("attn.in_proj_"):
-        kind = name.rsplit("_", 1)[1]  # weight or bias
-        q, k, v = value.chunk(3, dim=0)
-        return {f"{prefix}self_attn.{p}_proj.{kind}": t for p, t in zip("qkv", (q, k, v))}
+        return split_qkv(prefix, name.rsplit("_", 1)[1], value)  # weight or bias
     module, kind = name.rsplit(".", 1)
     if module not in _BLOCK_NAMES:
         raise CheckpointError(f"unexpected OpenCLIP block weight {key!r}")

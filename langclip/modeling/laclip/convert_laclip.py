@@ -40,7 +40,7 @@ from ...errors import CheckpointError
 from ..auto import save_folder
 from ..image_processing import IMAGENET_MEAN, IMAGENET_STD, default_image_processor
 from ..open_clip import (check_heads, convert_open_clip_state_dict, load_converted_weights, load_state_dict,
-                         text_tower_config)
+                         split_qkv, text_tower_config)
 from .configuration_laclip import LaCLIPConfig
 from .modeling_laclip import LaCLIPModel
 
@@ -116,7 +116,7 @@ def _convert_timm_block_key(key: str, value: torch.Tensor) -> dict[str, torch.Te
     prefix, name = f"vision_model.encoder.layers.{match.group(1)}.", match.group(2)
     module, kind = name.rsplit(".", 1)
     if module == "attn.qkv":
-        return {f"{prefix}self_attn.{p}_proj.{kind}": t for p, t in zip("qkv", value.chunk(3, dim=0))}
+        return split_qkv(prefix, kind, value)
     if module not in _TIMM_BLOCK_NAMES:
         raise CheckpointError(f"unexpected LaCLIP (timm ViT) block weight {key!r}")
     return {f"{prefix}{_TIMM_BLOCK_NAMES[module]}.{kind}": value}
