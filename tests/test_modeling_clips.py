@@ -82,6 +82,9 @@ def test_losses_against_float64_reference():
         expected = -sum(torch.log_softmax(logits[row, t], 0)[ids[row, t + 1]] for t in range(length - 1))
         torch.testing.assert_close(nll_sum[row], expected)
         assert tokens[row] == length - 1
+    unmasked_sum, unmasked_tokens = caption_nll(logits, ids, None)
+    torch.testing.assert_close(unmasked_sum[1], -sum(torch.log_softmax(logits[1, t], 0)[ids[1, t + 1]] for t in range(4)))
+    assert unmasked_tokens.tolist() == [4] * 4
     scale = torch.tensor(7.0, dtype=torch.float64)
     total, contrastive, caption = clips_loss(CLIPSFeatures(image, web, partial, nll_sum, tokens), scale,
                                              kind="softmax", weights=(0.5, 3.0))

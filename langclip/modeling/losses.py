@@ -277,13 +277,17 @@ class CaptionNLL(NamedTuple):
 
 def caption_nll(logits: torch.Tensor, caption_ids: torch.Tensor, caption_mask: torch.Tensor | None) -> CaptionNLL:
     """Next-token cross-entropy of (B, C, V) ``logits``: logits[:, t] predicts caption_ids[:, t + 1], positions
-    where ``caption_mask`` (B, C) is 0 ignored; computed in at least float32."""
-    targets = caption_ids[:, 1:]
+    where ``caption_mask`` (B, C) is 0 ignored; computed in at least float32.
+
+    The (B * C, V) rows go to ``cross_entropy`` as they lie in memory, the last position's target ignored: slicing
+    off that position, or moving V to dim 1, copies the logits and makes the softmax strided (at CLIP's vocabulary
+    that was half the CLIPS step)."""
+    targets = F.pad(caption_ids[:, 1:], (0, 1), value=IGNORE_INDEX)
     if caption_mask is not None:
-        targets = targets.masked_fill(caption_mask[:, 1:] == 0, IGNORE_INDEX)
-    logits = logits[:, :-1].to(torch.promote_types(logits.dtype, torch.float32))
-    nll = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX, reduction="none")
-    return CaptionNLL(nll.sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1))
+        targets = targets.masked_fill(F.pad(caption_mask[:, 1:], (0, 1)) == 0, IGNORE_INDEX)
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+    nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none")
+    return CaptionNLL(nll.view(targets.shape).sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1))
 
 
 class CLIPSFeatures(NamedTuple):
