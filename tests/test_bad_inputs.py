@@ -24,6 +24,7 @@ from accelerate.state import AcceleratorState
 from PIL import Image
 
 from langclip.cli import main as cli
+from langclip.testing import train_word_tokenizer
 from train_utils import TINY_MODEL_CONFIG, as_flags, make_training_files, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,6 +83,14 @@ def inputs(tmp_path_factory):
                                    names=["red", "blue"])})).save_to_disk(str(root / "eval_data"))
     datasets.Dataset.from_dict({"image": [str(images / "good.png")] * 3 + [str(images / "broken.png")],
                                 "caption": ["a red circle"] * 4}).save_to_disk(str(root / "broken_image_data"))
+    (root / "not_a_run").mkdir()
+    write("not_a_run/notes.txt", "my notes")
+    write("no_header.csv", "eval_images/good.png,a red circle\neval_images/good.png,a blue circle\n")
+    write("no_header_rows.csv", "0,a red circle\n1,a blue circle\n")
+    train_word_tokenizer([" ".join(f"w{i}" for i in range(80))]).save_pretrained(str(root / "big_tokenizer"))
+    datasets.Dataset.from_dict({"image": [str(images / "good.png"), str(images / "broken.png")], "label": [0, 1]},
+                               features=datasets.Features({"image": datasets.Image(), "label": datasets.Value("int64")})
+                               ).save_to_disk(str(root / "eval_unnamed"))
     cli(["train", *as_flags({**files, "method": "clip", "max_steps": 2, "output_dir": str(root / "run")})])
     AcceleratorState._reset_state(reset_partial_state=True)
     return root, files
@@ -90,6 +99,17 @@ def inputs(tmp_path_factory):
 def train(files, root, **overrides):
     return ["train", *as_flags({**files, "method": "clip", "max_steps": 1, "output_dir": str(root / "out"),
                                 **overrides})]
+
+
+def tiny_config(**text_config) -> str:
+    """The tiny --model-config with ``text_config`` values changed."""
+    config = json.loads(TINY_MODEL_CONFIG)
+    return json.dumps({**config, "text_config": {**config["text_config"], **text_config}})
+
+
+def from_checkpoint(files, root, checkpoint):
+    """`train` argv starting from --model-name-or-path ``checkpoint`` instead of --model-config."""
+    return train({k: v for k, v in files.items() if k != "model_config"}, root, model_name_or_path=checkpoint)
 
 
 def run_eval(root, *extra):
@@ -119,6 +139,21 @@ CASES = [
     ("output-dir-is-a-file", lambda r, f: train(f, r, output_dir=r / "a_file"), "a_file is a file, not a folder"),
     ("lr-decay-above-one", lambda r, f: train(f, r, lr_decay_per_epoch=2), "--lr-decay-per-epoch must be in (0, 1], got 2"),
     ("unknown-method", lambda r, f: train(f, r, method="laclipp"), "got 'laclipp' (did you mean 'laclip'?)"),
+    ("model-config-rejected-value", lambda r, f: train(f, r, model_config=tiny_config(num_attention_heads=3)),
+     "--model-config (YAML key model_config): text_config: StrictDataclassClassValidationError"),
+    ("model-config-wrong-type", lambda r, f: train(f, r, model_config=json.dumps(
+        {**json.loads(TINY_MODEL_CONFIG), "projection_dim": "x"})), "Validation error for field 'projection_dim'"),
+    ("max-length-over-context", lambda r, f: train(f, r, max_length=64),
+     "--max-length 64 is longer than the text tower's context of 16 tokens"),
+    ("model-path-mistyped", lambda r, f: from_checkpoint(f, r, r / "no_such_model"),
+     "no_such_model' does not exist locally and is not a valid Hub id"),
+    ("model-path-not-a-checkpoint", lambda r, f: from_checkpoint(f, r, r / "eval_images"),
+     "eval_images: cannot load it from this local path (Error no file named model.safetensors"),
+    ("tokenizer-path-mistyped", lambda r, f: train(f, r, tokenizer_name_or_path="./tokenizr"),
+     "--tokenizer-name-or-path './tokenizr' does not exist locally and is not a valid Hub id"),
+    ("tokenizer-over-vocabulary", lambda r, f: from_checkpoint({**f, "tokenizer_name_or_path": r / "big_tokenizer"},
+                                                               r, r / "run"),
+     "--tokenizer-name-or-path: the tokenizer has"),
     ("batch-larger-than-data", lambda r, f: train(f, r, per_device_batch_size=64),
      "fewer rows (16) than one global batch (64)"),
     # runs and checkpoints
@@ -160,6 +195,12 @@ CASES = [
     ("num-texts-zero", lambda r, f: train(f, r, method="laclip-mt", num_texts=0), "--num-texts must be >= 1, got 0"),
     ("rewrites-one-string", lambda r, f: train(f, r, train_data=r / "string_rewrites", method="laclip"),
      "the rewrites column must hold a list of strings per row"),  # was: trained as CLIP, silently
+    ("output-dir-of-other-files", lambda r, f: train(f, r, output_dir=r / "not_a_run"),
+     "not_a_run is a folder of other files (notes.txt), not a run folder"),
+    ("output-dir-of-other-files-resume", lambda r, f: train(f, r, output_dir=r / "not_a_run", resume=True),
+     "not_a_run is a folder of other files"),
+    ("csv-without-header", lambda r, f: train(f, r, train_data=r / "no_header.csv"),
+     "no_header.csv: line 1 ('eval_images/good.png,a red circle') is an image row, not a header"),
     ("output-dir-is-the-data", lambda r, f: train(f, r, output_dir=f["train_data"]),
      "is the --train-data folder: the run would write its checkpoints and model files among the inputs"),
     ("train-data-missing", lambda r, f: train(f, r, train_data=r / "no_such_data"), "no_such_data"),
@@ -167,6 +208,9 @@ CASES = [
     ("eval-split-without-splits", lambda r, f: run_eval(r, "--split", "validation"),
      "eval_data is a single Dataset folder without splits, so split 'validation' cannot be chosen"),
     ("eval-corrupt-image", lambda r, f: run_eval(r), "cannot read image row 1"),
+    ("eval-no-class-names-before-images", lambda r, f: ["eval", "--model", str(r / "run"), "--dataset",
+                                                        str(r / "eval_unnamed")],
+     "the label column 'label' is Value, so it carries no class names"),  # not "cannot read image row 1"
     ("eval-batch-size-zero", lambda r, f: run_eval(r, "--batch-size", "0"), "--batch-size must be >= 1, got 0"),
     # rewrite and meta-pairs
     ("rewrite-empty-file", lambda r, f: ["rewrite", str(r / "empty.txt"), "--method", "eda",
@@ -178,6 +222,9 @@ CASES = [
     ("rewrite-chunk-size-zero", lambda r, f: ["rewrite", str(r / "captions.txt"), "--method", "eda", "--chunk-size", "0",
                                               "--output-dir", str(r / "rw")],
      "must be positive, got 0 and 64 (ValueError; run with --debug for the traceback)"),  # any error is one line
+    ("rewrite-csv-without-header", lambda r, f: ["rewrite", str(r / "no_header_rows.csv"), "--method", "eda",
+                                                 "--output-dir", str(r / "rw")],
+     "no_header_rows.csv: its first line, read as the header, names no column 'caption'"),
     ("rewrite-llm-no-model", lambda r, f: ["rewrite", str(r / "captions.txt"), "--method", "llm",
                                            "--output-dir", str(r / "rw")], "--method llm needs --model"),
     ("differences-no-pairs", lambda r, f: ["differences", str(r / "captions.txt"), "--model", "m", "--num-pairs", "0",
@@ -207,6 +254,12 @@ CASES = [
                                          str(r / "conv"), "--vision-heads", "0"], "--vision-heads must be >= 1, got 0"),
     ("convert-junk", lambda r, f: ["convert", "--from", "open_clip", str(r / "junk.pt"), str(r / "conv")],
      "junk.pt is not a readable PyTorch checkpoint"),
+    ("convert-tokenizer-over-vocabulary", lambda r, f: ["convert", "--from", "open_clip", str(r / "open_clip.safetensors"),
+                                                        str(r / "conv"), "--tokenizer", str(r / "big_tokenizer")],
+     "--tokenizer: the tokenizer has"),
+    ("convert-tokenizer-mistyped", lambda r, f: ["convert", "--from", "open_clip", str(r / "open_clip.safetensors"),
+                                                 str(r / "conv"), "--tokenizer", str(r / "no_tokenizer")],
+     "no_tokenizer' does not exist locally and is not a valid Hub id"),
     ("convert-missing", lambda r, f: ["convert", "--from", "open_clip", str(r / "none.pt"), str(r / "conv")],
      "no checkpoint file at"),
 ]
@@ -310,6 +363,24 @@ def test_full_disk_and_corrupted_latest_checkpoint_resume_from_the_last_complete
         (out / "checkpoint-2" / name).write_bytes(b"")
     assert train_in_process(files, output_dir=out, max_steps=5, save_steps=2, method="laclip", resume=True) == 1
     assert "no readable checkpoint in" in capsys.readouterr().err
+
+
+def test_resume_catches_an_image_replaced_in_place(inputs, tmp_path, capsys):
+    """The data fingerprint covers the size and modification time of the image files a CSV names: --resume
+    continues over unchanged files and refuses once one image is replaced in place (same path, same rows)."""
+    _, files = inputs
+    (tmp_path / "images").mkdir()
+    for i in range(4):
+        (tmp_path / "images" / f"{i}.png").write_bytes(png(i))
+    (tmp_path / "data.csv").write_text("relpath,caption\n" + "".join(f"images/{i}.png,a red circle\n" for i in range(4)))
+    run = dict(train_data=tmp_path / "data.csv", output_dir=tmp_path / "run", save_steps=1)
+    assert train_in_process(files, max_steps=1, **run) == 0
+    assert train_in_process(files, max_steps=2, resume=True, **run) == 0
+    (tmp_path / "images" / "2.png").write_bytes(png(9, size=48))
+    capsys.readouterr()
+    assert train_in_process(files, max_steps=3, resume=True, **run) == 1
+    err = capsys.readouterr().err
+    assert "data_fingerprint is" in err and "Traceback" not in err, err
 
 
 def test_skip_bad_samples_counts_each_kind_and_skips_all_bad_batches(inputs, tmp_path, capsys, monkeypatch):

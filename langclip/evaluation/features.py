@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -247,15 +247,19 @@ class FeatureStore:
                 str(next(self.model.parameters()).dtype)]).encode()).hexdigest()
         return self._model_key
 
-    def features(self, spec: DatasetSpec, split: str, roles: Mapping[str, str]) -> tuple[ImageFeatures, dict]:
+    def features(self, spec: DatasetSpec, split: str, roles: Mapping[str, str],
+                 check: Callable[[dict], None] | None = None) -> tuple[ImageFeatures, dict]:
         """Features of ``split`` with the columns of ``roles`` (manifest key -> column), keyed by role, and the
-        `datasets` feature type of each role's column (None when the dataset does not say)."""
+        `datasets` feature type of each role's column (None when the dataset does not say); ``check`` is given
+        those types before any image is encoded (e.g. that the labels carry class names)."""
         where = f"dataset {spec.key!r} ({spec.path}), split {split!r}"
         data = loading.load_split(spec.path, split, spec.config, streaming=spec.streaming or self.options.streaming)
         names = data.column_names or list(data.features or {})
         image_column = _column(names, spec.image_column, "image_column", where)
         columns = {role: _column(names, wanted, role, where) for role, wanted in roles.items()}
         types = {role: (data.features or {}).get(column) for role, column in columns.items()}
+        if check is not None:
+            check(types)
         fingerprint = self.fingerprints[spec.key, split] = getattr(data, "_fingerprint", None)
         key = hashlib.sha256(json.dumps([self.model_key(), spec.path, spec.config, split, fingerprint, image_column,
                                          sorted(columns.items())]).encode()).hexdigest()

@@ -60,8 +60,15 @@ def label_indices(values: Sequence, names: Sequence[str], where: str) -> torch.T
 
 def _labelled(store: FeatureStore, spec: DatasetSpec, split: str, names_needed: bool = True):
     """(features, class indices, class names) of a split. Without ``names_needed`` (few-shot, the probe),
-    non-negative integer labels need no class names (then None)."""
-    found, types = store.features(spec, split, {"label_column": spec.label_column})
+    non-negative integer labels need no class names (then None). Labels that need names and have none are an
+    error before any image is encoded."""
+
+    def check_names(types):
+        feature = types["label_column"]
+        if names_needed or isinstance(feature, datasets.Value) and feature.dtype in ("string", "large_string"):
+            class_names(spec, feature)
+
+    found, types = store.features(spec, split, {"label_column": spec.label_column}, check=check_names)
     values = found.columns["label_column"]
     if not names_needed and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values):
         return found, torch.tensor(values, dtype=torch.long), None

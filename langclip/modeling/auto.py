@@ -10,17 +10,25 @@ model sources beside ``config.json`` (flattened into one folder, relative import
 ``from .module import``) and an ``auto_map`` naming them for the three Auto classes, so
 ``AutoModel.from_pretrained(folder, trust_remote_code=True)`` works anywhere. Tokenizers and
 image processors are standard `transformers` classes and need no remote code.
+
+`from_user_path` loads what a flag names (a folder or Hub id) and turns the stack's errors into a `ConfigError`
+naming the flag; `check_tokenizer_fits` checks a tokenizer against a text tower's vocabulary
+(`load_fitting_tokenizer`: both, for ``convert --tokenizer``).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 from transformers import AutoConfig, AutoModel, AutoModelForZeroShotImageClassification
+
+from ..errors import ConfigError
 
 from .clips.configuration_clips import CLIPSConfig
 from .clips.modeling_clips import CLIPSModel
@@ -66,6 +74,49 @@ def write_remote_code(folder: str | Path) -> list[str]:
     for name, content in files.items():
         (folder / name).write_bytes(content)
     return sorted(files)
+
+
+def from_user_path(load, path: str, flag: str, **kwargs):
+    """``load(path, **kwargs)`` (a ``from_pretrained``) of the folder or Hub id ``flag`` gives; the `OSError`
+    transformers raises for a mistyped path (huggingface_hub's "Repo id must be in the form ...", a missing file, an
+    unknown or unreachable Hub id) is a `ConfigError` naming ``flag``."""
+    try:
+        return load(path, **kwargs)
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0]
+        if os.path.exists(path):
+            raise ConfigError(f"{flag} {path}: cannot load it from this local path ({reason})") from error
+        try:
+            validate_repo_id(path)
+        except HFValidationError:
+            raise ConfigError(f"{flag} {path!r} does not exist locally and is not a valid Hub id ('name' or "
+                              "'namespace/name'): check the path") from error
+        raise ConfigError(f"{flag} {path!r} does not exist locally, and loading it as a Hub id failed ({reason}); "
+                          "check the path or the id") from error
+
+
+def check_tokenizer_fits(tokenizer, text_config, flag: str) -> None:
+    """A `ConfigError` naming ``flag`` when ``tokenizer`` has more tokens than the text tower's ``vocab_size``, or
+    a pad/bos/eos id outside it (the embedding lookup would fail, or read another token, at the first step)."""
+    size = text_config.vocab_size
+    if len(tokenizer) > size:
+        raise ConfigError(f"{flag}: the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary of "
+                          f"{size}; give the tokenizer the model was trained with")
+    for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = getattr(tokenizer, name, None)
+        if value is not None and not 0 <= value < size:
+            raise ConfigError(f"{flag}: the tokenizer's {name} {value} is outside the model's vocabulary "
+                              f"(0..{size - 1}); give the tokenizer the model was trained with")
+
+
+def load_fitting_tokenizer(path: str, text_config, flag: str = "--tokenizer"):
+    """``AutoTokenizer`` of the folder or Hub id ``flag`` gives (`from_user_path`), checked against the text tower
+    (`check_tokenizer_fits`)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = from_user_path(AutoTokenizer.from_pretrained, path, flag)
+    check_tokenizer_fits(tokenizer, text_config, flag)
+    return tokenizer
 
 
 def save_folder(model, folder: str | Path, image_processor, tokenizer=None) -> None:

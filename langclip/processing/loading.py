@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, IterableDataset, Value
 
 from ..errors import DataError
-from .shards import RECORD_FEATURES, is_webdataset, load_shards, shard_captions
+from .shards import IMAGE_EXTENSIONS, RECORD_FEATURES, is_webdataset, load_shards, shard_captions
 
 
 
@@ -62,13 +62,18 @@ def check_utf8(path: str | os.PathLike, what: str = "file") -> None:
 def load_laclip_csv(csv_path: str, augmented_files: Sequence[str] = (), image_root: str | None = None) -> Dataset:
     """LaCLIP CSV (header, then ``relpath,caption``) plus per-source augmented-text files.
 
-    Paths are relative to ``image_root`` (default: the CSV's folder). Row i's ``rewrites``
+    A first line that names an image (an image file extension, or a file under ``image_root``) is a missing header,
+    a `DataError`: it would be dropped as the header. Paths are relative to ``image_root`` (default: the CSV's folder). Row i's ``rewrites``
     are line i of each augmented file, ``rewrite_sources`` the files' stems.
     """
     image_root = image_root or os.path.dirname(os.path.abspath(csv_path))
     check_utf8(csv_path, "CSV")
     with open(csv_path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle))[1:]
+        header, *rows = list(csv.reader(handle)) or [[]]
+    first = header[0] if header else ""
+    if first.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS or os.path.isfile(os.path.join(image_root, first)):
+        raise DataError(f"CSV {csv_path}: line 1 ({','.join(header)!r}) is an image row, not a header; the first line "
+                        "of a LaCLIP CSV is its header (e.g. 'relpath,caption') and is not read as data: add one")
     if not rows:
         raise DataError(f"CSV {csv_path} has no rows after its header; expected 'relpath,caption' rows")
     for number, row in enumerate(rows, start=2):
@@ -151,6 +156,19 @@ def check_metadata_jsonl(folder: Path) -> None:
                                 f"{{\"file_name\": ..., \"caption\": ...}}, got {line[:80]!r}")
 
 
+def input_kind(path: str | Sequence[str]) -> str:
+    """The reader `load_image_text_dataset` picks for ``path``: ``csv``, ``shards``, ``dataset`` (a `save_to_disk`
+    Dataset folder: its own split), ``dataset-dict`` (a `save_to_disk` DatasetDict folder) or ``load-dataset`` (a
+    Hub id or a data folder, read by `datasets.load_dataset`)."""
+    if isinstance(path, str) and path.endswith(".csv"):
+        return "csv"
+    if is_webdataset(path):
+        return "shards"
+    if (Path(path) / "state.json").is_file():
+        return "dataset"
+    return "dataset-dict" if (Path(path) / "dataset_dict.json").is_file() else "load-dataset"
+
+
 def load_image_text_dataset(
     path: str | Sequence[str],
     split: str = "train",
@@ -162,9 +180,10 @@ def load_image_text_dataset(
     streaming: bool = False,
 ) -> Dataset | IterableDataset:
     """Any accepted input (see the module docstring) as records with ``image``, ``caption``, ``id`` (+ ``rewrites``)."""
-    if isinstance(path, str) and path.endswith(".csv"):
+    kind = input_kind(path)
+    if kind == "csv":
         dataset = load_laclip_csv(path, augmented_files, image_root)
-    elif is_webdataset(path):
+    elif kind == "shards":
         return load_shards(path, caption_column, rewrites_column, image_column).dataset()
     else:
         dataset = load_split(path, split, streaming=streaming)
@@ -218,15 +237,21 @@ def load_captions(path: str, caption_column: str = "caption", id_column: str = "
     """Captions from a Hub id, a dataset folder, a LaCLIP CSV, a one-caption-per-line text file, JSON(L), Parquet
     or tar shards (`shard_captions`: ids are the sample keys, ``shard`` the tar each came from).
 
-    A text file's lines become ``caption_column``. Without an ``id_column``, the row index
-    (as a string) is added as the id.
+    A text file's lines become ``caption_column``; a CSV or TSV file's first line is its header, which must name
+    ``caption_column`` (else a `DataError`: a file without a header would lose its first row). Without an
+    ``id_column``, the row index (as a string) is added as the id.
     """
     if is_webdataset(path):
         dataset = shard_captions(path)
         return dataset if caption_column == "caption" else dataset.rename_column("caption", caption_column)
     dataset = load_rows(path, split)
-    if Path(path).suffix.lower() == ".txt" and Path(path).is_file():
+    suffix = Path(path).suffix.lower() if Path(path).is_file() else None
+    if suffix == ".txt":
         dataset = dataset.rename_column("text", caption_column)
+    if suffix in (".csv", ".tsv") and caption_column not in dataset.column_names:
+        raise DataError(f"{path}: its first line, read as the header, names no column {caption_column!r} (it has "
+                        f"{dataset.column_names}); a {suffix[1:].upper()} file's first line must be a header naming "
+                        "its columns (e.g. 'id,caption'): add one, or set --caption-column")
     if id_column not in dataset.column_names:
         dataset = dataset.add_column(id_column, [str(i) for i in range(len(dataset))])  # in memory: no cache file
     return dataset

@@ -3,9 +3,10 @@
 ``output-dir/checkpoint-<step>/`` holds accelerate's state (model, optimizer, RNG), ``trainer_state.json`` (the step,
 the skip counts, the run id, the configuration and data fingerprint) and, for streamed data, one
 ``data_state-<rank>.json`` per process. A fresh run refuses an ``--output-dir`` that holds another run (unless
-``--overwrite-output-dir``), rotation deletes only this run's checkpoints, ``--resume`` refuses a different batch size,
-seed, data or method (``--resume-ignore-mismatch`` warns instead) and passes over a corrupted latest checkpoint to the
-previous complete one.
+``--overwrite-output-dir``), every run one that holds other files but no run (a new or empty folder is fine);
+rotation deletes only this run's checkpoints, ``--resume`` refuses a different batch size, seed, data or method
+(``--resume-ignore-mismatch`` warns instead) and passes over a corrupted latest checkpoint to the previous complete
+one.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..modeling.auto import save_folder
 from ..processing.transforms import SKIP_KINDS
 from .arguments import DataArguments, ModelArguments, TrainArguments, check_model_config
 from .data import Batches
+from .interrupts import LOCK_FILE
 from .logging import LOG_FILE
 from .methods import Method
 
@@ -65,8 +67,8 @@ def read_state(checkpoint: str) -> dict:
 def validate_run(method: Method, model_args: ModelArguments, data_args: DataArguments,
                  train_args: TrainArguments) -> None:
     """Checks that need no model or data, before anything is built: the data and model are given, the
-    --model-config keys exist, --output-dir is none of the run's inputs, and a fresh run does not write into a
-    folder holding another run."""
+    --model-config keys exist, --output-dir is none of the run's inputs nor a folder of other files, and a fresh
+    run does not write into a folder holding another run."""
     if data_args.train_data is None:
         raise ConfigError("give --train-data (or train_data in the YAML config)")
     if not model_args.model_name_or_path:
@@ -80,6 +82,12 @@ def validate_run(method: Method, model_args: ModelArguments, data_args: DataArgu
             raise ConfigError(f"--output-dir {train_args.output_dir} is the {flag} folder: the run would write its "
                               "checkpoints and model files among the inputs; choose another --output-dir")
     found = run_files(train_args.output_dir)
+    others = sorted(os.listdir(train_args.output_dir)) if os.path.isdir(train_args.output_dir) else []
+    if others and not found and LOCK_FILE not in others:
+        raise ConfigError(f"--output-dir {train_args.output_dir} is a folder of other files ({', '.join(others[:4])}"
+                          f"{', ...' if len(others) > 4 else ''}), not a run folder (no {CHECKPOINT_PREFIX}*, "
+                          f"{STATE_FILE} or {LOG_FILE}): the run's files would be mixed into it; give a new or "
+                          "empty folder, or the folder of the run to continue")
     if found and not (train_args.resume or train_args.overwrite_output_dir):
         raise ConfigError(f"--output-dir {train_args.output_dir} already holds a run ({', '.join(found[:4])}); "
                           "pass --resume to continue it, --overwrite-output-dir to delete it and start over, "

@@ -8,6 +8,7 @@ shuffled per epoch from the seed; a resumed run skips the batches its epoch alre
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import warnings
@@ -18,6 +19,7 @@ from typing import Protocol
 
 import datasets
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from accelerate import Accelerator
 from datasets import IterableDataset
@@ -303,10 +305,11 @@ def build_data(accelerator: Accelerator, method: Method, model, tokenizer, proce
     """The run's `Batches` of ``per_device_batch_size * accum_freq`` rows for this process: `StreamedBatches` for
     shards and streamed datasets, `MapStyleBatches` for the rest; the method's columns checked and its collator
     (`Method.prepare_data`) applied. Sets ``steps_per_epoch`` (shards: ``--train-num-samples`` // global batch;
-    other streamed data: None, so --max-steps is needed) and ``fingerprint`` (the rows' `datasets` fingerprint or
-    the path), which a resumed run must share."""
+    other streamed data: None, so --max-steps is needed) and ``fingerprint`` (`data_fingerprint`), which a resumed
+    run must share."""
     model_args, data_args, train_args = arguments
     dataset, stream = load_rows(data_args, train_args.seed)
+    files = source_files(dataset, stream)
     method.check_columns(dataset.column_names or list(dataset.features or {}), data_args.train_data)
     check_caption_column(dataset, data_args.train_data, allow_missing=data_args.skip_bad_samples)
     max_length = model_args.max_length or model.config.text_config.max_position_embeddings
@@ -335,5 +338,33 @@ def build_data(accelerator: Accelerator, method: Method, model, tokenizer, proce
     if train_args.lr_decay_per_epoch is not None and not batches.steps_per_epoch:
         raise ConfigError("--lr-decay-per-epoch decays once per epoch, and streamed data has no epochs: give "
                           "--train-num-samples (shards) or use the cosine schedule (--lr-end)")
-    batches.fingerprint = getattr(dataset, "_fingerprint", None) or f"path:{data_args.train_data}"
+    batches.fingerprint = data_fingerprint(getattr(dataset, "_fingerprint", None) or f"path:{data_args.train_data}",
+                                           files)
     return batches
+
+
+def source_files(rows, stream) -> list[str]:
+    """The local files ``rows`` are read from: the tar shards, or the images a map-style dataset names by path
+    (image bytes kept in the dataset are in its own fingerprint)."""
+    if isinstance(stream, ShardStream):
+        return [path for path in stream.shards if os.path.isfile(path)]
+    if not isinstance(rows, datasets.Dataset) or not isinstance(rows.features.get("image"), datasets.Image):
+        return []
+    images = rows.data.column("image")
+    paths = pc.if_else(pc.is_null(pc.struct_field(images, "bytes")), pc.struct_field(images, "path"), None)
+    return [path for path in paths.to_pylist() if path]
+
+
+def data_fingerprint(rows: str, files: Sequence[str]) -> str:
+    """The data's identity, checked on --resume: the rows' fingerprint ``rows`` and, for each of ``files``, its
+    path, size and modification time (one stat each, no read), so that a file replaced in place changes it."""
+    if not files:
+        return rows
+    digest = hashlib.sha256()
+    for path in files:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:  # a missing image is reported by name when it is read
+            digest.update(f"{path}\0missing\n".encode())
+    return f"{rows}+files:{digest.hexdigest()[:16]}"

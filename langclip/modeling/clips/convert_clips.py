@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ...errors import CheckpointError
-from ..auto import save_folder
+from ..auto import check_tokenizer_fits, save_folder
 from ..image_processing import IMAGENET_MEAN, IMAGENET_STD, default_image_processor
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_clips import CLIPSConfig
@@ -60,14 +60,17 @@ def convert_clips(src: str | Path, dst: str | Path | None = None, vision_heads: 
     if "visual.ln_pre.weight" in state_dict:
         raise CheckpointError(f"{src} has visual.ln_pre: not the CLIPS layout (use --from open_clip)")
     towers = {k: v for k, v in state_dict.items() if not k.startswith(CAPTIONER_PREFIX)}
-    model = CLIPSModel(clips_config(towers, vision_heads, text_heads))
+    config = clips_config(towers, vision_heads, text_heads)
+    tokenizer = None
+    if vocab_file:
+        tokenizer = clips_tokenizer(vocab_file, context_length=config.text_config.max_position_embeddings)
+        check_tokenizer_fits(tokenizer, config.text_config, "--tokenizer")
+    model = CLIPSModel(config)
     load_open_clip_weights(model, towers, untouched=("captioner.",))
     if len(towers) < len(state_dict):
         print(f"{len(state_dict) - len(towers)} captioner weights ({CAPTIONER_PREFIX}*) not converted")
     if dst is not None:
-        context = model.config.text_config.max_position_embeddings
-        save_folder(model, dst, _image_processor(model.config),
-                    clips_tokenizer(vocab_file, context_length=context) if vocab_file else None)
+        save_folder(model, dst, _image_processor(model.config), tokenizer)
     return model
 
 

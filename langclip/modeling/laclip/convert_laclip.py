@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 
 from ...errors import CheckpointError
-from ..auto import save_folder
+from ..auto import load_fitting_tokenizer, save_folder
 from ..image_processing import IMAGENET_MEAN, IMAGENET_STD, default_image_processor
 from ..open_clip import (check_heads, convert_open_clip_state_dict, load_converted_weights, load_state_dict,
                          split_qkv, text_tower_config)
@@ -148,13 +148,9 @@ def convert_laclip_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, 
 def _special_token_ids(config: LaCLIPConfig, tokenizer) -> None:
     """Pool the text tower where ``tokenizer`` puts its end token: its bos/eos/pad ids replace OpenAI BPE's (the
     same ids for OpenAI's tokenizer, ``openai/clip-vit-base-patch16``)."""
-    text = config.text_config
-    if len(tokenizer) > text.vocab_size:
-        raise CheckpointError(f"the tokenizer has {len(tokenizer)} tokens, more than the model's vocabulary of "
-                              f"{text.vocab_size}: give the tokenizer the model was trained with (OpenAI's BPE)")
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if getattr(tokenizer, name) is not None:
-            setattr(text, name, getattr(tokenizer, name))
+            setattr(config.text_config, name, getattr(tokenizer, name))
 
 
 def convert_laclip(
@@ -171,9 +167,7 @@ def convert_laclip(
     config = laclip_config(state_dict, vision_heads, text_heads)
     loaded_tokenizer = None
     if tokenizer:
-        from transformers import AutoTokenizer
-
-        loaded_tokenizer = AutoTokenizer.from_pretrained(tokenizer)
+        loaded_tokenizer = load_fitting_tokenizer(tokenizer, config.text_config)
         _special_token_ids(config, loaded_tokenizer)
     model = LaCLIPModel(config)
     load_converted_weights(model, convert_laclip_state_dict(state_dict))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..auto import save_folder
+from ..auto import load_fitting_tokenizer, save_folder
 from ..image_processing import default_image_processor
 from ..open_clip import load_open_clip_weights, load_state_dict, open_clip_config
 from .configuration_laclip import LaCLIPConfig
@@ -27,13 +27,12 @@ def convert_open_clip(
     """Load an OpenCLIP checkpoint file as a `LaCLIPModel`; save it to ``dst`` when given, with its image
     processor, the ``tokenizer`` (folder or Hub id) joined to it by a `CLIPProcessor`, and its remote code."""
     state_dict = load_state_dict(src)
-    model = LaCLIPModel(open_clip_config(state_dict, vision_heads, text_heads, quick_gelu))
+    config = open_clip_config(state_dict, vision_heads, text_heads, quick_gelu)
+    loaded_tokenizer = load_fitting_tokenizer(tokenizer, config.text_config) if tokenizer else None
+    model = LaCLIPModel(config)
     load_open_clip_weights(model, state_dict)
     if dst is not None:
-        from transformers import AutoTokenizer
-
-        save_folder(model, dst, _image_processor(model.config), AutoTokenizer.from_pretrained(tokenizer) if tokenizer
-                    else None)
+        save_folder(model, dst, _image_processor(model.config), loaded_tokenizer)
     return model
 
 
