@@ -1,5 +1,6 @@
 """`train.py` as a real process: killed mid-run and resumed, and under `accelerate launch` with 2 CPU processes."""
 
+import json
 import os
 import signal
 import subprocess
@@ -37,6 +38,14 @@ def kill_at_checkpoint(command: list[str], run_dir: Path, checkpoint: str, timeo
     assert not (run_dir / "model.safetensors").exists(), "the run finished before it could be killed"
 
 
+def two_processes() -> list[str]:
+    """`accelerate launch` of 2 CPU processes (with ``ACCELERATE_USE_CPU=1``; `--cpu` would run one process: several
+    CPU processes (gloo) go through torch.distributed.run)."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", str(free_port())]
+
+
 def test_killed_run_resumes_to_the_same_losses_and_weights(files, tmp_path):
     # 8 steps per epoch: the kill and the resume fall inside a later epoch, mid-way through it.
     args = dict(method="laclip", max_steps=40, save_steps=5, save_total_limit=2, warmup_steps=5)
@@ -61,10 +70,7 @@ def test_killed_run_resumes_to_the_same_losses_and_weights(files, tmp_path):
 def test_two_processes_gather_to_the_single_process_global_batch_loss(files, tmp_path):
     """2 processes x 4 pairs and 1 process x 8 pairs see the same global batch: same loss, same update."""
     args = dict(method="laclip-mt", max_steps=2, seed=3)
-    # `--cpu` makes accelerate run one process; several CPU processes (gloo) go through torch.distributed.run.
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "--main_process_port", str(free_port())]
+    launch = two_processes()
     two = subprocess.run(launch + train_command(files, tmp_path / "two", **args)[1:],
                          env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
@@ -82,3 +88,15 @@ def test_two_processes_gather_to_the_single_process_global_batch_loss(files, tmp
     for name, weight in one_weights.items():
         if not name.endswith("k_proj.bias"):
             torch.testing.assert_close(two_weights[name], weight, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_patch_dropout_trains_under_two_processes(files, tmp_path):
+    """--patch-dropout with 2 processes: each rank drops its own patches (seeded per process after the model is
+    built), the run finishes and the saved config keeps the option."""
+    launch = two_processes()
+    run = subprocess.run(launch + train_command(files, tmp_path / "run", method="clip", max_steps=2,
+                                                patch_dropout=0.5)[1:],
+                         env={**ENV, "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert [row["step"] for row in read_log(tmp_path / "run" / "train_log.jsonl")] == [1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["patch_dropout"] == 0.5

@@ -78,6 +78,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, train_args: Trai
                                     (train_args.adam_beta1, train_args.adam_beta2), train_args.adam_eps,
                                     fused=train_args.fused_optimizer, device=accelerator.device)
         model, optimizer = accelerator.prepare(model, optimizer)
+        # the same initial model everywhere; from here each process draws its own noise (patch dropout, dropout)
+        set_seed(train_args.seed, device_specific=True)
         train_step = TrainStep(accelerator, model, optimizer, method.objective, train_args.accum_freq,
                                train_args.max_grad_norm)
         schedule = Schedule.from_arguments(train_args, data.steps_per_epoch)
