@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 
 import torch
-from train_throughput import BENCH, WORDS, config, median_times, rows
+from towers import SMALL
+from train_throughput import WORDS, median_times, rows
 
-from langclip import CLIPSConfig, CLIPSModel
+from langclip import CLIPSModel
 from langclip.processing.collators import CLIPSCollator
 from langclip.processing.text import PartialCaption
 from langclip.processing.collators import ContrastiveCollator
@@ -26,18 +27,6 @@ from langclip.testing import train_word_tokenizer
 from langclip.training.optim import build_optimizer
 from langclip.training.methods import Method
 from langclip.training.step import forward_backward
-
-SENTENCES = 6  # synthetic captions of 6 sentences x 10 words, ~ 70 tokens with the specials
-
-
-def clips_rows(batch_size: int) -> list[dict]:
-    words = WORDS.split()
-    data = rows(batch_size)
-    for i, row in enumerate(data):
-        row["synthetic_caption"] = " ".join(
-            " ".join(words[(i + 3 * s + k) % len(words)] for k in range(10)) + "." for s in range(SENTENCES))
-    return data
-
 
 def step(model, optimizer, method: str, collator, data, accum_freq: int = 1) -> None:
     forward_backward(model, collator(data), Method.preset(method).objective, model, accum_freq)
@@ -53,15 +42,11 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
-    base = config(tokenizer)
-    clips_config = CLIPSConfig(text_config=base.text_config.to_dict(), vision_config=base.vision_config.to_dict(),
-                               projection_dim=base.projection_dim, captioner_layers=2, captioner_heads=BENCH["heads"],
-                               captioner_max_length=96)
-    model = CLIPSModel(clips_config).train()
+    tokenizer = train_word_tokenizer([WORDS], max_length=SMALL.context)
+    model = CLIPSModel(SMALL.clips_config(tokenizer)).train()
     optimizer = build_optimizer(model, 1e-4, 0.1)
-    data = clips_rows(args.batch_size)
-    context = BENCH["context"]
+    data = rows(args.batch_size)  # with synthetic captions of 6 sentences, ~ 70 tokens with the specials
+    context = SMALL.context
     collators = {
         "subcaption": CLIPSCollator(tokenizer, context, PartialCaption(tokenizer, "subcaption", 32, seed=0)),
         "none": CLIPSCollator(tokenizer, context, PartialCaption(tokenizer, "none", max_length=context)),
@@ -76,8 +61,8 @@ def main() -> None:
     median = median_times(runs, args.steps)
     caption_length = collators["none"](data)["caption_input_ids"].shape[1]
 
-    print(f"config: ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width {BENCH['width']}, {BENCH['layers']} "
-          f"layers per tower, captioner 2 layers; synthetic caption {caption_length} tokens, text context {context}, "
+    print(f"config: ViT {SMALL.image_size} px / patch {SMALL.patch}, width {SMALL.vision_width}, {SMALL.vision_layers} "
+          f"layers per tower, captioner {SMALL.captioner_layers} layers; synthetic caption {caption_length} tokens, text context {context}, "
           f"batch {args.batch_size}, fp32, {torch.get_num_threads()} threads\n")
     baseline = median["CLIP step (web caption only)"]
     print("| step | ms/step | samples/s | time vs CLIP step |")

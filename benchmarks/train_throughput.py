@@ -1,23 +1,27 @@
 """Training throughput on CPU, every figure against a baseline measured in the same run.
 
-    python benchmarks/train_throughput.py [--batch-size 64 --steps 15 --loader-steps 8]
+    python benchmarks/train_throughput.py [--sections core methods levers profile] [--batch-size 64 --steps 15]
 
-The model is issue 20's: both towers 4 layers x 256 (19.3M parameters), 96 px images, patch 16,
-context 32, fp32, identical weights everywhere. Rows:
-- langclip's step (`step.TrainStep`: `forward_backward`, fused AdamW that skips non-finite steps
-  on the device, no gradient norm off logging steps, logit-scale clamp) vs the naive
-  `transformers.CLIPModel(..., return_loss=True)` + default AdamW loop, on the same ready batch;
-- achieved FLOP/s as a fraction of this machine's measured fp32 matmul rate (FLOPs counted
-  analytically: 2 per multiply-add of every linear layer, attention's QK^T and AV, patch embedding,
-  projections, logits; a training step = 3x the forward);
-- ablations of our step: the opt-out AdamW (--no-fused-optimizer), a logging step (gradient norm);
-- LaCLIP (aug_T) vs CLIP with the collation inside the step (the in-process, num_workers=0 case);
-- full-length (32-token) vs typical (14-token) captions, padding to the longest in the batch;
-- bf16 autocast on CPU, and torch.compile (inductor), each against the eager fp32 step;
-- streamed JPEG input: .tar shards (img2dataset-style, 256 px JPEG) read as the trainer reads them
-  (`load_shard_stream` + `StreamedBatches`: decode + RandomResizedCrop + aug_T in DataLoader workers,
-  the trainer's default `loader_kwargs`) vs the same step on a pre-made batch;
-- peak memory of a step with and without gradient checkpointing (fresh processes).
+Sections (all by default, each printing its table):
+- ``core``: issue 20's model (`towers.SMALL`: both towers 4 layers x 256, 19.3M parameters, 96 px, patch 16,
+  context 32, fp32, identical weights everywhere):
+  - langclip's step (`step.TrainStep`: `forward_backward`, fused AdamW that skips non-finite steps on the device, no
+    gradient norm off logging steps, logit-scale clamp) vs the naive `transformers.CLIPModel(..., return_loss=True)`
+    + default AdamW loop, on the same ready batch;
+  - achieved FLOP/s as a fraction of this machine's measured fp32 matmul rate (FLOPs counted analytically, `towers`);
+  - ablations of our step: the opt-out AdamW (--no-fused-optimizer), a logging step (gradient norm);
+  - LaCLIP (aug_T) vs CLIP with the collation inside the step (the in-process, num_workers=0 case);
+  - full-length (32-token) vs typical (14-token) captions, padding to the longest in the batch;
+  - bf16 autocast on CPU, and torch.compile (inductor), each against the eager fp32 step;
+  - streamed JPEG input: .tar shards (img2dataset-style, 256 px JPEG) read as the trainer reads them
+    (`load_shard_stream` + `StreamedBatches`: decode + RandomResizedCrop + aug_T in DataLoader workers, the trainer's
+    default `loader_kwargs`) vs the same step on a pre-made batch;
+  - peak memory of a step with and without gradient checkpointing (fresh processes).
+- ``methods``: the step of clip, laclip-mt (5 texts per image), clips and pcclip on the same towers, its time and
+  analytic FLOPs relative to the CLIP step.
+- ``levers``: patch dropout 0.5 and 0.75, and a locked image tower, against the plain step on ViT-B/16 at 224 px
+  (`towers.VIT_B16`): time, analytic FLOPs and peak memory (fresh processes).
+- ``profile``: `torch.profiler`'s top operators by self CPU time in the CLIP step.
 
 Timings are medians over interleaved repetitions; the machine may be shared, so compare
 ratios within one run.
@@ -27,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -38,46 +41,24 @@ import torch
 from accelerate import Accelerator
 from transformers import CLIPModel
 
-from langclip import LaCLIPConfig, LaCLIPModel
+from langclip import CLIPSModel, LaCLIPModel
 from langclip.modeling.image_processing import default_image_processor
+from langclip.modeling.vision import set_patch_dropout
 from langclip.testing import train_word_tokenizer
-from langclip.processing.collators import ContrastiveCollator
+from langclip.processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
 from langclip.training.data import StreamedBatches, load_shard_stream, loader_kwargs
-from langclip.processing.text import TextAugmenter
+from langclip.processing.text import PartialCaption, TextAugmenter
 from langclip.processing.transforms import normalize_pixels
-from langclip.training.methods import Method
+from langclip.training.methods import Method, TowerLock
 from langclip.training.optim import build_optimizer
 from langclip.training.step import TrainStep
 from loader_throughput import make_shards  # the loader benchmark's img2dataset-style shards (256 px JPEG)
+from towers import CLIP_VOCABULARY, SMALL, VIT_B16, Towers
 
 WORDS = "a photo of the red green blue yellow circle square triangle star small large one two three on left right top"
-BENCH = dict(width=256, layers=4, heads=4, image_size=96, patch=16, context=32, projection=256)
-CLIP_VOCABULARY = 49408  # the embedding table of CLIP's BPE (12.6M of the 19.3M parameters); the word tokenizer uses the first ids
 TYPICAL_WORDS, FULL_WORDS = 12, 40  # + BOS/EOS: 14 tokens, and 32 (cut at the context)
-
-
-def config(tokenizer) -> LaCLIPConfig:
-    tower = dict(hidden_size=BENCH["width"], intermediate_size=4 * BENCH["width"], num_hidden_layers=BENCH["layers"],
-                 num_attention_heads=BENCH["heads"])
-    text = dict(tower, vocab_size=max(len(tokenizer), CLIP_VOCABULARY), max_position_embeddings=BENCH["context"],
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id)
-    vision = dict(tower, image_size=BENCH["image_size"], patch_size=BENCH["patch"])
-    return LaCLIPConfig(text_config=text, vision_config=vision, projection_dim=BENCH["projection"])
-
-
-def training_flops(batch: int, text_length: int) -> float:
-    """Analytic FLOPs of one training step (3x forward) of the benchmark model."""
-    d, layers = BENCH["width"], BENCH["layers"]
-
-    def tower(n):  # per sequence: q,k,v,o (4 d^2) + MLP (2 * 4 d^2) linear layers, QK^T and AV (2 n^2 d)
-        return layers * (2 * n * 12 * d * d + 2 * 2 * n * n * d)
-
-    patches = (BENCH["image_size"] // BENCH["patch"]) ** 2
-    vision = tower(patches + 1) + 2 * patches * 3 * BENCH["patch"] ** 2 * d
-    projections = 2 * 2 * d * BENCH["projection"]
-    logits = 2 * 2 * batch * BENCH["projection"]
-    return 3 * batch * (vision + tower(text_length) + projections + logits)
+SENTENCES = 6  # CLIPS' synthetic captions: 6 sentences x 10 words, ~ 70 tokens with the specials
+METHODS = ("clip", "laclip-mt", "clips", "pcclip")  # the methods section's rows (laclip's step is clip's)
 
 
 def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
@@ -96,11 +77,13 @@ def caption(i: int, words: int, shift: int = 1) -> str:
     return " ".join(vocabulary[(i * shift + k) % len(vocabulary)] for k in range(words))
 
 
-def rows(batch_size: int, words: int = TYPICAL_WORDS, seed: int = 0) -> list[dict]:
-    """Rows with pre-made pixels; rewrites as long as the caption (aug_T changes which text, not how much)."""
+def rows(batch_size: int, words: int = TYPICAL_WORDS, seed: int = 0, image_size: int = SMALL.image_size) -> list[dict]:
+    """Rows with pre-made pixels; 4 rewrites as long as the caption (aug_T changes which text, not how much); a
+    CLIPS synthetic caption of `SENTENCES` sentences."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"id": str(i), "pixel_values": torch.randn(3, BENCH["image_size"], BENCH["image_size"], generator=generator),
-             "caption": caption(i, words), "rewrites": [caption(i, words, r) for r in range(2, 6)]}
+    return [{"id": str(i), "pixel_values": torch.randn(3, image_size, image_size, generator=generator),
+             "caption": caption(i, words), "rewrites": [caption(i, words, r) for r in range(2, 6)],
+             "synthetic_caption": " ".join(caption(i + 3 * s, 10) + "." for s in range(SENTENCES))}
             for i in range(batch_size)]
 
 
@@ -110,26 +93,65 @@ def naive_step(model, optimizer, batch):
     optimizer.zero_grad()
 
 
-def memory_probe(checkpointing: bool, batch_size: int) -> int:
-    """Peak RSS growth (bytes) over the first full-batch training step, measured in this (fresh) process."""
-    tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
+def high_water_mark() -> int:
+    """This process's peak resident memory in bytes (``VmHWM``: per address space, so it starts afresh at exec,
+    unlike ``ru_maxrss``, which a child inherits from its parent)."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+
+
+def method_model(method: str, sizes: Towers, tokenizer, **options):
+    """A fresh model of ``method`` (a ``--method`` preset) on ``sizes``, with ``options`` (config values) set and the
+    preset's parts frozen."""
+    preset = Method.preset(method)
+    if method == "clips":
+        model = CLIPSModel(sizes.clips_config(tokenizer, **options))
+    else:
+        model = LaCLIPModel(sizes.config(tokenizer, **preset.objective.config_overrides, **options))
+    preset.freeze(model)
+    return model.train()
+
+
+def method_batch(method: str, sizes: Towers, tokenizer, data: list[dict]) -> dict:
+    """A ready batch of ``data`` (`rows`) for ``method``: LaCLIP-MT with 5 texts per image, CLIPS with a 32-token
+    sub-caption, PC-CLIP with image i against image i + 1 and a caption-long difference text."""
+    context = sizes.context
+    if method == "laclip-mt":
+        return ContrastiveCollator(tokenizer, context, augmenter=TextAugmenter(0), num_texts=5)(data)
+    if method == "clips":
+        return CLIPSCollator(tokenizer, context, PartialCaption(tokenizer, "subcaption", 32, seed=0))(data)
+    if method == "pcclip":
+        pixels = {row["id"]: row["pixel_values"] for row in data}
+        pairs = [{"id_a": str(i), "id_b": str((i + 1) % len(data)), "difference": caption(i, TYPICAL_WORDS, 3)}
+                 for i in range(len(data))]
+        return DifferenceCollator(tokenizer, context, pixels.__getitem__)(pairs)
+    return ContrastiveCollator(tokenizer, context)(data)
+
+
+def memory_probe(towers: str, batch_size: int, method: str = "clip", checkpointing: bool = False,
+                 lock_image: bool = False, patch_dropout: float = 0.0) -> int:
+    """Peak memory growth (bytes) over the first full-batch step of ``method`` on the ``towers`` model (`SMALL`,
+    `VIT_B16`), measured in this (fresh) process, after a 2-row step has made the optimizer state."""
+    sizes: Towers = globals()[towers]
+    tokenizer = train_word_tokenizer([WORDS], max_length=sizes.context)
     accelerator = Accelerator()
-    model = LaCLIPModel(config(tokenizer))
+    model = method_model(method, sizes, tokenizer, patch_dropout=patch_dropout)
+    TowerLock(image=lock_image).apply(model)
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    model, optimizer = accelerator.prepare(model.train(), build_optimizer(model, 1e-4, 0.1))
-    collator = ContrastiveCollator(tokenizer, BENCH["context"])
-    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip").objective)
-    step = lambda data: train_step(collator(data))  # noqa: E731
-    step(rows(2))  # optimizer state, at a batch too small to move the peak
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    step(rows(batch_size))
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+    train_step = TrainStep(accelerator, model, optimizer, Method.preset(method).objective)
+    step = lambda size: train_step(method_batch(method, sizes, tokenizer, rows(size, image_size=sizes.image_size)))  # noqa: E731
+    step(2)
+    before = high_water_mark()
+    step(batch_size)
+    return high_water_mark() - before
 
 
-def peak_memory(checkpointing: bool, batch_size: int) -> int:
+def peak_memory(towers: str, batch_size: int, **options) -> int:
+    """`memory_probe` in a fresh process."""
     code = (f"import sys; sys.path.insert(0, {repr(sys.path[0])}); import train_throughput as t; "
-            f"print(t.memory_probe({checkpointing}, {batch_size}))")
+            f"print(t.memory_probe({towers!r}, {batch_size}, **{options!r}))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(output.stdout.strip().splitlines()[-1])
 
@@ -182,28 +204,16 @@ def data_seconds(batches: StreamedBatches, count: int) -> float:
         torch.set_num_threads(threads)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64, help="Pairs per training step.")
-    parser.add_argument("--steps", type=int, default=15,
-                        help="Timed repetitions of each step (after one warm-up); bf16 autocast gets at most 2.")
-    parser.add_argument("--loader-steps", type=int, default=8, help="Steps per block of the streamed-JPEG comparison.")
-    parser.add_argument("--memory-batch-size", type=int, default=256, help="Batch of the checkpointing memory probe.")
-    parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
-    args = parser.parse_args()
-
-    # first, while this process is small: a child's ru_maxrss starts at the parent's resident size (Linux keeps
-    # the pre-exec high-water mark), so probes started after the models below were built measured 0
-    memory = {flag: peak_memory(flag, args.memory_batch_size) for flag in (False, True)}
+def core(args, accelerator, tokenizer) -> dict:
+    """Issue 20's rows: our step vs the naive loop and its ablations, bf16, compile, streamed JPEG, checkpointing."""
+    memory = {flag: peak_memory("SMALL", args.memory_batch_size, checkpointing=flag) for flag in (False, True)}
     torch.manual_seed(0)
-    accelerator = Accelerator()
-    tokenizer = train_word_tokenizer([WORDS], max_length=BENCH["context"])
-    model = LaCLIPModel(config(tokenizer)).train()
-    naive = CLIPModel(config(tokenizer)).train()
+    model = LaCLIPModel(SMALL.config(tokenizer)).train()
+    naive = CLIPModel(SMALL.config(tokenizer)).train()
     naive.load_state_dict(model.state_dict())
-    compiled = LaCLIPModel(config(tokenizer)).train()
+    compiled = LaCLIPModel(SMALL.config(tokenizer)).train()
     compiled.load_state_dict(model.state_dict())
-    plain = LaCLIPModel(config(tokenizer)).train()
+    plain = LaCLIPModel(SMALL.config(tokenizer)).train()
     plain.load_state_dict(model.state_dict())
     model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
     plain, plain_optimizer = accelerator.prepare(plain, build_optimizer(plain, 1e-4, 0.1, fused=False))
@@ -211,8 +221,8 @@ def main() -> None:
     naive_optimizer = torch.optim.AdamW(naive.parameters(), 1e-4)
     clip, laclip = Method.preset("clip").objective, Method.preset("laclip").objective
     data = rows(args.batch_size)
-    clip_collator = ContrastiveCollator(tokenizer, BENCH["context"])
-    laclip_collator = ContrastiveCollator(tokenizer, BENCH["context"], augmenter=TextAugmenter(0))
+    clip_collator = ContrastiveCollator(tokenizer, SMALL.context)
+    laclip_collator = ContrastiveCollator(tokenizer, SMALL.context, augmenter=TextAugmenter(0))
     batch, full_batch = clip_collator(data), clip_collator(rows(args.batch_size, FULL_WORDS))
 
     clip_step, laclip_step = TrainStep(accelerator, model, optimizer, clip), TrainStep(accelerator, model, optimizer, laclip)
@@ -244,12 +254,12 @@ def main() -> None:
     # bf16 autocast is tens of times slower on a CPU without native bf16: timed apart, twice, so --steps stays cheap
     step["langclip step, bf16 autocast"] = median_times({"bf16": bf16}, min(2, args.steps))["bf16"]
 
-    processor = default_image_processor(BENCH["image_size"])
+    processor = default_image_processor(SMALL.image_size)
     settings = loader_kwargs(None, accelerator.device)
     with tempfile.TemporaryDirectory(prefix="train_bench_shards_") as folder:  # the trainer's path for .tar shards
         make_shards(folder, shards=8, per_shard=4 * args.batch_size)  # 32 steps a pass: no pass restarts the loader
         stream = load_shard_stream(folder, seed=0, shuffle_buffer=1000)
-        _, collator = Method.preset("laclip").prepare_data(model, stream.dataset(), tokenizer, BENCH["context"], processor, "cpu")
+        _, collator = Method.preset("laclip").prepare_data(model, stream.dataset(), tokenizer, SMALL.context, processor, "cpu")
         batches = StreamedBatches(stream, collator, args.batch_size, settings, device=accelerator.device)
         loader = batches.take(1 + 2 * args.loader_steps)
         ready = next(loader)  # pre-made: the same batch, so texts and pixels match the streamed ones
@@ -260,13 +270,13 @@ def main() -> None:
 
     rate = matmul_rate()
     lengths = {"typical": batch["input_ids"].shape[1], "full": full_batch["input_ids"].shape[1]}
-    flops = {name: training_flops(args.batch_size, length) for name, length in lengths.items()}
+    flops = {name: SMALL.step_flops("clip", args.batch_size, length) for name, length in lengths.items()}
 
     parameters = sum(p.numel() for p in model.parameters())
-    print(f"config: {parameters / 1e6:.1f}M parameters, ViT {BENCH['image_size']} px / patch {BENCH['patch']}, width "
-          f"{BENCH['width']}, {BENCH['layers']} layers per tower, context {BENCH['context']}, batch {args.batch_size}, "
-          f"fp32, {torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"native bf16 matmul: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
+    print(f"config: {parameters / 1e6:.1f}M parameters, ViT {SMALL.image_size} px / patch {SMALL.patch}, width "
+          f"{SMALL.vision_width}, {SMALL.vision_layers} layers per tower, context {SMALL.context}, batch "
+          f"{args.batch_size}, fp32, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, native bf16 matmul: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}")
     print(f"measured fp32 matmul rate (1024^3 mm): {rate / 1e9:.1f} GFLOP/s; analytic step: {flops['typical'] / 1e9:.1f}"
           f" GFLOP at text length {lengths['typical']}, {flops['full'] / 1e9:.1f} GFLOP at {lengths['full']}\n")
     baseline, ours_seconds = step["naive transformers.CLIPModel loop"], step["langclip step"]
@@ -294,12 +304,170 @@ def main() -> None:
           f"{1 + data_work / ready:.2f}x")
     reduction = 1 - memory[True] / max(memory[False], 1)
     print(f"peak memory growth of a step at batch {args.memory_batch_size}: {memory[False] / 2**20:.0f} MiB without, "
-          f"{memory[True] / 2**20:.0f} MiB with gradient checkpointing ({reduction:.0%} less)")
+          f"{memory[True] / 2**20:.0f} MiB with gradient checkpointing ({reduction:.0%} less)\n")
+    return {"step_seconds": step, "matmul_flops": rate, "step_flops": flops, "peak_memory": memory,
+            "streamed_step": streamed, "ready_step": ready, "data_wait": wait, "data_work": data_work,
+            "compile_seconds": compile_seconds}
+
+
+def cross_entropy_seconds(rows: int, steps: int) -> float:
+    """Median seconds of a cross-entropy forward + backward over (rows, CLIP's vocabulary) logits: the memory-bound
+    softmax of CLIPS' captioner, which the FLOP count leaves out."""
+    logits = torch.randn(rows, CLIP_VOCABULARY, requires_grad=True)
+    targets = torch.randint(CLIP_VOCABULARY, (rows,))
+
+    def run():
+        torch.nn.functional.cross_entropy(logits, targets, reduction="sum").backward()
+        logits.grad = None
+
+    return median_times({"cross-entropy": run}, steps)["cross-entropy"]
+
+
+def methods(args, accelerator, tokenizer) -> dict:
+    """Each method's step (ready batch: `TrainStep` = forward, backward, fused AdamW, clamp) on the `SMALL` towers,
+    against its analytic FLOPs, both relative to the CLIP step."""
+    memory = {name: peak_memory("SMALL", args.batch_size, method=name) for name in METHODS}
+    torch.manual_seed(0)
+    data = rows(args.batch_size)
+    base = LaCLIPModel(SMALL.config(tokenizer)).state_dict()
+    batches, steps, trainable = {}, {}, {}
+    for name in METHODS:
+        model = method_model(name, SMALL, tokenizer)
+        model.load_state_dict(base, strict=False)  # the same towers everywhere; CLIPS' captioner is its own
+        trainable[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+        train_step = TrainStep(accelerator, model, optimizer, Method.preset(name).objective)
+        batches[name] = method_batch(name, SMALL, tokenizer, data)
+        steps[name] = lambda train_step=train_step, batch=batches[name]: train_step(batch)
+    seconds = median_times(steps, args.steps)
+
+    length = batches["clip"]["input_ids"].shape[-1]
+    flops = {
+        "clip": SMALL.step_flops("clip", args.batch_size, length),
+        "laclip-mt": SMALL.step_flops("laclip-mt", args.batch_size, batches["laclip-mt"]["input_ids"].shape[-1],
+                                      num_texts=batches["laclip-mt"]["input_ids"].shape[1]),
+        "clips": SMALL.step_flops("clips", args.batch_size, batches["clips"]["input_ids"].shape[-1],
+                                  partial_length=batches["clips"]["partial_input_ids"].shape[-1],
+                                  caption_length=batches["clips"]["caption_input_ids"].shape[-1]),
+        "pcclip": SMALL.step_flops("pcclip", args.batch_size, batches["pcclip"]["input_ids"].shape[-1]),
+    }
+    print(f"each method's step on the same towers, batch {args.batch_size}, texts of {length} tokens; LaCLIP-MT: 5 "
+          f"texts per image; CLIPS: partial caption {batches['clips']['partial_input_ids'].shape[-1]} and synthetic "
+          f"caption {batches['clips']['caption_input_ids'].shape[-1]} tokens, captioner {SMALL.captioner_layers} "
+          "layers; PC-CLIP: frozen image tower, both images of a pair encoded, text blocks train\n")
+    print("| method | ms/step | analytic GFLOP | time vs CLIP | FLOPs vs CLIP | time ratio / FLOP ratio | trainable | "
+          "peak memory growth |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name in METHODS:
+        time_ratio, flop_ratio = seconds[name] / seconds["clip"], flops[name] / flops["clip"]
+        print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio:.2f}x | {flop_ratio:.2f}x |"
+              f" {time_ratio / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | {memory[name] / 2**20:.0f} MiB |")
+    caption_rows = args.batch_size * batches["clips"]["caption_input_ids"].shape[-1]
+    softmax = cross_entropy_seconds(caption_rows, args.steps)
+    print(f"target: LaCLIP-MT and CLIPS at most 1.10 in the time / FLOP column; of the CLIPS step, the captioner's "
+          f"cross-entropy alone (forward + backward over ({caption_rows}, {CLIP_VOCABULARY}) logits) takes "
+          f"{softmax * 1e3:.0f} ms ({softmax / seconds['clips']:.0%}), 0 FLOPs in the count; without it CLIPS "
+          f"would be {(seconds['clips'] - softmax) / seconds['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
+    return {"method_seconds": seconds, "method_flops": flops, "method_trainable": trainable, "method_memory": memory,
+            "caption_cross_entropy_seconds": softmax}
+
+
+def levers(args, accelerator, tokenizer) -> dict:
+    """Patch dropout 0.5 / 0.75 and a locked image tower against the plain CLIP step, on `VIT_B16` at 224 px."""
+    batch_size = args.lever_batch_size
+    memory = {name: peak_memory("VIT_B16", batch_size, **options) for name, options in
+              (("none", {}), ("patch dropout 0.5", {"patch_dropout": 0.5}), ("image tower locked", {"lock_image": True}))}
+    torch.manual_seed(0)
+    data = rows(batch_size, image_size=VIT_B16.image_size)
+    batch = ContrastiveCollator(tokenizer, VIT_B16.context)(data)
+    clip = Method.preset("clip").objective
+    model = LaCLIPModel(VIT_B16.config(tokenizer)).train()
+    locked = LaCLIPModel(VIT_B16.config(tokenizer)).train()
+    locked.load_state_dict(model.state_dict())
+    TowerLock(image=True).apply(locked)
+    model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+    locked, locked_optimizer = accelerator.prepare(locked, build_optimizer(locked, 1e-4, 0.1))
+    train_step, locked_step = TrainStep(accelerator, model, optimizer, clip), TrainStep(accelerator, locked, locked_optimizer, clip)
+
+    def dropping(prob: float):
+        def run():
+            set_patch_dropout(model.vision_model, prob)
+            train_step(batch)
+        return run
+
+    runs = {"none": dropping(0.0), "patch dropout 0.5": dropping(0.5), "patch dropout 0.75": dropping(0.75),
+            "image tower locked": lambda: locked_step(batch)}
+    seconds = median_times(runs, args.lever_steps)
+    length = batch["input_ids"].shape[1]
+    flops = {"none": VIT_B16.step_flops("clip", batch_size, length),
+             "patch dropout 0.5": VIT_B16.step_flops("clip", batch_size, length, patch_dropout=0.5),
+             "patch dropout 0.75": VIT_B16.step_flops("clip", batch_size, length, patch_dropout=0.75),
+             "image tower locked": VIT_B16.step_flops("clip", batch_size, length, image_trains=False)}
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"speed levers on ViT-B/16 at {VIT_B16.image_size} px ({parameters / 1e6:.1f}M parameters, text "
+          f"{VIT_B16.text_layers} x {VIT_B16.text_width}), batch {batch_size}, texts of {length} tokens, fp32\n")
+    print("| setting | ms/step | speed-up | analytic GFLOP | FLOP ratio | peak memory growth of a step |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, value in seconds.items():
+        peak = f"{memory[name] / 2**20:.0f} MiB" if name in memory else ""
+        print(f"| {name} | {value * 1e3:.0f} | {seconds['none'] / value:.2f}x | {flops[name] / 1e9:.0f} | "
+              f"{flops['none'] / flops[name]:.2f}x | {peak} |")
+    print(f"target: patch dropout 0.5 at least 1.5x: {seconds['none'] / seconds['patch dropout 0.5']:.2f}x\n")
+    return {"lever_seconds": seconds, "lever_flops": flops, "lever_peak_memory": memory}
+
+
+def profile(args, accelerator, tokenizer) -> dict:
+    """`torch.profiler` of the CLIP step on `SMALL`: the top operators by self CPU time, per step."""
+    torch.manual_seed(0)
+    model = LaCLIPModel(SMALL.config(tokenizer)).train()
+    model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip").objective)
+    batch = ContrastiveCollator(tokenizer, SMALL.context)(rows(args.batch_size))
+    train_step(batch)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        for _ in range(args.profile_steps):
+            train_step(batch)
+    events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
+    total = sum(event.self_cpu_time_total for event in events)
+    print(f"torch.profiler, CLIP step, batch {args.batch_size}, {args.profile_steps} steps: top operators by self CPU "
+          f"time ({total / 1e3 / args.profile_steps:.0f} ms/step profiled)\n")
+    print("| operator | self ms/step | share | calls/step |")
+    print("| --- | ---: | ---: | ---: |")
+    top = events[:args.profile_rows]
+    for event in top:
+        print(f"| `{event.key}` | {event.self_cpu_time_total / 1e3 / args.profile_steps:.1f} | "
+              f"{event.self_cpu_time_total / total:.1%} | {event.count // args.profile_steps} |")
+    print()
+    return {"profile": {event.key: event.self_cpu_time_total / 1e6 / args.profile_steps for event in top}}
+
+
+SECTIONS = {"core": core, "methods": methods, "levers": levers, "profile": profile}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", choices=tuple(SECTIONS), default=list(SECTIONS),
+                        help="Which parts to run (default: all, in this order).")
+    parser.add_argument("--batch-size", type=int, default=64, help="Pairs per training step on the small towers.")
+    parser.add_argument("--steps", type=int, default=15,
+                        help="Timed repetitions of each step (after one warm-up); bf16 autocast gets at most 2.")
+    parser.add_argument("--loader-steps", type=int, default=8, help="Steps per block of the streamed-JPEG comparison.")
+    parser.add_argument("--memory-batch-size", type=int, default=256, help="Batch of the checkpointing memory probe.")
+    parser.add_argument("--lever-batch-size", type=int, default=8, help="Pairs per ViT-B/16 step of the levers.")
+    parser.add_argument("--lever-steps", type=int, default=3, help="Timed repetitions of each ViT-B/16 step.")
+    parser.add_argument("--profile-steps", type=int, default=5, help="Profiled CLIP steps (after one warm-up).")
+    parser.add_argument("--profile-rows", type=int, default=12, help="Operators in the profile table.")
+    parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
+    args = parser.parse_args()
+
+    accelerator = Accelerator()
+    tokenizer = train_word_tokenizer([WORDS], max_length=VIT_B16.context)
+    results = {}
+    for name in args.sections:
+        results.update(SECTIONS[name](args, accelerator, tokenizer))
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"step_seconds": step, "matmul_flops": rate, "step_flops": flops, "peak_memory": memory,
-                       "streamed_step": streamed, "ready_step": ready, "data_wait": wait, "data_work": data_work,
-                       "compile_seconds": compile_seconds}, handle)
+            json.dump(results, handle)
 
 
 if __name__ == "__main__":
