@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "tests"))  # the loopback server lives with the te
 from openai_server import OpenAIServer, pipeline_generate  # noqa: E402
 
 from langclip.demo.tiny_lm import build_tiny_causal_lm  # noqa: E402
-from langclip.processing.generation.backends import add_generation_arguments, build_generator  # noqa: E402
+from langclip.processing.generation.arguments import add_generation_arguments  # noqa: E402
+from langclip.processing.generation.backends import build_generator  # noqa: E402
 from langclip.processing.generation.job import ChunkedMapJob  # noqa: E402
 from langclip.processing.generation.meta_pairs import load_pool  # noqa: E402
 from langclip.processing.generation.prompts import PromptBuilder  # noqa: E402

@@ -28,7 +28,8 @@ import time
 import torch
 from datasets import Dataset
 
-from langclip.processing.generation.backends import add_generation_arguments, build_generator
+from langclip.processing.generation.arguments import add_generation_arguments
+from langclip.processing.generation.backends import build_generator
 from langclip.processing.generation.job import ChunkedMapJob
 from langclip.processing.generation.prompts import PromptBuilder
 from langclip.processing.generation.meta_pairs import load_pool

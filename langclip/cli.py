@@ -1,8 +1,10 @@
 """The `langclip` command line: `langclip <command> --help` describes each command.
 
-Each command lives in the module that owns its work; that module defines
-``add_arguments(parser)`` and ``main(args)``. Modules are imported only when their
-command runs, so `langclip --help` stays fast.
+`COMMANDS` names, for each command, the function that adds its flags and the function that runs it, as
+``module:function``. The flags live in modules that import no torch, transformers, datasets or accelerate; the
+module that runs the command imports the stack. Only the named command's flags module is imported to build the
+parser, and its run module only once the arguments are parsed, so `langclip --help` and `langclip <command> --help`
+answer at once.
 
 A `langclip.errors.LangclipError` (bad input, named with its fix) or a missing file is printed as
 ``langclip <command>: error: <message>`` on stderr with exit status 1 and no traceback; any other
@@ -21,27 +23,46 @@ import sys
 from .errors import LangclipError, RunInterrupted
 
 COMMANDS = {
-    "convert": ("langclip.hub_cards.convert", "Convert a released checkpoint (OpenCLIP, LaCLIP or CLIPS layout) into a langclip checkpoint folder."),
-    "train": ("langclip.training.trainer", "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
-    "demo": ("langclip.demo.run", "Run the self-contained demo on generated data (what `make demo` runs)."),
-    "eval": ("langclip.evaluation.run", "Evaluate a checkpoint on a suite (laclip, retrieval, quick) or one task; compare runs."),
-    "push": ("langclip.hub_cards.command", "Push a checkpoint or dataset folder with its card to the Hub."),
-    "meta-pairs": ("langclip.processing.generation.meta_pairs", "Build a meta input-output pool from COCO captions or a chat model."),
-    "rewrite": ("langclip.processing.generation.rewrite", "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
-    "differences": ("langclip.processing.generation.differences", "Write pairwise image-difference texts with an LLM (PC-CLIP)."),
+    "convert": ("langclip.hub_cards.convert:add_arguments", "langclip.hub_cards.convert:main",
+                "Convert a released checkpoint (OpenCLIP, LaCLIP or CLIPS layout) into a langclip checkpoint folder."),
+    "train": ("langclip.training.arguments:add_arguments", "langclip.training.trainer:main",
+              "Train with any method: CLIP, LaCLIP, LaCLIP-MT, CLIPS or PC-CLIP (the flags and YAML config of train.py)."),
+    "demo": ("langclip.demo.arguments:add_arguments", "langclip.demo.run:main",
+             "Run the self-contained demo on generated data (what `make demo` runs)."),
+    "eval": ("langclip.evaluation.arguments:add_arguments", "langclip.evaluation.run:main",
+             "Evaluate a checkpoint on a suite (laclip, retrieval, quick) or one task; compare runs."),
+    "push": ("langclip.hub_cards.command:add_arguments", "langclip.hub_cards.command:main",
+             "Push a checkpoint or dataset folder with its card to the Hub."),
+    "meta-pairs": ("langclip.processing.generation.arguments:add_meta_pairs_arguments",
+                   "langclip.processing.generation.meta_pairs:main",
+                   "Build a meta input-output pool from COCO captions or a chat model."),
+    "rewrite": ("langclip.processing.generation.arguments:add_rewrite_arguments",
+                "langclip.processing.generation.rewrite:main",
+                "Rewrite captions with an LLM (LaCLIP), EDA or back-translation."),
+    "differences": ("langclip.processing.generation.arguments:add_differences_arguments",
+                    "langclip.processing.generation.differences:main",
+                    "Write pairwise image-difference texts with an LLM (PC-CLIP)."),
 }
+"""Command -> (the ``module:function`` that adds its flags, the ``module:function`` that runs it, its help)."""
+
+
+def resolve(target: str):
+    """The function a ``module:function`` entry of `COMMANDS` names (importing its module)."""
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """The `langclip` parser, with the arguments of the command named by ``argv[0]`` (only that module is imported)."""
+    """The `langclip` parser, with the arguments of the command named by ``argv[0]`` (only its flags module is
+    imported)."""
     parser = argparse.ArgumentParser(prog="langclip", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true",
                         help="Show the traceback of an error instead of its one-line message (may follow the command).")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (add_arguments, _, help_text) in COMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         if argv and argv[0] == name:
-            importlib.import_module(module_name).add_arguments(sub)
+            resolve(add_arguments)(sub)
     return parser
 
 
@@ -61,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     del args.debug
     try:
-        return importlib.import_module(COMMANDS[args.command][0]).main(args) or 0
+        return resolve(COMMANDS[args.command][1])(args) or 0
     except KeyboardInterrupt:
         if debug:
             raise

@@ -1,9 +1,15 @@
-"""`langclip --help` answers before torch, transformers or the model code is imported; `import langclip` still
-registers the model types with the Auto classes."""
+"""`langclip --help` and `langclip <command> --help` answer before torch, transformers or the model code is
+imported; `import langclip` still registers the model types with the Auto classes."""
 
 import re
 import subprocess
 import sys
+
+import pytest
+
+from langclip.cli import COMMANDS
+
+STACK = {"torch", "transformers", "datasets", "accelerate"}
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -15,7 +21,15 @@ def imported_modules(*args: str) -> set[str]:
 def test_help_imports_no_model_code():
     modules = imported_modules("-m", "langclip.cli", "--help")
     assert "langclip" in modules
-    assert not {"torch", "transformers", "datasets", "accelerate"} & modules
+    assert not STACK & modules
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_command_help_imports_no_model_code(command):
+    """Each command's flags come from a module that imports none of the stack; its run module is not imported."""
+    modules = imported_modules("-m", "langclip.cli", command, "--help")
+    assert "langclip" in modules
+    assert not STACK & modules, f"langclip {command} --help imports {sorted(STACK & modules)}"
 
 
 def test_import_langclip_registers_the_auto_classes():

@@ -1,11 +1,11 @@
 """The package's imports follow docs/design.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
 
 Order (an arrow may only point down this list):
-errors <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
+errors, signals, choices <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
 ``demo`` and ``testing`` (the helpers tests, benchmarks and the demo share) may import everything and no library
 module imports them; generation and evaluation do not import each other. Every import counts, also those inside
-functions (lazy imports), and so do the modules of the CLI's command table (`langclip.cli.COMMANDS`, imported by
-name with importlib): ``cli`` imports each of them, the demo's included (the one way into the demo).
+functions (lazy imports), and so do the modules of the CLI's command table (`langclip.cli.COMMANDS`, flags and run
+modules, imported by name with importlib): ``cli`` imports each of them, the demo's included (the one way into the demo).
 """
 
 import ast
@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "langclip"
 LAYERS = {
     "langclip.errors": -1,  # below everything: every layer raises its errors; it imports nothing from langclip
     "langclip.signals": -1,  # the stop request of training and the generation jobs; imports nothing from langclip
+    "langclip.choices": -1,  # the names training flags choose among; imports nothing from langclip
     "langclip.modeling": 0,
     "langclip.hub_cards": 1,
     "langclip.processing": 2,
@@ -63,33 +64,34 @@ def imports_of(path: Path) -> set[str]:
     return {name for name in found if name in MODULES}
 
 
-def command_modules(path: Path) -> dict[str, str]:
-    """Command -> module of the ``COMMANDS`` table in ``path`` (``{"name": ("module", "help"), ...}``)."""
+def command_functions(path: Path) -> dict[str, list[tuple[str, str]]]:
+    """Command -> [(module, function) of its flags, (module, function) of its run] from the ``COMMANDS`` table in
+    ``path`` (``{"name": ("module:function", "module:function", "help"), ...}``)."""
     for node in ast.parse(path.read_text(encoding="utf-8")).body:
         if isinstance(node, ast.Assign) and any(getattr(target, "id", None) == "COMMANDS" for target in node.targets):
-            return {ast.literal_eval(key): ast.literal_eval(value)[0] for key, value in zip(node.value.keys,
-                                                                                             node.value.values)}
+            return {ast.literal_eval(key): [tuple(target.split(":")) for target in ast.literal_eval(value)[:2]]
+                    for key, value in zip(node.value.keys, node.value.values)}
     raise AssertionError(f"{path} has no COMMANDS table")
 
 
 MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
-COMMAND_MODULES = command_modules(PACKAGE / "cli.py")
+COMMAND_FUNCTIONS = command_functions(PACKAGE / "cli.py")
 GRAPH = {name: imports_of(path) for name, path in MODULES.items()}
-GRAPH["langclip.cli"] |= set(COMMAND_MODULES.values())
+GRAPH["langclip.cli"] |= {module for targets in COMMAND_FUNCTIONS.values() for module, _ in targets}
 
 
 def test_command_table_names_modules_with_a_command():
-    """Every module of the CLI's table exists and defines (or imports) the ``add_arguments`` and ``main`` that cli
-    calls."""
-    for command, module in COMMAND_MODULES.items():
-        assert module in MODULES, f"langclip {command}: no module {module}"
-        defined = set()
-        for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
-            if isinstance(node, ast.FunctionDef):
-                defined.add(node.name)
-            elif isinstance(node, ast.ImportFrom):
-                defined.update(alias.asname or alias.name for alias in node.names)
-        assert {"add_arguments", "main"} <= defined, f"langclip {command}: {module} lacks add_arguments or main"
+    """Every module of the CLI's table exists and defines (or imports) the flags and run functions that cli calls."""
+    for command, targets in COMMAND_FUNCTIONS.items():
+        for module, function in targets:
+            assert module in MODULES, f"langclip {command}: no module {module}"
+            defined = set()
+            for node in ast.parse(MODULES[module].read_text(encoding="utf-8")).body:
+                if isinstance(node, ast.FunctionDef):
+                    defined.add(node.name)
+                elif isinstance(node, ast.ImportFrom):
+                    defined.update(alias.asname or alias.name for alias in node.names)
+            assert function in defined, f"langclip {command}: {module} lacks {function}"
 
 
 def test_errors_import_nothing_from_langclip():
@@ -110,7 +112,7 @@ def test_imports_point_down(module):
         if module == "langclip" or target_layer is None or target_layer == source:
             continue
         if target_layer in TOP_LAYERS and source not in TOP_LAYERS:
-            if module == "langclip.cli" and target == COMMAND_MODULES.get("demo"):
+            if module == "langclip.cli" and target in {module for module, _ in COMMAND_FUNCTIONS["demo"]}:
                 continue  # `langclip demo`, through the command table
             pytest.fail(f"{module} imports {target}; only the demo, tests and benchmarks may (and `langclip demo`)")
         assert LAYERS[target_layer] < LAYERS[source] or source in TOP_LAYERS, (

@@ -15,6 +15,7 @@ import os
 from datasets import ClassLabel
 
 from ..evaluation import run as evaluation
+from ..evaluation.arguments import add_arguments as add_eval_arguments
 from . import world as demo_world
 
 
@@ -42,7 +43,7 @@ def eval_record(model_dir: str, test_dir: str, *flags: str) -> dict:
     """The eval record of `langclip eval --model model_dir --dataset test_dir *flags` on the CPU (``test_dir`` is a
     Dataset folder, evaluated whole)."""
     parser = argparse.ArgumentParser()
-    evaluation.add_arguments(parser)
+    add_eval_arguments(parser)
     return evaluation.run_eval(parser.parse_args(
         ["--model", model_dir, "--dataset", test_dir, "--batch-size", "256", "--device", "cpu", *flags]))
 

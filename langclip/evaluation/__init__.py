@@ -5,25 +5,37 @@ ways), `few_shot` (prototypes over episodes), `linear_probe` (logistic regressio
 from its module, as it loads scikit-learn), `differences` (PC-CLIP), `metrics` (the same
 metrics as `evaluate` modules), suites of datasets x tasks: `manifest` (the YAML files, shipped in `suites/`),
 `features` (encoding and the feature cache), `suite` (the tasks, run per dataset) and `report` (results files and
-tables), and `run` (the `langclip eval` command).
+tables), `run` (the `langclip eval` command) and `arguments` (its flags).
+
+The names below are resolved on first use (PEP 562): importing one module of the package (the flags of
+`langclip eval --help`) imports no torch.
 """
 
-from .features import encode_images, encode_texts
-from .few_shot import few_shot_accuracy
-from .retrieval import recall_at_k, retrieval_recall
-from .templates import LACLIP_IMAGENET_TEMPLATES, OPENAI_IMAGENET_TEMPLATES, load_templates
-from .zero_shot import topk_accuracy, zero_shot_accuracy, zero_shot_classifier
+from __future__ import annotations
 
-__all__ = [
-    "LACLIP_IMAGENET_TEMPLATES",
-    "OPENAI_IMAGENET_TEMPLATES",
-    "encode_images",
-    "encode_texts",
-    "few_shot_accuracy",
-    "load_templates",
-    "recall_at_k",
-    "retrieval_recall",
-    "topk_accuracy",
-    "zero_shot_accuracy",
-    "zero_shot_classifier",
-]
+import importlib
+
+_MODULES = {
+    "LACLIP_IMAGENET_TEMPLATES": "templates",
+    "OPENAI_IMAGENET_TEMPLATES": "templates",
+    "encode_images": "features",
+    "encode_texts": "features",
+    "few_shot_accuracy": "few_shot",
+    "load_templates": "templates",
+    "recall_at_k": "retrieval",
+    "retrieval_recall": "retrieval",
+    "topk_accuracy": "zero_shot",
+    "zero_shot_accuracy": "zero_shot",
+    "zero_shot_classifier": "zero_shot",
+}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

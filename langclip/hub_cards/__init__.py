@@ -1,18 +1,32 @@
 """The Hub side: eval records and the model-index (`records`), the method list (`methods`), model and dataset
-cards (`cards`), pushing folders to the Hub (`push`) and the `langclip push` command (`command`)."""
+cards (`cards`), pushing folders to the Hub (`push`) and the `langclip push` command (`command`).
 
-from .cards import DatasetCardFields, ModelCardFields, dataset_card, model_card
-from .push import push_folder, push_model, update_eval_results
-from .records import eval_results, load_eval_records
+The names below are resolved on first use (PEP 562), so that importing one module of the package (the method
+list, the push flags of `langclip <command> --help`) does not import `push`, which imports the models."""
 
-__all__ = [
-    "DatasetCardFields",
-    "ModelCardFields",
-    "dataset_card",
-    "eval_results",
-    "load_eval_records",
-    "model_card",
-    "push_folder",
-    "push_model",
-    "update_eval_results",
-]
+from __future__ import annotations
+
+import importlib
+
+_MODULES = {
+    "DatasetCardFields": "cards",
+    "ModelCardFields": "cards",
+    "dataset_card": "cards",
+    "eval_results": "records",
+    "load_eval_records": "records",
+    "model_card": "cards",
+    "push_folder": "push",
+    "push_model": "push",
+    "update_eval_results": "push",
+}
+__all__ = list(_MODULES)
+
+
+def __getattr__(name: str):
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

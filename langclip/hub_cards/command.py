@@ -3,7 +3,8 @@
     langclip push out/laclip-demo user/laclip-demo --eval-results outputs/eval/zero-shot.json
     langclip push outputs/rewrites user/cc3m-rewrites --repo-type dataset
 
-The work is `push.push_model` and `push.push_dataset`; the cards are `cards.model_card` and `cards.dataset_card`.
+The work is `push.push_model` and `push.push_dataset` (imported in `main`: `push` imports the models, and the
+flags here serve `--help`); the cards are `cards.model_card` and `cards.dataset_card`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import yaml
 
 from ..errors import ConfigError, DataError
 from .cards import DatasetCardFields, ModelCardFields, dataset_card
-from .push import push_dataset, push_model
 from .records import load_eval_records
 
 
@@ -84,6 +84,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from .push import push_dataset, push_model  # imports the models; not needed by the flags of every pushing command
+
     if args.repo_type == "dataset":
         info = _read_mapping(args.card_info)
         try:

@@ -24,7 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-CONTRASTIVE_LOSSES = ("softmax", "sigmoid")
+from ..choices import CONTRASTIVE_LOSSES
+
 SIGMOID_LOGIT_SCALE_INIT = math.log(10.0)
 """SigLIP's initial log t; its initial b is -10 (`config.logit_bias_init_value`)."""
 IGNORE_INDEX = -100

@@ -1,4 +1,4 @@
-"""Training arguments: three `HfArgumentParser` dataclasses, a YAML ``--config``, and flags that override it.
+"""Training arguments: three dataclasses, a YAML ``--config``, and flags that override it (`add_field_flags`).
 
 Precedence: dataclass defaults < the YAML file < flags given on the command line. YAML
 keys are the field names (``lr``, ``per_device_batch_size``, ...); ``model_config`` may be
@@ -17,15 +17,13 @@ import json
 import os
 
 import yaml
-from transformers import HfArgumentParser
 
+from ..choices import CONTRASTIVE_LOSSES, OBJECTIVE_NAMES, TEXT_SAMPLINGS, TRAIN_PARTS
 from ..errors import ConfigError, check_at_least_one
-from ..modeling.losses import CONTRASTIVE_LOSSES
+from ..hub_cards.methods import METHODS
 from ..processing.text import STRATEGIES as PARTIAL_CAPTIONS
-from .methods import PRESETS, TRAIN_PARTS
-from .objectives import OBJECTIVES, TEXT_SAMPLINGS
 
-METHOD_NAMES = tuple(PRESETS)
+METHOD_NAMES = tuple(METHODS)
 
 
 def _help(text: str, **kwargs):
@@ -41,7 +39,7 @@ class ModelArguments:
         "Text of each image: caption (the web caption) or rewrites (aug_T: uniform among the caption and its "
         "rewrites). Default: the preset's.", default=None)
     objective: str | None = _help(
-        f"Loss: one of {', '.join(OBJECTIVES)} (clip: one text per image; multi-positive: all texts of an image, "
+        f"Loss: one of {', '.join(OBJECTIVE_NAMES)} (clip: one text per image; multi-positive: all texts of an image, "
         "LaCLIP-MT; clips: dual contrastive + captioner; difference: PC-CLIP). Default: the preset's.", default=None)
     contrastive_loss: str = _help(
         "Form of the clip, multi-positive and clips objectives: softmax (CLIP) or sigmoid (SigLIP, learnable "
@@ -113,7 +111,7 @@ class ModelArguments:
             if not isinstance(parsed, dict):
                 raise ConfigError(f"--model-config must be a JSON object of config arguments, got {self.model_config!r}")
         for flag, value, choices in (("--text-sampling", self.text_sampling, (None, *TEXT_SAMPLINGS)),
-                                     ("--objective", self.objective, (None, *OBJECTIVES)),
+                                     ("--objective", self.objective, (None, *OBJECTIVE_NAMES)),
                                      ("--contrastive-loss", self.contrastive_loss, CONTRASTIVE_LOSSES),
                                      ("--train-parts", self.train_parts, (None, *TRAIN_PARTS))):
             if value not in choices:
@@ -287,10 +285,39 @@ class TrainArguments:
 DATACLASSES = (ModelArguments, DataArguments, TrainArguments)
 
 
+def truthy(value: str) -> bool:
+    """A boolean flag's optional value: yes/no, true/false, t/f, y/n or 1/0, in any case."""
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean (yes/no, true/false, t/f, y/n or 1/0), got {value!r}")
+
+
+def add_field_flags(parser: argparse.ArgumentParser, dtype) -> None:
+    """The flags of ``dtype``'s fields, as `transformers.HfArgumentParser` spells them, without importing
+    transformers: ``--name`` and ``--name-with-dashes``; ``X | None`` takes an X; lists take one or more values;
+    booleans take an optional value (`truthy`), and those that default to true also ``--no-name``."""
+    for f in fields(dtype):
+        names = [f"--{f.name}"] + ([f"--{f.name.replace('_', '-')}"] if "_" in f.name else [])
+        optional = getattr(f.type, "__args__", ())
+        kind = optional[0] if type(None) in optional else f.type
+        if kind is bool:
+            parser.add_argument(*names, type=truthy, nargs="?", const=True, help=f.metadata["help"])
+            if f.default is True:
+                parser.add_argument(f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}", action="store_false",
+                                    dest=f.name, help=f.metadata["help"])
+        elif getattr(kind, "__origin__", None) is list:
+            parser.add_argument(*names, type=kind.__args__[0], nargs="+", help=f.metadata["help"])
+        else:
+            parser.add_argument(*names, type=kind, help=f.metadata["help"])
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds every training flag to ``parser`` (also the `langclip train` sub-command); unset flags stay out of the namespace."""
     parser.add_argument("--config", help="YAML file of arguments; flags given here override it.")
-    parser._add_container_actions(HfArgumentParser(DATACLASSES, add_help=False))
+    for dtype in DATACLASSES:
+        add_field_flags(parser, dtype)
     for action in parser._actions:
         if action.dest != "help":
             action.default = argparse.SUPPRESS

@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..choices import TEXT_SAMPLINGS, TRAIN_PARTS
 from ..errors import ConfigError, DataError
 from ..processing.text import TextAugmenter
-from .objectives import OBJECTIVES, TEXT_SAMPLINGS, CLIPObjective, Objective, RowOptions
+from .objectives import OBJECTIVES, CLIPObjective, Objective, RowOptions
 
-TRAIN_PARTS = ("all", "text", "lora")
 PRESETS: dict[str, dict[str, str]] = {
     "clip": {"text_sampling": "caption", "objective": "clip", "train_parts": "all"},
     "laclip": {"text_sampling": "rewrites", "objective": "clip", "train_parts": "all"},

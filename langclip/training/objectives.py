@@ -21,15 +21,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PretrainedConfig
 
+from ..choices import CONTRASTIVE_LOSSES, OBJECTIVE_NAMES, TEXT_SAMPLINGS
 from ..errors import ConfigError
 from ..modeling import CLIPSModel, LaCLIPModel, losses
-from ..modeling.losses import CONTRASTIVE_LOSSES, SIGMOID_LOGIT_SCALE_INIT, CLIPSFeatures, LossContext
+from ..modeling.losses import SIGMOID_LOGIT_SCALE_INIT, CLIPSFeatures, LossContext
 from ..processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
 from ..processing.difference_rows import load_difference_rows
 from ..processing.text import PartialCaption, TextAugmenter
 from ..processing.transforms import ImageTransform
 
-TEXT_SAMPLINGS = ("caption", "rewrites")
 # LoRA targets: every linear map of the text transformer blocks.
 TEXT_LAYER_LORA_TARGETS = r".*text_model\.encoder\.layers\.\d+\.(self_attn\.(q|k|v|out)_proj|mlp\.fc1|mlp\.fc2)"
 
@@ -50,8 +50,8 @@ def at_least_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 
 class Objective:
-    """The base of every objective; subclasses set ``name`` and implement `columns`, `collator` (or
-    `prepare_data`), `features`, `loss_inputs` and `loss`.
+    """The base of every objective; subclasses implement `columns`, `collator` (or `prepare_data`), `features`,
+    `loss_inputs` and `loss`; ``name``, the ``--objective`` name, is set where `OBJECTIVES` lists them.
 
     ``text_samplings``: the ``--text-sampling`` values it works with; ``lora_targets``: a regex of the modules
     LoRA adapts (None: ``--lora-target-modules``).
@@ -113,7 +113,6 @@ class CLIPObjective(Objective):
     learnable bias ``logit_bias``); the other contrastive objectives extend it.
     """
 
-    name: ClassVar[str] = "clip"
     multi_positive: ClassVar[bool] = False
 
     contrastive_loss: str = "softmax"
@@ -183,7 +182,6 @@ class MultiPositive(CLIPObjective):
     a positive. ``num_texts`` None: 1 + the most rewrites of a row (streamed data: of the first row).
     """
 
-    name: ClassVar[str] = "multi-positive"
     text_samplings: ClassVar[tuple[str, ...]] = ("rewrites",)
     multi_positive: ClassVar[bool] = True
 
@@ -219,8 +217,6 @@ class CLIPSObjective(CLIPObjective):
     recomputed gradients give the full-batch gradient, the caption term being the token
     mean over the whole local batch.
     """
-
-    name: ClassVar[str] = "clips"
 
     partial_caption: str = "subcaption"
     partial_tokens: int = 32
@@ -293,7 +289,6 @@ class Difference(Objective):
     converted CLIPS release) loads as `CLIPSModel`, every other as `LaCLIPModel`.
     """
 
-    name: ClassVar[str] = "difference"
     text_samplings: ClassVar[tuple[str, ...]] = ("caption",)
     lora_targets: ClassVar[str | None] = TEXT_LAYER_LORA_TARGETS
     contrastive_loss: ClassVar[str] = "softmax"  # of the optional CLIP term (the difference loss has its own form)
@@ -370,6 +365,8 @@ class Difference(Objective):
                                   self.clip_weight, context)
 
 
-OBJECTIVES: dict[str, type[Objective]] = {
-    objective.name: objective for objective in (CLIPObjective, MultiPositive, CLIPSObjective, Difference)
-}
+OBJECTIVES: dict[str, type[Objective]] = dict(
+    zip(OBJECTIVE_NAMES, (CLIPObjective, MultiPositive, CLIPSObjective, Difference), strict=True)
+)
+for _name, _objective in OBJECTIVES.items():  # the --objective names are spelled once, in `langclip.choices`
+    _objective.name = _name

@@ -15,8 +15,8 @@ Every backend is a callable ``generator(prompts, names=None, seeds=None) -> list
   honours ``seed`` (vLLM does) samples the same text whatever the concurrency. A request
   that still fails gives None: the job marks its row pending and redoes it on resume.
 
-`add_generation_arguments` defines the generation flags of `rewrite`, `differences` and
-`meta-pairs` once; `build_generator` makes the backend they ask for.
+`arguments.add_generation_arguments` defines the generation flags of `rewrite`, `differences` and
+`meta-pairs` once (``--backend`` one of `arguments.BACKENDS`); `build_generator` makes the backend they ask for.
 Default sampling is the paper's: temperature 0.9, top-p 0.95, at most 77 new tokens.
 """
 
@@ -38,7 +38,6 @@ from .job import process_state
 Proposer = Callable[[Sequence[str], Sequence[str], list[tuple[int, str, int]]], list[tuple[str | None, Sequence]]]
 
 GENERATION_DEFAULTS = dict(do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=77)
-BACKENDS = ("transformers", "endpoint")
 
 
 def row_seed(seed: int, *key) -> int:
@@ -235,42 +234,6 @@ def completion_text(response, chat: bool) -> str | None:
         return None if message is None else message.content or ""
     text = getattr(choices[0], "text", None)
     return text if isinstance(text, str) else None
-
-
-def add_generation_arguments(parser, model_help: str, model_required: bool = False) -> None:
-    """The generation flags of `rewrite`, `differences` and `meta-pairs`: model, backend, batching, sampling, seed."""
-    group = parser.add_argument_group("generation")
-    group.add_argument("--model", required=model_required, help=model_help)
-    group.add_argument("--backend", choices=BACKENDS, default="transformers",
-                       help="transformers: load --model in this process; endpoint: send requests to an "
-                            "OpenAI-compatible server (vLLM, TGI, SGLang, llama.cpp, Ollama) at --base-url, --model "
-                            "naming the served model.")
-    group.add_argument("--seed", type=int, default=0, help="Seed for examples, pairs, EDA and sampling.")
-    group.add_argument("--batch-size", type=int, default=16,
-                       help="transformers: generation batch size; every backend: the job maps 4x this many rows at "
-                            "a time.")
-    group.add_argument("--max-new-tokens", type=int, default=77, help="Generation length limit.")
-    group.add_argument("--temperature", type=float, default=0.9, help="Sampling temperature.")
-    group.add_argument("--top-p", type=float, default=0.95, help="Nucleus sampling top-p.")
-    group.add_argument("--dtype", default="auto", help="transformers: model dtype: auto, float32, bfloat16, float16.")
-    group.add_argument("--device", default=None,
-                       help="transformers: device, e.g. cpu, cuda:0 (default: this process's accelerate device).")
-    group.add_argument("--base-url", default=None,
-                       help="endpoint: the server's OpenAI API root, e.g. http://host:8000/v1.")
-    group.add_argument("--api-key-env", default=None,
-                       help="endpoint: name of the environment variable holding the API key (the key is never "
-                            "printed).")
-    group.add_argument("--chat", action="store_true",
-                       help="endpoint: use /chat/completions (chat models) instead of /completions (base models, the "
-                            "ICL prompt).")
-    group.add_argument("--concurrency", type=int, default=16, help="endpoint: requests in flight at once.")
-    group.add_argument("--timeout", type=float, default=120.0, help="endpoint: seconds allowed per request attempt.")
-    group.add_argument("--max-retries", type=int, default=5,
-                       help="endpoint: retries per request on 429, 5xx and connection errors, with exponential "
-                            "backoff; a request still failing leaves its row pending for the next run.")
-    group.add_argument(
-        "--requests-per-second", type=float, default=None, help="endpoint: request-rate limit (default: none)."
-    )
 
 
 def generation_config(args, model: str | None = None) -> dict:

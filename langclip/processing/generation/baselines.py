@@ -22,7 +22,6 @@ from .filters import parse_completion
 from .job import process_state
 
 TRANSLATION_PROMPT = "Translate from {source} to {target}.\n{source}: {text}\n{target}:"
-MARIAN_FORWARD, MARIAN_BACKWARD = "Helsinki-NLP/opus-mt-en-fr", "Helsinki-NLP/opus-mt-fr-en"
 
 
 class PromptedTranslation:

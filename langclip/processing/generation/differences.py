@@ -28,16 +28,15 @@ from datasets import Dataset
 
 from ...errors import ConfigError, check_at_least_one
 from ...hub_cards.cards import DatasetCardFields, dataset_card
-from ...hub_cards.command import add_push_arguments
 from ...hub_cards.push import check_hub_access, push_dataset
 from ..difference_rows import check_difference_rows
 from ..loading import check_captions, load_captions
-from .backends import add_generation_arguments, build_generator, generation_config, row_seed
+from .arguments import PAIRINGS
+from .backends import build_generator, generation_config, row_seed
 from .filters import MIN_CHARS, clean_difference
-from .job import PENDING, ChunkedMapJob, add_job_arguments, done_before, process_state, resolve_shard
+from .job import PENDING, ChunkedMapJob, done_before, process_state, resolve_shard
 from .prompts import DIFFERENCE_PROMPT, build_difference_prompt
 
-PAIRINGS = ("random", "within-class", "across-class")
 OUTPUT_COLUMNS = ("id_a", "id_b", "difference")
 SUMMARY_FILE = "difference_summary.json"
 
@@ -187,37 +186,6 @@ def card_fields(summary: dict, config: dict) -> DatasetCardFields:
     return DatasetCardFields("Pairwise difference descriptions", [config["input"]], config["model"],
                              config["template"], {"llm": summary["pairs"]}, {"llm": rejected}, summary["kept"],
                              generation=config, kind="differences", reasons=summary["rejected"])
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "input", help="Image-caption data: Hub dataset id, dataset folder, CSV, .txt (one caption per line), JSON(L), "
-        "Parquet. Only captions, ids (and labels) are read."
-    )
-    parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card).")
-    parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
-    parser.add_argument("--caption-column", default="caption", help="Column holding the captions.")
-    parser.add_argument(
-        "--id-column", default="id", help="Column holding a stable image id (added from the row index if absent)."
-    )
-    parser.add_argument("--pairing", choices=PAIRINGS, default="random", help="How images are paired.")
-    parser.add_argument(
-        "--label-column", default=None, help="Class label column (needed by within-class and across-class pairing)."
-    )
-    parser.add_argument(
-        "--num-pairs", type=int, default=None,
-        help="Distinct pairs to sample, without replacement (default: one per image).",
-    )
-    parser.add_argument(
-        "--template", default=DIFFERENCE_PROMPT, help="Prompt template with {caption_a} and {caption_b}."
-    )
-    parser.add_argument(
-        "--min-chars", type=int, default=MIN_CHARS, help="Drop difference texts shorter than this (PC-CLIP: 60)."
-    )
-    add_generation_arguments(parser, "Causal LM (Hub id or folder, or the served model) that writes the differences.",
-                             model_required=True)
-    add_job_arguments(parser, unit="pairs")
-    add_push_arguments(parser)
 
 
 def job_config(args) -> dict:

@@ -70,22 +70,6 @@ def resolve_shard(num_shards: int | None = None, shard_index: int | None = None)
     return num_shards, shard_index
 
 
-def add_job_arguments(parser, unit: str = "rows") -> None:
-    """The chunking, sharding and restart flags every generation job shares."""
-    parser.add_argument(
-        "--chunk-size", type=int, default=1024, help=f"{unit.capitalize()} per saved chunk (the unit of resume)."
-    )
-    parser.add_argument("--num-shards", type=int, default=None,
-                        help=f"Split the {unit} into N shards (default: one per accelerate process).")
-    parser.add_argument("--shard-index", type=int, default=None, help="The shard this run takes (with --num-shards).")
-    parser.add_argument(
-        "--work-dir", default=None, help="Chunk folder (default: OUTPUT_DIR/work; removed after the merge)."
-    )
-    parser.add_argument("--restart", action="store_true",
-                        help="Delete this job's finished chunks and output (all shards) and start over, e.g. after "
-                             "editing the input.")
-
-
 def input_fingerprint(dataset: Dataset, columns: Sequence[str]) -> dict:
     """{"rows", "columns", "fingerprint", "blocks"}: `datasets`' Hasher over each block of `BLOCK_ROWS` rows."""
     blocks = [Hasher.hash(batch) for batch in dataset.select_columns(list(columns)).iter(BLOCK_ROWS)]

@@ -25,12 +25,12 @@ import transformers
 
 from ...errors import ConfigError, DataError
 from ..loading import check_utf8
-from .backends import TextGenerator, add_generation_arguments, build_generator, row_seed
+from .backends import TextGenerator, build_generator, row_seed
 from .filters import clean_rewrite, parse_completion
+from .prompts import CHATBOT_PROMPT
 
 SHIPPED_DIR = Path(__file__).with_name("pools")
 SHIPPED_POOLS = ("chatgpt", "bard", "human")
-CHATBOT_PROMPT = "Rewrite this caption of an image vividly, and keep it less than thirty words:"
 
 
 @dataclass(frozen=True)
@@ -180,20 +180,6 @@ def chatbot_pool(
     if not items:
         raise ValueError(f"the chat model wrote no usable rewrite of {len(captions)} captions: {dict(counts)}")
     return MetaPool(name, "pairs", tuple(items)), dict(counts)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "--coco", metavar="JSON", help="COCO captions annotation file (captions_train2017.json layout); or --model."
-    )
-    parser.add_argument("--captions", help="With --model: captions to rewrite (any input `langclip rewrite` reads).")
-    parser.add_argument("--caption-column", default="caption", help="Caption column of --captions.")
-    parser.add_argument("--num-pairs", type=int, default=64, help="With --model: rewrite the first N captions.")
-    parser.add_argument("--prompt", default=CHATBOT_PROMPT, help="With --model: the instruction before each caption.")
-    parser.add_argument("--name", default=None, help="Pool name (default: coco, or chatbot).")
-    parser.add_argument("--output", required=True, help="Where to write the pool (JSONL).")
-    add_generation_arguments(parser, "Chat model (Hub id or folder, or the served model) asked to rewrite --captions; "
-                             "or --coco.")
 
 
 def main(args) -> int:

@@ -12,7 +12,8 @@ A prompt is a task sentence, then ``num_examples`` examples ``source => target``
     two cats on a sofa =>
 
 The model continues after the final ``=>`` (parsed by `filters.parse_completion`).
-The difference prompt asks how image a differs visually from image b given their captions.
+The difference prompt asks how image a differs visually from image b given their captions. This module imports
+no model code: the prompt texts are also the defaults of the commands' flags (`arguments`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ import random
 from collections.abc import Mapping, Sequence
 
 from .filters import ARROW
-from .meta_pairs import MetaPool
 
 OFFICIAL_TASK = "write image captions differently,"
 PAPER_TASK = "Rewrite the following image descriptions:"
+CHATBOT_PROMPT = "Rewrite this caption of an image vividly, and keep it less than thirty words:"
+"""The instruction before each caption when a chat model writes a meta-pair pool (`meta_pairs.chatbot_pool`)."""
 
 
 def build_prompt(
@@ -38,14 +40,14 @@ def build_prompt(
 class PromptBuilder:
     """Builds the prompt for (caption, caption id, source, k): the k-th rewrite of a caption by a source.
 
-    The examples are drawn by `MetaPool.sample` from a `random.Random` seeded with
-    (seed, caption id, source, k), so a caption gets the same prompt on any number of
+    ``pools`` maps each source to its `meta_pairs.MetaPool`. The examples are drawn by `MetaPool.sample` from a
+    `random.Random` seeded with (seed, caption id, source, k), so a caption gets the same prompt on any number of
     processes, in any order, and after a restart.
     """
 
     def __init__(
         self,
-        pools: Mapping[str, MetaPool],
+        pools: Mapping,
         num_examples: int = 3,
         task: str = OFFICIAL_TASK,
         separator: str = "\n\n",

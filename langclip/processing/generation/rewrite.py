@@ -35,15 +35,13 @@ from datasets.fingerprint import Hasher
 
 from ...errors import ConfigError, check_at_least_one
 from ...hub_cards.cards import DatasetCardFields, dataset_card
-from ...hub_cards.command import add_push_arguments
 from ...hub_cards.push import check_hub_access, push_dataset
 from ..loading import check_captions, load_captions
 from ..shards import write_sidecars
 from ..text import EDA, load_synonyms
-from .backends import Proposer, add_generation_arguments, build_generator, generation_config, request_names, row_seed
+from .arguments import MARIAN_BACKWARD, MARIAN_FORWARD
+from .backends import Proposer, build_generator, generation_config, request_names, row_seed
 from .baselines import (
-    MARIAN_BACKWARD,
-    MARIAN_FORWARD,
     BackTranslator,
     PromptedTranslation,
     Seq2SeqTranslation,
@@ -52,9 +50,9 @@ from .baselines import (
     is_seq2seq,
 )
 from .filters import clean_rewrite, parse_completion
-from .job import PENDING, ChunkedMapJob, add_job_arguments, done_before, process_state, resolve_shard
+from .job import PENDING, ChunkedMapJob, done_before, process_state, resolve_shard
 from .meta_pairs import load_pool
-from .prompts import OFFICIAL_TASK, PromptBuilder
+from .prompts import PromptBuilder
 
 OUTPUT_COLUMNS = ("rewrites", "rewrite_sources", "rewrite_status")
 SUMMARY_FILE = "rewrite_summary.json"
@@ -172,66 +170,6 @@ def card_fields(summary: dict, config: dict, prompt: str) -> DatasetCardFields:
     llm = config.get("model") or config["method"]
     return DatasetCardFields("Rewritten captions", [config["input"]], llm, prompt, per_source, fallbacks,
                              summary["rows"], generation=config, kind="rewrites", reasons=summary["fallbacks"])
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument(
-        "input", help="Captions: Hub dataset id, dataset folder, LaCLIP CSV, .txt (one per line), JSON(L), Parquet, "
-        "or .tar shards (a folder or glob; writes <shard>.rewrites.parquet sidecars next to them).",
-    )
-    parser.add_argument("--output-dir", required=True, help="Output folder (dataset, summary, card, texts/).")
-    parser.add_argument("--split", default="train", help="Split to read from a Hub id or dataset folder.")
-    parser.add_argument("--caption-column", default="caption", help="Column holding the captions.")
-    parser.add_argument(
-        "--id-column", default="id", help="Column holding a stable row id (added from the row index if absent)."
-    )
-    parser.add_argument(
-        "--method", choices=("llm", "eda", "backtranslation"), default="llm",
-        help="Rewriter: LaCLIP's ICL LLM, or a baseline.",
-    )
-    parser.add_argument(
-        "--sources", nargs="+", default=["chatgpt", "bard", "human"],
-        help="llm: meta-pair sources: shipped names (chatgpt, bard, human), JSONL pools, COCO captions .json, "
-        "or name=path.",
-    )
-    parser.add_argument("--num-rewrites", type=int, default=1, help="Rewrites per caption per source (k).")
-    parser.add_argument("--num-examples", type=int, default=3, help="llm: in-context examples per prompt.")
-    parser.add_argument("--task", default=OFFICIAL_TASK, help="llm: the prompt's task sentence.")
-    parser.add_argument(
-        "--separator", default="\n\n", help="llm: text between the prompt's blocks (default: a blank line)."
-    )
-    parser.add_argument("--min-words", type=int, default=2, help="Rewrites with fewer words fall back to the original.")
-    parser.add_argument("--max-words", type=int, default=60, help="Rewrites with more words fall back to the original.")
-    parser.add_argument("--text-files", action="store_true", help="Also write LaCLIP's texts/<source>.txt files.")
-    parser.add_argument(
-        "--synonyms", default=None, help="eda: JSON synonym table {word: [synonyms]} (default: built-in)."
-    )
-    parser.add_argument(
-        "--eda-alpha", type=float, default=0.1, help="eda: rate of all four operations (the EDA paper's default)."
-    )
-    parser.add_argument(
-        "--backward-model", default=None,
-        help=f"backtranslation: model for the way back (default: --model, or {MARIAN_BACKWARD} without --model).",
-    )
-    parser.add_argument(
-        "--language", default="French",
-        help="backtranslation with a causal LM: the pivot language's name in the prompt.",
-    )
-    parser.add_argument(
-        "--source-lang-code", default=None,
-        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the captions' language code, "
-        "e.g. eng_Latn.",
-    )
-    parser.add_argument(
-        "--pivot-lang-code", default=None,
-        help="backtranslation with a multilingual seq2seq model (NLLB, M2M): the pivot language code, e.g. fra_Latn.",
-    )
-    add_generation_arguments(
-        parser, f"llm: causal LM (Hub id or folder, or the served model with --backend endpoint); backtranslation: "
-        f"the forward translator, a seq2seq translation model or a causal LM (default {MARIAN_FORWARD}).",
-    )
-    add_job_arguments(parser, unit="captions")
-    add_push_arguments(parser)
 
 
 def job_config(args) -> dict:
