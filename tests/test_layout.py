@@ -19,6 +19,7 @@ LAYERS = {
     "langclip.signals": -1,  # the stop request of training and the generation jobs; imports nothing from langclip
     "langclip.choices": -1,  # the names training flags choose among; imports nothing from langclip
     "langclip.modeling": 0,
+    "langclip.flags": 0,  # which train and eval flags apply to what; imports only errors
     "langclip.hub_cards": 1,
     "langclip.processing": 2,
     "langclip.processing.generation": 3,

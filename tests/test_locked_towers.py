@@ -6,7 +6,7 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_laclip_config
 from safetensors.torch import load_file
 from test_modeling_clips import tiny_clips_config
-from train_utils import as_flags, make_training_files, parse_train_args
+from train_utils import as_flags, make_training_files, parse_train_args, training_values
 
 from langclip import LaCLIPModel
 from langclip.errors import ConfigError
@@ -27,8 +27,8 @@ def files(tmp_path_factory):
 
 
 def run(files, tmp_path, name, **overrides):
-    values = {**files, "output_dir": str(tmp_path / name), "max_steps": 2, "lr": 1e-2, "weight_decay": 0.1,
-              "num_workers": 0, **overrides}
+    values = training_values(files, **{"output_dir": str(tmp_path / name), "max_steps": 2, "lr": 1e-2,
+                                       "weight_decay": 0.1, "num_workers": 0, **overrides})
     train(*parse_train_args(as_flags(values)))
     return load_file(str(tmp_path / name / "model.safetensors"))
 

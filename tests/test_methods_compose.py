@@ -72,7 +72,7 @@ def test_flags_change_one_option_of_a_preset():
 
 @pytest.mark.parametrize("flags, message", [
     (["--objective", "multi-positive", "--text-sampling", "caption"], "multi-positive works with --text-sampling rewrites"),
-    (["--method", "pcclip", "--difference-data", "d", "--contrastive-loss", "sigmoid"], "drop --contrastive-loss sigmoid"),
+    (["--method", "pcclip", "--difference-data", "d", "--contrastive-loss", "sigmoid"], "--contrastive-loss only applies"),
     (["--method", "pcclip", "--difference-data", "d", "--text-sampling", "rewrites"], "difference works with --text-sampling caption"),
     (["--train-parts", "lora"], "LoRA needs --lora-r > 0"),
     (["--train-parts", "text", "--lora-r", "2"], "--lora-r > 0 needs --train-parts lora"),

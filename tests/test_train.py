@@ -13,7 +13,7 @@ from conftest import tiny_laclip_config
 from huggingface_hub import ModelCard
 from hub_server import HubServer
 from safetensors.torch import load_file
-from train_utils import as_flags, make_training_files, parse_train_args, read_log
+from train_utils import as_flags, make_training_files, parse_train_args, read_log, training_values
 from transformers import CLIPModel
 
 from langclip import LaCLIPModel
@@ -38,8 +38,7 @@ def _fresh_accelerator():
 
 
 def run(files, tmp_path, **overrides):
-    values = {**files, "output_dir": str(tmp_path / "out"), **overrides}
-    return train(*parse_train_args(as_flags(values)))
+    return train(*parse_train_args(as_flags(training_values(files, **{"output_dir": str(tmp_path / "out"), **overrides}))))
 
 
 def test_parameter_groups_exclude_biases_norms_and_scalars(tiny_config):

@@ -46,6 +46,15 @@ def make_training_files(folder, rows: int = 32) -> dict:
     }
 
 
+def training_values(files: dict, **overrides) -> dict:
+    """``files`` with ``overrides``; a ``model_name_or_path`` replaces the tiny ``model_config`` (a checkpoint brings
+    its own config, and --model-config with it is refused)."""
+    values = {**files, **overrides}
+    if "model_name_or_path" in overrides:
+        values.pop("model_config", None)
+    return values
+
+
 def as_flags(values: dict) -> list[str]:
     flags = []
     for key, value in values.items():

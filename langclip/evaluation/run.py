@@ -146,7 +146,24 @@ def compare(dirs: list[str], output_dir: str) -> int:
     return 0
 
 
+def check_given_flags(args: argparse.Namespace, suite) -> None:
+    """Refuse (or warn about) every flag given away from its default that does not apply to this run
+    (`langclip.flags.EVAL_FLAGS`): a --compare, ``suite`` (loaded) or a single --dataset task."""
+    from ..flags import EVAL_FLAGS, check_flags
+    from .arguments import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    given = {action.dest for action in parser._actions
+             if action.dest in vars(args) and getattr(args, action.dest) != action.default}
+    mode = "compare" if args.compare else "suite" if args.suite else "dataset"
+    tasks = {task for spec in suite.datasets for task in spec.tasks} if suite else {args.task} if args.dataset else set()
+    check_flags(EVAL_FLAGS, given, argparse.Namespace(**vars(args), mode=mode, tasks=tasks))
+
+
 def main(args: argparse.Namespace) -> int:
+    suite = load_suite(args.suite, _dataset_paths(args.dataset_path), args.datasets) if args.suite else None
+    check_given_flags(args, suite)
     if args.compare:
         return compare(args.compare, args.output_dir or "outputs/eval/compare")
     if not args.model:
@@ -161,8 +178,7 @@ def main(args: argparse.Namespace) -> int:
 
         check_hub_access(args.push_to_hub)
     start = time.perf_counter()
-    if args.suite:
-        suite = load_suite(args.suite, _dataset_paths(args.dataset_path), args.datasets)
+    if suite:
         model_name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(args.model.rstrip("/")).name)
         output_dir = Path(args.output_dir or f"outputs/eval/{suite.name}/{model_name}")
         model, tokenizer, processor = load_model(args.model, _device(args), args.dtype)

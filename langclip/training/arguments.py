@@ -270,8 +270,6 @@ class TrainArguments:
         if self.resume and self.overwrite_output_dir:
             raise ConfigError("--resume continues the run in --output-dir and --overwrite-output-dir deletes it; "
                               "give one of them")
-        if self.resume_ignore_mismatch and not self.resume:
-            raise ConfigError("--resume-ignore-mismatch only applies with --resume")
         if self.push_to_hub and not self.hub_model_id:
             raise ConfigError("--push-to-hub needs --hub-model-id")
         if self.eval_steps < 0:

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 from ..choices import TEXT_SAMPLINGS, TRAIN_PARTS
 from ..errors import ConfigError, DataError
+from ..flags import TRAIN_FLAGS, check_flags, given_fields
+from ..processing.loading import input_kind
 from ..processing.text import TextAugmenter
 from .objectives import OBJECTIVES, CLIPObjective, Objective, RowOptions
 
@@ -172,22 +175,26 @@ class Method:
     @classmethod
     def from_arguments(cls, model_args, data_args, train_args) -> Method:
         """The ``--method`` preset with ``--text-sampling``, ``--objective``, ``--contrastive-loss`` and
-        ``--train-parts`` applied; ``--lora-r`` > 0 alone means ``--train-parts lora``."""
+        ``--train-parts`` applied; ``--lora-r`` > 0 alone means ``--train-parts lora``. Every given flag that does
+        not apply to this method and input is refused or warned about first (`langclip.flags.TRAIN_FLAGS`)."""
         preset = PRESETS[model_args.method]
         train_parts = model_args.train_parts or ("lora" if model_args.lora_r > 0 else preset["train_parts"])
         if (train_parts == "lora") != (model_args.lora_r > 0):
             raise ConfigError(f"--train-parts {train_parts} with --lora-r {model_args.lora_r}: LoRA needs --lora-r > 0, "
                               "and --lora-r > 0 needs --train-parts lora")
         objective_class = OBJECTIVES[model_args.objective or preset["objective"]]
+        text_sampling = model_args.text_sampling or preset["text_sampling"]
+        arguments = (model_args, data_args, train_args)
+        check_flags(TRAIN_FLAGS, given_fields(*arguments), SimpleNamespace(**{
+            **{name: value for args in arguments for name, value in vars(args).items()},
+            "objective": objective_class.name, "text_sampling": text_sampling, "train_parts": train_parts,
+            "input": input_kind(data_args.train_data) if data_args.train_data else None}))
         if not 0 <= model_args.patch_dropout < 1:
             raise ConfigError(f"--patch-dropout must be in [0, 1), got {model_args.patch_dropout}")
-        if model_args.patch_dropout and objective_class.name == "difference":
-            raise ConfigError("--patch-dropout drops image patches in training, but --objective difference (PC-CLIP) "
-                              "uses the frozen image tower as it is: leave --patch-dropout at 0")
         lock = TowerLock(model_args.lock_image, model_args.lock_image_unlocked_groups, model_args.lock_text,
                          model_args.lock_text_unlocked_layers, model_args.locked_norms_trainable)
         return cls(objective_class(**objective_class.options(model_args, data_args, train_args)),
-                   text_sampling=model_args.text_sampling or preset["text_sampling"], train_parts=train_parts,
+                   text_sampling=text_sampling, train_parts=train_parts,
                    seed=train_args.seed, skip_bad_samples=data_args.skip_bad_samples, lock=lock)
 
     @property
