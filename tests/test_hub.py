@@ -17,7 +17,7 @@ import torch
 from huggingface_hub import DatasetCard, EvalResult, ModelCard, metadata_eval_result, metadata_load
 
 from langclip import LaCLIPModel
-from langclip.evaluation.run import TASKS
+from langclip.evaluation.manifest import TASKS
 from langclip.hub_cards.cards import DatasetCardFields, dataset_card, model_card
 from langclip.hub_cards.records import TASKS as CARD_TASKS
 from langclip.hub_cards.records import eval_results, merge_eval_results
