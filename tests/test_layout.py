@@ -1,7 +1,7 @@
 """The package's imports follow docs/design.md's layout: no cycles, no arrow pointing up, nothing imports the demo.
 
 Order (an arrow may only point down this list):
-errors, signals, choices <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
+errors, signals, choices, lazy <- modeling <- hub_cards <- processing <- processing.generation, evaluation <- training <- cli;
 ``demo`` and ``testing`` (the helpers tests, benchmarks and the demo share) may import everything and no library
 module imports them; generation and evaluation do not import each other. Every import counts, also those inside
 functions (lazy imports), and so do the modules of the CLI's command table (`langclip.cli.COMMANDS`, flags and run
@@ -17,6 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "langclip"
 LAYERS = {
     "langclip.errors": -1,  # below everything: every layer raises its errors; it imports nothing from langclip
     "langclip.signals": -1,  # the stop request of training and the generation jobs; imports nothing from langclip
+    "langclip.lazy": -1,  # PEP 562 name resolution for the packages; imports nothing from langclip
     "langclip.choices": -1,  # the names training flags choose among; imports nothing from langclip
     "langclip.modeling": 0,
     "langclip.flags": 0,  # which train and eval flags apply to what; imports only errors

@@ -13,7 +13,7 @@ The names below are resolved on first use (PEP 562): importing one module of the
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 _MODULES = {
     "LACLIP_IMAGENET_TEMPLATES": "templates",
@@ -30,12 +30,4 @@ _MODULES = {
 }
 __all__ = list(_MODULES)
 
-
-def __getattr__(name: str):
-    if name in _MODULES:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _MODULES, globals())

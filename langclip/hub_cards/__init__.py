@@ -6,7 +6,7 @@ list, the push flags of `langclip <command> --help`) does not import `push`, whi
 
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 _MODULES = {
     "DatasetCardFields": "cards",
@@ -21,12 +21,4 @@ _MODULES = {
 }
 __all__ = list(_MODULES)
 
-
-def __getattr__(name: str):
-    if name in _MODULES:
-        return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _MODULES, globals())
