@@ -286,9 +286,6 @@ def load_rows(data_args: DataArguments, seed: int) -> tuple[datasets.Dataset | I
             data_args.skip_bad_samples, seed=seed, shuffle_buffer=data_args.shuffle_buffer,
             resampled=data_args.dataset_resampled)
         return stream.dataset(), stream
-    if data_args.train_num_samples or data_args.dataset_resampled:
-        raise ValueError("--train-num-samples and --dataset-resampled apply to .tar shards; "
-                         f"{data_args.train_data} is not a set of shards")
     dataset = load_image_text_dataset(
         data_args.train_data, split=data_args.split, image_column=data_args.image_column,
         caption_column=data_args.caption_column, rewrites_column=data_args.rewrites_column,
