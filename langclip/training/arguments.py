@@ -132,7 +132,8 @@ class DataArguments:
         "LaCLIP CSV input: one augmented-text file per rewrite source, one line per CSV row.", default=None
     )
     image_root: str | None = _help("Folder the CSV's relative image paths start from (default: the CSV's).", default=None)
-    streaming: bool = _help("Stream a Hub dataset instead of downloading it (needs --max-steps); read in passes "
+    streaming: bool = _help("Stream a Hub dataset or a local data folder instead of loading it whole (needs --max-steps; "
+                            "a save_to_disk folder, CSV or shards are read as they are); read in passes "
                             "block-shuffled by --shuffle-buffer, and resumed to the exact sample.", default=False)
     skip_bad_samples: bool = _help(
         "Skip unreadable or corrupt images and report how many; without it the first one stops the run.", default=False
