@@ -94,6 +94,48 @@ def test_losses_against_float64_reference():
     torch.testing.assert_close(total, 0.5 * expected_contrastive + 3.0 * nll_sum.sum() / 10)
 
 
+@pytest.mark.parametrize("overwrite_logits", [False, True])
+def test_caption_nll_gradient_against_float64_reference(monkeypatch, overwrite_logits):
+    """d nll / d logits = w_row * (softmax - onehot(target)) at predicted positions and 0 elsewhere, across row
+    chunks (the chunk is set to 2 rows of 11 so the 4 x 5 rows span 10 chunks), and gradcheck agrees."""
+    monkeypatch.setattr("langclip.modeling.losses.CROSS_ENTROPY_CHUNK", 22)
+    torch.manual_seed(2)
+    leaf = torch.randn(4, 5, 11, dtype=torch.float64, requires_grad=True)
+    logits = leaf * 1.0  # an intermediate, as the captioner's logits are: overwrite_logits may write into it
+    ids = torch.randint(0, 11, (4, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]])
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    (caption_nll(logits, ids, mask, overwrite_logits).nll_sum * weights).sum().backward()
+    expected = torch.zeros_like(leaf)
+    for row in range(4):
+        for t in range(int(mask[row].sum()) - 1):
+            expected[row, t] = weights[row] * (torch.softmax(leaf[row, t].detach(), 0)
+                                               - F.one_hot(ids[row, t + 1], 11))
+    torch.testing.assert_close(leaf.grad, expected)
+    assert torch.autograd.gradcheck(lambda z: caption_nll(z, ids, mask).nll_sum, (logits.detach().requires_grad_(),))
+
+
+def test_training_mode_reuses_the_caption_logits_for_their_gradient(tokenizer):
+    """In training mode the model returns no caption logits and the NLL's backward writes into their memory; the
+    gradients equal those of the path that keeps the logits, and a second backward through them is refused."""
+    torch.manual_seed(0)
+    model = CLIPSModel(tiny_clips_config(tokenizer)).train()
+    inputs = batch(tokenizer)
+    grads = []
+    for keep in (True, None):
+        model.zero_grad()
+        out = model(**inputs, return_loss=True, return_caption_logits=keep)
+        assert (out.caption_logits is None) == (keep is None)
+        out.loss.backward(retain_graph=True)
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and "captioner.lm_head.weight" in grads[1]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.loss.backward()
+    assert model.eval()(**inputs).caption_logits.shape[:2] == inputs["caption_input_ids"].shape
+
+
 def test_forward_loss_and_padding(tokenizer):
     model = CLIPSModel(tiny_clips_config(tokenizer, caption_loss_weight=1.5, contrastive_loss_weight=0.7)).eval()
     inputs = batch(tokenizer)
@@ -154,7 +196,7 @@ def test_bad_inputs(tokenizer):
 
 
 def test_captioner_memorises_four_captions(tokenizer):
-    """Overfitting: after a few hundred steps greedy decoding reproduces the 4 training captions exactly."""
+    """Overfitting: once the caption loss is below 1e-2, greedy decoding reproduces the 4 training captions exactly."""
     torch.manual_seed(0)
     model = CLIPSModel(tiny_clips_config(tokenizer, caption_loss_weight=1.0))
     captions = ["a photo of a red circle on the left", "two blue square shapes on the right",
@@ -163,8 +205,10 @@ def test_captioner_memorises_four_captions(tokenizer):
                     return_tensors="pt")
     target = tokenizer(captions, padding=True, return_tensors="pt")
     pixels = torch.randn(4, 3, 32, 32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
-    for _ in range(400):
+    # Training can sit for a while on a plateau (loss ~ ln 4 / 35 tokens) before the first caption token uses the
+    # web caption; the loop runs until the loss is below 1e-2 (seed 0: ~300 steps; other seeds up to ~1600).
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
+    for _ in range(2000):
         out = model(input_ids=web.input_ids, attention_mask=web.attention_mask, pixel_values=pixels,
                     caption_input_ids=target.input_ids, caption_attention_mask=target.attention_mask, return_loss=True)
         optimizer.zero_grad()
@@ -172,6 +216,7 @@ def test_captioner_memorises_four_captions(tokenizer):
         optimizer.step()
         if out.caption_loss.item() < 1e-2:
             break
+    assert out.caption_loss.item() < 1e-2
     model.eval()
     generated = model.generate_caption(pixels, web.input_ids, web.attention_mask)
     assert tokenizer.batch_decode(generated, skip_special_tokens=True) == captions

@@ -173,7 +173,9 @@ class CLIPSOutput(CLIPOutput):
     """`CLIPOutput` of B images with their web captions (``text_embeds`` (B, D), ``logits_per_image`` (B, B)), plus:
 
     partial_text_embeds: (B, D), the partial synthetic captions, normalised;
-    caption_logits: (B, L, V), the captioner's next-token logits over the synthetic caption;
+    caption_logits: (B, L, V), the captioner's next-token logits over the synthetic caption (None with
+        ``return_caption_logits`` False, the training-mode default: the NLL's backward then writes its gradient into
+        the logits' memory);
     caption_nll_sum: (B,), each row's summed next-token NLL; caption_tokens: (B,), its predicted tokens;
     contrastive_loss, caption_loss: () the two terms of ``loss`` (`clips_loss`).
     """
@@ -193,7 +195,9 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
     inference without ``return_loss`` and the synthetic captions, any M texts: ``logits_per_image`` is then (N, M));
     ``partial_input_ids``/``partial_attention_mask`` (partial synthetic caption, optional);
     ``caption_input_ids``/``caption_attention_mask`` (full synthetic caption, framed by BOS/EOS, optional).
-    ``logits_per_image`` and ``text_embeds`` refer to the web caption.
+    ``logits_per_image`` and ``text_embeds`` refer to the web caption. ``return_caption_logits`` (default: not in
+    training mode) returns the (B, L, V) captioner logits; without them the caption NLL's backward reuses their
+    memory for the gradient, which spares a step over CLIP's 49,408-token vocabulary a third (B, L, V) tensor.
     """
 
     config_class = CLIPSConfig
@@ -246,6 +250,7 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
         caption_attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         return_loss: bool | None = None,
+        return_caption_logits: bool | None = None,
         interpolate_pos_encoding: bool = False,
         **kwargs,
     ) -> CLIPSOutput:
@@ -271,7 +276,10 @@ class CLIPSModel(LogitParametersMixin, CLIPModel):
         if caption_input_ids is not None:
             image_tokens, web_tokens = self.captioner_inputs(vision.last_hidden_state, text.last_hidden_state)
             logits = self.captioner.logits(image_tokens, web_tokens, self._web_mask(attention_mask), caption_input_ids)
-            nll_sum, tokens = caption_nll(logits, caption_input_ids, caption_attention_mask)
+            keep_logits = not self.training if return_caption_logits is None else return_caption_logits
+            nll_sum, tokens = caption_nll(logits, caption_input_ids, caption_attention_mask,
+                                          overwrite_logits=not keep_logits)
+            logits = logits if keep_logits else None
 
         logit_scale = self.logit_scale.exp()
         logits_per_text = logit_scale * text_embeds @ image_embeds.T
