@@ -21,7 +21,8 @@ Sections (all by default, each printing its table):
   analytic FLOPs relative to the CLIP step.
 - ``levers``: patch dropout 0.5 and 0.75, and a locked image tower, against the plain step on ViT-B/16 at 224 px
   (`towers.VIT_B16`): time, analytic FLOPs and peak memory (fresh processes).
-- ``profile``: `torch.profiler`'s top operators by self CPU time in the CLIP step.
+- ``profile``: `torch.profiler`'s top operators by self CPU time, then by input shape, in one method's step
+  (``--profile-method``, default clip).
 
 Timings are medians over interleaved repetitions; the machine may be shared, so compare
 ratios within one run.
@@ -43,6 +44,7 @@ from transformers import CLIPModel
 
 from langclip import CLIPSModel, LaCLIPModel
 from langclip.modeling.image_processing import default_image_processor
+from langclip.modeling.losses import caption_nll
 from langclip.modeling.vision import set_patch_dropout
 from langclip.testing import train_word_tokenizer
 from langclip.processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
@@ -310,17 +312,25 @@ def core(args, accelerator, tokenizer) -> dict:
             "compile_seconds": compile_seconds}
 
 
-def cross_entropy_seconds(rows: int, steps: int) -> float:
-    """Median seconds of a cross-entropy forward + backward over (rows, CLIP's vocabulary) logits: the memory-bound
-    softmax of CLIPS' captioner, which the FLOP count leaves out."""
-    logits = torch.randn(rows, CLIP_VOCABULARY, requires_grad=True)
-    targets = torch.randint(CLIP_VOCABULARY, (rows,))
+def cross_entropy_seconds(batch: int, length: int, steps: int) -> dict[str, float]:
+    """Median seconds of the captioner's next-token cross-entropy, forward + backward over (batch, length, CLIP's
+    vocabulary) logits, as `caption_nll` computes it and as ``F.cross_entropy`` would: the memory-bound softmax of
+    CLIPS' captioner, which the FLOP count leaves out."""
+    logits = torch.randn(batch, length, CLIP_VOCABULARY, requires_grad=True)
+    ids = torch.randint(CLIP_VOCABULARY, (batch, length))
+    targets = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100).flatten()
 
-    def run():
-        torch.nn.functional.cross_entropy(logits, targets, reduction="sum").backward()
-        logits.grad = None
+    def run(loss):
+        def once():
+            loss().backward()
+            logits.grad = None
+        return once
 
-    return median_times({"cross-entropy": run}, steps)["cross-entropy"]
+    return median_times({
+        "caption_nll": run(lambda: caption_nll(logits, ids, None).nll_sum.sum()),  # keeping the logits
+        "F.cross_entropy": run(lambda: torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets,
+                                                                         reduction="sum")),
+    }, steps)
 
 
 def methods(args, accelerator, tokenizer) -> dict:
@@ -362,12 +372,14 @@ def methods(args, accelerator, tokenizer) -> dict:
         time_ratio, flop_ratio = seconds[name] / seconds["clip"], flops[name] / flops["clip"]
         print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio:.2f}x | {flop_ratio:.2f}x |"
               f" {time_ratio / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | {memory[name] / 2**20:.0f} MiB |")
-    caption_rows = args.batch_size * batches["clips"]["caption_input_ids"].shape[-1]
-    softmax = cross_entropy_seconds(caption_rows, args.steps)
+    caption_length = batches["clips"]["caption_input_ids"].shape[-1]
+    softmax = cross_entropy_seconds(args.batch_size, caption_length, args.steps)
+    ours, peer = softmax["caption_nll"], softmax["F.cross_entropy"]
     print(f"target: LaCLIP-MT and CLIPS at most 1.10 in the time / FLOP column; of the CLIPS step, the captioner's "
-          f"cross-entropy alone (forward + backward over ({caption_rows}, {CLIP_VOCABULARY}) logits) takes "
-          f"{softmax * 1e3:.0f} ms ({softmax / seconds['clips']:.0%}), 0 FLOPs in the count; without it CLIPS "
-          f"would be {(seconds['clips'] - softmax) / seconds['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
+          f"cross-entropy alone (`caption_nll`, forward + backward over ({args.batch_size * caption_length}, "
+          f"{CLIP_VOCABULARY}) logits) takes {ours * 1e3:.0f} ms ({ours / seconds['clips']:.0%}; F.cross_entropy: "
+          f"{peer * 1e3:.0f} ms, {peer / ours:.2f}x), 0 FLOPs in the count; without it CLIPS would be "
+          f"{(seconds['clips'] - ours) / seconds['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
     return {"method_seconds": seconds, "method_flops": flops, "method_trainable": trainable, "method_memory": memory,
             "caption_cross_entropy_seconds": softmax}
 
@@ -417,28 +429,39 @@ def levers(args, accelerator, tokenizer) -> dict:
 
 
 def profile(args, accelerator, tokenizer) -> dict:
-    """`torch.profiler` of the CLIP step on `SMALL`: the top operators by self CPU time, per step."""
+    """`torch.profiler` of one method's step (``--profile-method``) on `SMALL`: the top operators by self CPU time,
+    per step, then the top (operator, input shapes) pairs, which tell the matmuls apart."""
     torch.manual_seed(0)
-    model = LaCLIPModel(SMALL.config(tokenizer)).train()
+    method = args.profile_method
+    model = method_model(method, SMALL, tokenizer)
     model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
-    train_step = TrainStep(accelerator, model, optimizer, Method.preset("clip").objective)
-    batch = ContrastiveCollator(tokenizer, SMALL.context)(rows(args.batch_size))
+    train_step = TrainStep(accelerator, model, optimizer, Method.preset(method).objective)
+    batch = method_batch(method, SMALL, tokenizer, rows(args.batch_size))
     train_step(batch)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as profiler:
         for _ in range(args.profile_steps):
             train_step(batch)
+    steps = args.profile_steps
     events = sorted(profiler.key_averages(), key=lambda event: event.self_cpu_time_total, reverse=True)
     total = sum(event.self_cpu_time_total for event in events)
-    print(f"torch.profiler, CLIP step, batch {args.batch_size}, {args.profile_steps} steps: top operators by self CPU "
-          f"time ({total / 1e3 / args.profile_steps:.0f} ms/step profiled)\n")
+    print(f"torch.profiler, {method} step, batch {args.batch_size}, {steps} steps: top operators by self CPU "
+          f"time ({total / 1e3 / steps:.0f} ms/step profiled)\n")
     print("| operator | self ms/step | share | calls/step |")
     print("| --- | ---: | ---: | ---: |")
     top = events[:args.profile_rows]
     for event in top:
-        print(f"| `{event.key}` | {event.self_cpu_time_total / 1e3 / args.profile_steps:.1f} | "
-              f"{event.self_cpu_time_total / total:.1%} | {event.count // args.profile_steps} |")
+        print(f"| `{event.key}` | {event.self_cpu_time_total / 1e3 / steps:.1f} | "
+              f"{event.self_cpu_time_total / total:.1%} | {event.count // steps} |")
+    shaped = sorted(profiler.key_averages(group_by_input_shape=True), key=lambda event: event.self_cpu_time_total,
+                    reverse=True)[:args.profile_rows]
+    print("\n| operator | input shapes | self ms/step | share | calls/step |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for event in shaped:
+        shapes = ", ".join("x".join(map(str, shape)) for shape in event.input_shapes if shape)
+        print(f"| `{event.key}` | {shapes} | {event.self_cpu_time_total / 1e3 / steps:.1f} | "
+              f"{event.self_cpu_time_total / total:.1%} | {event.count // steps} |")
     print()
-    return {"profile": {event.key: event.self_cpu_time_total / 1e6 / args.profile_steps for event in top}}
+    return {"profile": {event.key: event.self_cpu_time_total / 1e6 / steps for event in top}}
 
 
 SECTIONS = {"core": core, "methods": methods, "levers": levers, "profile": profile}
@@ -455,7 +478,9 @@ def main() -> None:
     parser.add_argument("--memory-batch-size", type=int, default=256, help="Batch of the checkpointing memory probe.")
     parser.add_argument("--lever-batch-size", type=int, default=8, help="Pairs per ViT-B/16 step of the levers.")
     parser.add_argument("--lever-steps", type=int, default=3, help="Timed repetitions of each ViT-B/16 step.")
-    parser.add_argument("--profile-steps", type=int, default=5, help="Profiled CLIP steps (after one warm-up).")
+    parser.add_argument("--profile-method", choices=METHODS, default="clip",
+                        help="The method whose step the profile section profiles.")
+    parser.add_argument("--profile-steps", type=int, default=5, help="Profiled steps (after one warm-up).")
     parser.add_argument("--profile-rows", type=int, default=12, help="Operators in the profile table.")
     parser.add_argument("--json", default=None, help="Also write the results to this JSON file.")
     args = parser.parse_args()
