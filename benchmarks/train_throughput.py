@@ -18,7 +18,7 @@ Sections (all by default, each printing its table):
     default `loader_kwargs`) vs the same step on a pre-made batch;
   - peak memory of a step with and without gradient checkpointing (fresh processes).
 - ``methods``: the step of clip, laclip-mt (5 texts per image), clips and pcclip on the same towers, its time and
-  analytic FLOPs relative to the CLIP step.
+  analytic FLOPs relative to the CLIP step; each method in a fresh process, interleaved with a CLIP step there.
 - ``levers``: patch dropout 0.5 and 0.75, and a locked image tower, against the plain step on ViT-B/16 at 224 px
   (`towers.VIT_B16`): time, analytic FLOPs and peak memory (fresh processes).
 - ``profile``: `torch.profiler`'s top operators by self CPU time, then by input shape, in one method's step
@@ -150,12 +150,38 @@ def memory_probe(towers: str, batch_size: int, method: str = "clip", checkpointi
     return high_water_mark() - before
 
 
+def in_fresh_process(function: str, *args, **kwargs):
+    """``function(*args, **kwargs)`` of this module, run in a fresh Python process; its JSON result."""
+    code = (f"import sys, json; sys.path.insert(0, {repr(sys.path[0])}); import train_throughput as t; "
+            f"print(json.dumps(t.{function}(*{args!r}, **{kwargs!r})))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
 def peak_memory(towers: str, batch_size: int, **options) -> int:
     """`memory_probe` in a fresh process."""
-    code = (f"import sys; sys.path.insert(0, {repr(sys.path[0])}); import train_throughput as t; "
-            f"print(t.memory_probe({towers!r}, {batch_size}, **{options!r}))")
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(output.stdout.strip().splitlines()[-1])
+    return in_fresh_process("memory_probe", towers, batch_size, **options)
+
+
+def paired_step_seconds(method: str, batch_size: int, steps: int) -> dict:
+    """Median seconds of the CLIP step and of ``method``'s step (ready batches of `rows`, `TrainStep`), interleaved
+    in this process, on `SMALL` towers with the same initial weights (CLIPS' captioner is its own); with ``method``'s
+    trainable parameter count. Run in a fresh process per method, as a trainer holds one model: the large tensors of
+    other methods' models in one process made the CLIPS step's time vary by a third between runs."""
+    tokenizer = train_word_tokenizer([WORDS], max_length=VIT_B16.context)
+    accelerator = Accelerator()
+    torch.manual_seed(0)
+    data = rows(batch_size)
+    base = LaCLIPModel(SMALL.config(tokenizer)).state_dict()
+    runs, trainable = {}, 0
+    for name in ("clip", method):
+        model = method_model(name, SMALL, tokenizer)
+        model.load_state_dict(base, strict=False)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
+        train_step = TrainStep(accelerator, model, optimizer, Method.preset(name).objective)
+        runs[name] = lambda train_step=train_step, batch=method_batch(name, SMALL, tokenizer, data): train_step(batch)
+    return {"seconds": median_times(runs, steps), "trainable": trainable}
 
 
 def median_times(runs: dict, steps: int) -> dict[str, float]:
@@ -335,21 +361,17 @@ def cross_entropy_seconds(batch: int, length: int, steps: int) -> dict[str, floa
 
 def methods(args, accelerator, tokenizer) -> dict:
     """Each method's step (ready batch: `TrainStep` = forward, backward, fused AdamW, clamp) on the `SMALL` towers,
-    against its analytic FLOPs, both relative to the CLIP step."""
+    against its analytic FLOPs, both relative to the CLIP step (`paired_step_seconds`, a fresh process per method)."""
     memory = {name: peak_memory("SMALL", args.batch_size, method=name) for name in METHODS}
-    torch.manual_seed(0)
+    paired = {name: in_fresh_process("paired_step_seconds", name, args.batch_size, args.steps) for name in METHODS[1:]}
+    clip_seconds = [result["seconds"]["clip"] for result in paired.values()]
+    seconds = {"clip": statistics.median(clip_seconds), **{name: paired[name]["seconds"][name] for name in paired}}
+    time_ratio = {"clip": 1.0, **{name: paired[name]["seconds"][name] / paired[name]["seconds"]["clip"]
+                                  for name in paired}}
+    trainable = {"clip": sum(p.numel() for p in method_model("clip", SMALL, tokenizer).parameters() if p.requires_grad),
+                 **{name: paired[name]["trainable"] for name in paired}}
     data = rows(args.batch_size)
-    base = LaCLIPModel(SMALL.config(tokenizer)).state_dict()
-    batches, steps, trainable = {}, {}, {}
-    for name in METHODS:
-        model = method_model(name, SMALL, tokenizer)
-        model.load_state_dict(base, strict=False)  # the same towers everywhere; CLIPS' captioner is its own
-        trainable[name] = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
-        train_step = TrainStep(accelerator, model, optimizer, Method.preset(name).objective)
-        batches[name] = method_batch(name, SMALL, tokenizer, data)
-        steps[name] = lambda train_step=train_step, batch=batches[name]: train_step(batch)
-    seconds = median_times(steps, args.steps)
+    batches = {name: method_batch(name, SMALL, tokenizer, data) for name in METHODS}
 
     length = batches["clip"]["input_ids"].shape[-1]
     flops = {
@@ -364,14 +386,18 @@ def methods(args, accelerator, tokenizer) -> dict:
     print(f"each method's step on the same towers, batch {args.batch_size}, texts of {length} tokens; LaCLIP-MT: 5 "
           f"texts per image; CLIPS: partial caption {batches['clips']['partial_input_ids'].shape[-1]} and synthetic "
           f"caption {batches['clips']['caption_input_ids'].shape[-1]} tokens, captioner {SMALL.captioner_layers} "
-          "layers; PC-CLIP: frozen image tower, both images of a pair encoded, text blocks train\n")
+          "layers; PC-CLIP: frozen image tower, both images of a pair encoded, text blocks train. Each method is "
+          "timed in its own process, interleaved with a CLIP step there (time vs CLIP is that pair's ratio; the "
+          f"clip row is the median of its {len(clip_seconds)} processes: "
+          f"{', '.join(f'{value * 1e3:.0f}' for value in clip_seconds)} ms)\n")
     print("| method | ms/step | analytic GFLOP | time vs CLIP | FLOPs vs CLIP | time ratio / FLOP ratio | trainable | "
           "peak memory growth |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name in METHODS:
-        time_ratio, flop_ratio = seconds[name] / seconds["clip"], flops[name] / flops["clip"]
-        print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio:.2f}x | {flop_ratio:.2f}x |"
-              f" {time_ratio / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | {memory[name] / 2**20:.0f} MiB |")
+        flop_ratio = flops[name] / flops["clip"]
+        print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio[name]:.2f}x | "
+              f"{flop_ratio:.2f}x | {time_ratio[name] / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | "
+              f"{memory[name] / 2**20:.0f} MiB |")
     caption_length = batches["clips"]["caption_input_ids"].shape[-1]
     softmax = cross_entropy_seconds(args.batch_size, caption_length, args.steps)
     ours, peer = softmax["caption_nll"], softmax["F.cross_entropy"]
@@ -379,8 +405,8 @@ def methods(args, accelerator, tokenizer) -> dict:
           f"cross-entropy alone (`caption_nll`, forward + backward over ({args.batch_size * caption_length}, "
           f"{CLIP_VOCABULARY}) logits) takes {ours * 1e3:.0f} ms ({ours / seconds['clips']:.0%}; F.cross_entropy: "
           f"{peer * 1e3:.0f} ms, {peer / ours:.2f}x), 0 FLOPs in the count; without it CLIPS would be "
-          f"{(seconds['clips'] - ours) / seconds['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
-    return {"method_seconds": seconds, "method_flops": flops, "method_trainable": trainable, "method_memory": memory,
+          f"{(seconds['clips'] - ours) / paired['clips']['seconds']['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
+    return {"method_seconds": seconds, "method_time_ratio": time_ratio, "method_flops": flops, "method_trainable": trainable, "method_memory": memory,
             "caption_cross_entropy_seconds": softmax}
 
 
