@@ -44,7 +44,7 @@ from transformers import CLIPModel
 
 from langclip import CLIPSModel, LaCLIPModel
 from langclip.modeling.image_processing import default_image_processor
-from langclip.modeling.losses import caption_nll
+from langclip.modeling.losses import IGNORE_INDEX, caption_nll
 from langclip.modeling.vision import set_patch_dropout
 from langclip.testing import train_word_tokenizer
 from langclip.processing.collators import CLIPSCollator, ContrastiveCollator, DifferenceCollator
@@ -173,14 +173,14 @@ def paired_step_seconds(method: str, batch_size: int, steps: int) -> dict:
     torch.manual_seed(0)
     data = rows(batch_size)
     base = LaCLIPModel(SMALL.config(tokenizer)).state_dict()
-    runs, trainable = {}, 0
+    runs = {}
     for name in ("clip", method):
         model = method_model(name, SMALL, tokenizer)
         model.load_state_dict(base, strict=False)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         model, optimizer = accelerator.prepare(model, build_optimizer(model, 1e-4, 0.1))
         train_step = TrainStep(accelerator, model, optimizer, Method.preset(name).objective)
         runs[name] = lambda train_step=train_step, batch=method_batch(name, SMALL, tokenizer, data): train_step(batch)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)  # the last model built: ``method``'s
     return {"seconds": median_times(runs, steps), "trainable": trainable}
 
 
@@ -344,7 +344,7 @@ def cross_entropy_seconds(batch: int, length: int, steps: int) -> dict[str, floa
     CLIPS' captioner, which the FLOP count leaves out."""
     logits = torch.randn(batch, length, CLIP_VOCABULARY, requires_grad=True)
     ids = torch.randint(CLIP_VOCABULARY, (batch, length))
-    targets = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=-100).flatten()
+    targets = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=IGNORE_INDEX).flatten()
 
     def run(loss):
         def once():
@@ -406,8 +406,8 @@ def methods(args, accelerator, tokenizer) -> dict:
           f"{CLIP_VOCABULARY}) logits) takes {ours * 1e3:.0f} ms ({ours / seconds['clips']:.0%}; F.cross_entropy: "
           f"{peer * 1e3:.0f} ms, {peer / ours:.2f}x), 0 FLOPs in the count; without it CLIPS would be "
           f"{(seconds['clips'] - ours) / paired['clips']['seconds']['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
-    return {"method_seconds": seconds, "method_time_ratio": time_ratio, "method_flops": flops, "method_trainable": trainable, "method_memory": memory,
-            "caption_cross_entropy_seconds": softmax}
+    return {"method_seconds": seconds, "method_time_ratio": time_ratio, "method_flops": flops,
+            "method_trainable": trainable, "method_memory": memory, "caption_cross_entropy_seconds": softmax}
 
 
 def levers(args, accelerator, tokenizer) -> dict:
