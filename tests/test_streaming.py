@@ -253,3 +253,16 @@ def test_langclip_rewrite_over_shards_writes_sidecars_that_training_joins(tmp_pa
     assert (folder / "00001.rewrites.parquet").exists() and len(rows) == 6
     assert all(len(row["rewrites"]) == 2 and row["rewrite_sources"] == ["eda", "eda"] for row in rows)
     assert all(row["caption"] == f"caption of {row['id']}" for row in rows)
+
+
+def test_resume_catches_a_shard_replaced_in_place(tmp_path):
+    """The data fingerprint covers each local shard's size and modification time: --resume continues over the same
+    shards and refuses once one shard is rewritten in place (same path, same keys, other and longer image bytes)."""
+    folder = make_shards(tmp_path / "s", num_shards=2, per_shard=4)
+    assert train_on_shards(tmp_path, folder, method="laclip", max_steps=1, save_steps=1)["step"] == 1
+    assert train_on_shards(tmp_path, folder, method="laclip", max_steps=2, save_steps=1, resume=True)["step"] == 2
+    members = [(f"0000100{i:02d}.png", png_bytes(200 + i) * 2) for i in range(4)]
+    members += [(f"0000100{i:02d}.json", json.dumps({"caption": "c", "rewrites": ["r"]}).encode()) for i in range(4)]
+    write_tar(folder / "00001.tar", sorted(members))
+    with pytest.raises(ValueError, match="data_fingerprint"):
+        train_on_shards(tmp_path, folder, method="laclip", max_steps=3, save_steps=1, resume=True)
