@@ -212,6 +212,8 @@ CASES = [
                                                         str(r / "eval_unnamed")],
      "the label column 'label' is Value, so it carries no class names"),  # not "cannot read image row 1"
     ("eval-batch-size-zero", lambda r, f: run_eval(r, "--batch-size", "0"), "--batch-size must be >= 1, got 0"),
+    ("eval-model-mistyped", lambda r, f: ["eval", "--model", str(r / "no_such_run"), "--dataset", str(r / "eval_data")],
+     "no_such_run' does not exist locally and is not a valid Hub id"),
     # rewrite and meta-pairs
     ("rewrite-empty-file", lambda r, f: ["rewrite", str(r / "empty.txt"), "--method", "eda",
                                          "--output-dir", str(r / "rw")], "empty.txt is empty"),

@@ -40,10 +40,11 @@ def load_model(path: str, device: str, dtype: str = "float32"):
     """Model (eval mode, ``dtype``), tokenizer and image processor of a checkpoint folder or Hub id."""
     from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
 
+    from ..modeling.auto import from_user_path
     from ..modeling.image_processing import default_image_processor  # importing langclip.modeling registers its models
 
-    model = AutoModel.from_pretrained(path, dtype=DTYPES[dtype]).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = from_user_path(AutoModel.from_pretrained, path, "--model", dtype=DTYPES[dtype]).to(device).eval()
+    tokenizer = from_user_path(AutoTokenizer.from_pretrained, path, "--model")
     try:
         processor = AutoImageProcessor.from_pretrained(path)
     except OSError:
