@@ -115,6 +115,25 @@ def test_caption_nll_gradient_against_float64_reference(monkeypatch, overwrite_l
     assert torch.autograd.gradcheck(lambda z: caption_nll(z, ids, mask).nll_sum, (logits.detach().requires_grad_(),))
 
 
+@pytest.mark.parametrize("overwrite_logits", [False, True])
+def test_caption_nll_of_bfloat16_logits_is_the_float32_computation(overwrite_logits):
+    """bfloat16 logits (autocast's LM head) give the NLL of their float32 values, in float32, and the float32
+    gradient rounded once to bfloat16, as an explicit upcast would, without the float32 copy of the logits."""
+    torch.manual_seed(3)
+    leaf = torch.randn(3, 6, 40).bfloat16().requires_grad_()
+    ids = torch.randint(0, 40, (3, 6))
+    mask = torch.tensor([[1] * 6, [1, 1, 1, 1, 0, 0], [1, 1, 0, 0, 0, 0]])
+    weights = torch.tensor([0.5, 2.0, -1.0])
+    nll = caption_nll(leaf * 1, ids, mask, overwrite_logits).nll_sum
+    (nll * weights).sum().backward()
+    upcast = leaf.detach().float().requires_grad_()
+    expected = caption_nll(upcast, ids, mask).nll_sum
+    (expected * weights).sum().backward()
+    assert nll.dtype == torch.float32 and leaf.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(nll, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(leaf.grad, upcast.grad.bfloat16(), rtol=0, atol=0)
+
+
 def test_training_mode_reuses_the_caption_logits_for_their_gradient(tokenizer):
     """In training mode the model returns no caption logits and the NLL's backward writes into their memory; the
     gradients equal those of the path that keeps the logits, and a second backward through them is refused."""

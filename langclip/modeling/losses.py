@@ -287,7 +287,8 @@ class _TokenCrossEntropy(torch.autograd.Function):
 
     nll_r = -log_softmax(z_r)[t_r], and d nll_r / d z_r = softmax(z_r) - onehot(t_r); rows whose target is
     ``IGNORE_INDEX`` give 0 and no gradient. Both passes run over row chunks of `CROSS_ENTROPY_CHUNK` elements
-    with the fused (log-)softmax kernels; it keeps z only and writes the gradient once, into z's own memory with
+    with the fused (log-)softmax kernels, in at least float32 (bfloat16 z is read as it is, without a float32 copy);
+    it keeps z only and writes the gradient once, rounded to z's dtype, into z's own memory with
     ``overwrite_logits`` (z is then spent: a second backward through it raises autograd's in-place error).
     ``F.cross_entropy`` instead keeps the log-softmax (a second (R, V) tensor), and its backward zero-fills a third
     and reads two: at CLIP's 49,408-token vocabulary that traffic, and the page faults of the fresh tensors, were a
@@ -297,9 +298,10 @@ class _TokenCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, overwrite_logits: bool) -> torch.Tensor:
         rows = max(1, CROSS_ENTROPY_CHUNK // logits.shape[1])
+        dtype = torch.promote_types(logits.dtype, torch.float32)
         valid = targets != IGNORE_INDEX
         picked = targets.clamp(min=0)[:, None]
-        log_probs = torch.cat([F.log_softmax(chunk, dim=1).gather(1, index)
+        log_probs = torch.cat([F.log_softmax(chunk, dim=1, dtype=dtype).gather(1, index)
                                for chunk, index in zip(logits.split(rows), picked.split(rows))]).squeeze(1)
         ctx.save_for_backward(logits, picked, valid)
         ctx.rows, ctx.overwrite_logits = rows, overwrite_logits
@@ -309,12 +311,14 @@ class _TokenCrossEntropy(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_nll: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         logits, picked, valid = ctx.saved_tensors
-        scale = (grad_nll * valid)[:, None]  # (R, 1)
+        scale = (grad_nll * valid)[:, None]  # (R, 1), in at least float32
         grad = logits if ctx.overwrite_logits else torch.empty_like(logits)
-        for logits_chunk, grad_chunk, scale_chunk in zip(logits.split(ctx.rows), grad.split(ctx.rows),
-                                                         scale.split(ctx.rows)):
-            torch.mul(torch.softmax(logits_chunk, dim=1), scale_chunk, out=grad_chunk)
-        return grad.scatter_add_(1, picked, -scale), None, None
+        for logits_chunk, grad_chunk, scale_chunk, index in zip(
+                logits.split(ctx.rows), grad.split(ctx.rows), scale.split(ctx.rows), picked.split(ctx.rows)):
+            probs = torch.softmax(logits_chunk, dim=1, dtype=scale.dtype)
+            torch.mul(probs, scale_chunk, out=grad_chunk)  # each value rounded once to the logits' dtype
+            grad_chunk.scatter_(1, index, ((probs.gather(1, index) - 1) * scale_chunk).to(grad.dtype))
+        return grad, None, None
 
 
 def caption_nll(logits: torch.Tensor, caption_ids: torch.Tensor, caption_mask: torch.Tensor | None,
@@ -328,7 +332,6 @@ def caption_nll(logits: torch.Tensor, caption_ids: torch.Tensor, caption_mask: t
     targets = F.pad(caption_ids[:, 1:], (0, 1), value=IGNORE_INDEX)
     if caption_mask is not None:
         targets = targets.masked_fill(F.pad(caption_mask[:, 1:], (0, 1)) == 0, IGNORE_INDEX)
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     nll = _TokenCrossEntropy.apply(logits.flatten(0, 1), targets.flatten(), overwrite_logits)
     return CaptionNLL(nll.view(targets.shape).sum(dim=1), (targets != IGNORE_INDEX).sum(dim=1))
 
