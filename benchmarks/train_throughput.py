@@ -18,7 +18,8 @@ Sections (all by default, each printing its table):
     default `loader_kwargs`) vs the same step on a pre-made batch;
   - peak memory of a step with and without gradient checkpointing (fresh processes).
 - ``methods``: the step of clip, laclip-mt (5 texts per image), clips and pcclip on the same towers, its time and
-  analytic FLOPs relative to the CLIP step; each method in a fresh process, interleaved with a CLIP step there.
+  analytic FLOPs relative to the CLIP step; each method in a fresh process, interleaved with a CLIP step there; the
+  CLIPS/CLIP pair again under bf16 autocast.
 - ``levers``: patch dropout 0.5 and 0.75, and a locked image tower, against the plain step on ViT-B/16 at 224 px
   (`towers.VIT_B16`): time, analytic FLOPs and peak memory (fresh processes).
 - ``profile``: `torch.profiler`'s top operators by self CPU time, then by input shape, in one method's step
@@ -163,13 +164,14 @@ def peak_memory(towers: str, batch_size: int, **options) -> int:
     return in_fresh_process("memory_probe", towers, batch_size, **options)
 
 
-def paired_step_seconds(method: str, batch_size: int, steps: int) -> dict:
+def paired_step_seconds(method: str, batch_size: int, steps: int, mixed_precision: str = "no") -> dict:
     """Median seconds of the CLIP step and of ``method``'s step (ready batches of `rows`, `TrainStep`), interleaved
     in this process, on `SMALL` towers with the same initial weights (CLIPS' captioner is its own); with ``method``'s
     trainable parameter count. Run in a fresh process per method, as a trainer holds one model: the large tensors of
-    other methods' models in one process made the CLIPS step's time vary by a third between runs."""
+    other methods' models in one process made the CLIPS step's time vary by a third between runs. ``mixed_precision``:
+    Accelerate's (``"bf16"``: both steps under bf16 autocast)."""
     tokenizer = train_word_tokenizer([WORDS], max_length=VIT_B16.context)
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=mixed_precision)
     torch.manual_seed(0)
     data = rows(batch_size)
     base = LaCLIPModel(SMALL.config(tokenizer)).state_dict()
@@ -398,6 +400,10 @@ def methods(args, accelerator, tokenizer) -> dict:
         print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio[name]:.2f}x | "
               f"{flop_ratio:.2f}x | {time_ratio[name] / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | "
               f"{memory[name] / 2**20:.0f} MiB |")
+    bf16 = in_fresh_process("paired_step_seconds", "clips", args.batch_size, min(args.steps, 5), "bf16")["seconds"]
+    print(f"under bf16 autocast (its own process, {min(args.steps, 5)} steps): CLIP {bf16['clip'] * 1e3:.0f} ms, CLIPS "
+          f"{bf16['clips'] * 1e3:.0f} ms ({seconds['clips'] / bf16['clips']:.2f}x faster than fp32 CLIPS), time / FLOP "
+          f"ratio {bf16['clips'] / bf16['clip'] / (flops['clips'] / flops['clip']):.2f}")
     caption_length = batches["clips"]["caption_input_ids"].shape[-1]
     softmax = cross_entropy_seconds(args.batch_size, caption_length, args.steps)
     ours, peer = softmax["caption_nll"], softmax["F.cross_entropy"]
@@ -407,7 +413,8 @@ def methods(args, accelerator, tokenizer) -> dict:
           f"{peer * 1e3:.0f} ms, {peer / ours:.2f}x), 0 FLOPs in the count; without it CLIPS would be "
           f"{(seconds['clips'] - ours) / paired['clips']['seconds']['clip'] / (flops['clips'] / flops['clip']):.2f}\n")
     return {"method_seconds": seconds, "method_time_ratio": time_ratio, "method_flops": flops,
-            "method_trainable": trainable, "method_memory": memory, "caption_cross_entropy_seconds": softmax}
+            "method_trainable": trainable, "method_memory": memory, "caption_cross_entropy_seconds": softmax,
+            "bf16_clips_pair_seconds": bf16}
 
 
 def levers(args, accelerator, tokenizer) -> dict:
