@@ -400,8 +400,9 @@ def methods(args, accelerator, tokenizer) -> dict:
         print(f"| {name} | {seconds[name] * 1e3:.0f} | {flops[name] / 1e9:.1f} | {time_ratio[name]:.2f}x | "
               f"{flop_ratio:.2f}x | {time_ratio[name] / flop_ratio:.2f} | {trainable[name] / 1e6:.1f}M | "
               f"{memory[name] / 2**20:.0f} MiB |")
-    bf16 = in_fresh_process("paired_step_seconds", "clips", args.batch_size, min(args.steps, 5), "bf16")["seconds"]
-    print(f"under bf16 autocast (its own process, {min(args.steps, 5)} steps): CLIP {bf16['clip'] * 1e3:.0f} ms, CLIPS "
+    bf16_steps = min(args.steps, 5)
+    bf16 = in_fresh_process("paired_step_seconds", "clips", args.batch_size, bf16_steps, "bf16")["seconds"]
+    print(f"under bf16 autocast (its own process, {bf16_steps} steps): CLIP {bf16['clip'] * 1e3:.0f} ms, CLIPS "
           f"{bf16['clips'] * 1e3:.0f} ms ({seconds['clips'] / bf16['clips']:.2f}x faster than fp32 CLIPS), time / FLOP "
           f"ratio {bf16['clips'] / bf16['clip'] / (flops['clips'] / flops['clip']):.2f}")
     caption_length = batches["clips"]["caption_input_ids"].shape[-1]
